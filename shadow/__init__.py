@@ -1,0 +1,1 @@
+"""streamrank's shadow side: mirroring, comparisons, statistics and promotion."""

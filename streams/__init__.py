@@ -1,0 +1,1 @@
+"""streamrank's streaming side: the Faust app, its topics and agents, and the CLI."""

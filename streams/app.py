@@ -1,0 +1,54 @@
+"""The Faust application every streamrank worker runs.
+
+Workers hold no state of their own: offsets live in Kafka, everything else in Redis. So a
+worker can be killed at any moment, and more workers (up to the partition count) share the
+load by joining the same consumer group.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from streams.config import Settings, get_settings
+
+
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust's form of the Kafka security settings (None on plaintext)."""
+    protocol = settings.kafka_security_protocol
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=settings.ssl_context(),
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(settings.ssl_context())
+    return None
+
+
+def create_app(settings: Settings) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=broker_credentials(settings),
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        # Topics are created by `streamrank topics create`, with the right partition counts.
+        topic_allow_declare=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        consumer_auto_offset_reset="earliest",
+    )
+
+
+settings = get_settings()
+app = create_app(settings)
+
+
+def topic(kind: str) -> faust.TopicT:
+    """A streamrank topic by kind ('candidates', 'rankings', ...), as raw bytes."""
+    return app.topic(settings.topic(kind), key_type=bytes, value_type=bytes)

@@ -1,0 +1,125 @@
+"""All of streamrank's settings, in one place.
+
+Every field reads from an environment variable named ``STREAMRANK_<FIELD>`` (for example
+``STREAMRANK_KAFKA_BOOTSTRAP``) and, when ``STREAMRANK_CONFIG_FILE`` names one, from a
+``KEY=value`` file with the same names; the environment wins over the file.
+
+Examples
+--------
+>>> settings = Settings(topic_prefix="demo.")
+>>> settings.topic("candidates")
+'demo.candidates'
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.events import Limits
+
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamrank"
+
+
+class Settings(BaseSettings):
+    """streamrank's configuration; see the module docstring for where values come from."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMRANK_",
+        env_file=os.environ.get("STREAMRANK_CONFIG_FILE"),
+        extra="ignore",
+        protected_namespaces=(),
+    )
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    topic_prefix: str = "streamrank."
+    partitions: int = Field(4, ge=1, description="partitions per topic; workers scale up to this")
+    replication_factor: int = Field(1, ge=1)
+    app_id: str = "streamrank"
+
+    # Redis
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: str | None = None
+    redis_ssl_ca_certs: str | None = None
+
+    # Limits on what one message may hold
+    max_candidates: int = Field(2000, ge=1)
+    max_query_chars: int = Field(1000, ge=1)
+    max_text_chars: int = Field(20_000, ge=1)
+
+    # State kept in Redis: how long a processed-request marker lives (idempotent replays)
+    dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+
+    # Worker
+    web_port: int = 6066
+    web_enabled: bool = False
+
+    # Models
+    model_dir: Path = DEFAULT_CACHE / "models"
+
+    def topic(self, kind: str) -> str:
+        """The full Kafka topic name for a kind of message, prefix included."""
+        return f"{self.topic_prefix}{kind}"
+
+    def limits(self) -> Limits:
+        """The per-message size limits, as the event decoder takes them."""
+        return Limits(
+            max_candidates=self.max_candidates,
+            max_query_chars=self.max_query_chars,
+            max_text_chars=self.max_text_chars,
+        )
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Security settings in kafka-python's (and aiokafka's) keyword names."""
+        options: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL"):
+            options |= {
+                "sasl_mechanism": self.kafka_sasl_mechanism,
+                "sasl_plain_username": self.kafka_sasl_username,
+                "sasl_plain_password": self.kafka_sasl_password,
+            }
+        if self.kafka_security_protocol.endswith("SSL"):
+            options |= {
+                "ssl_cafile": self.kafka_ssl_cafile,
+                "ssl_certfile": self.kafka_ssl_certfile,
+                "ssl_keyfile": self.kafka_ssl_keyfile,
+            }
+        return options
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """An SSL context for Faust's broker credentials, or None on plaintext."""
+        if not self.kafka_security_protocol.endswith("SSL"):
+            return None
+        context = ssl.create_default_context(cafile=self.kafka_ssl_cafile)
+        if self.kafka_ssl_certfile:
+            context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        return context
+
+    def redis_options(self) -> dict[str, Any]:
+        """Password and TLS settings in redis-py's keyword names."""
+        options: dict[str, Any] = {}
+        if self.redis_password:
+            options["password"] = self.redis_password
+        if self.redis_ssl_ca_certs:
+            options["ssl_ca_certs"] = self.redis_ssl_ca_certs
+        return options
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,21 @@
+"""Connections to Redis, where every piece of state shared between workers lives."""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+
+from streams.config import Settings
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, **settings.redis_options())
+
+
+def async_redis_client(settings: Settings) -> aioredis.Redis:
+    return aioredis.Redis.from_url(settings.redis_url, **settings.redis_options())
+
+
+def key(settings: Settings, *parts: str) -> str:
+    """A Redis key under this deployment's prefix, so two deployments can share one Redis."""
+    return settings.topic_prefix + ":".join(parts)
