@@ -85,7 +85,9 @@ def topics() -> None:
 
 
 @topics.command("create")
-@click.option("--partitions", type=int, help="partitions per topic (default: STREAMRANK_PARTITIONS)")
+@click.option(
+    "--partitions", type=int, help="partitions per topic (default: STREAMRANK_PARTITIONS)"
+)
 def topics_create(partitions: int | None) -> None:
     """Create every streamrank topic that is missing (existing ones are left alone).
 
@@ -102,7 +104,9 @@ def topics_create(partitions: int | None) -> None:
         no_broker(settings)
     table = Table("topic", "partitions", "status")
     for result in results:
-        table.add_row(result.name, str(result.partitions), "created" if result.created else "exists")
+        table.add_row(
+            result.name, str(result.partitions), "created" if result.created else "exists"
+        )
     console.print(table)
 
 
@@ -197,7 +201,9 @@ class _nothing:
 @click.option("--from-beginning", is_flag=True, help="start at the oldest message kept")
 @click.option("--max-messages", "-n", type=int, help="stop after this many messages")
 @click.option("--idle-timeout", type=float, help="stop after this many seconds with no message")
-def tail(kind: str, from_beginning: bool, max_messages: int | None, idle_timeout: float | None) -> None:
+def tail(
+    kind: str, from_beginning: bool, max_messages: int | None, idle_timeout: float | None
+) -> None:
     """Pretty-print TOPIC's messages as they arrive (Ctrl-C stops).
 
     Example: streamrank tail rankings --from-beginning -n 10
@@ -269,6 +275,26 @@ def worker(loglevel: str) -> None:
     from streams.app import app
 
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+
+
+@cli.command()
+@click.option("--timeout", default=120.0, show_default=True, help="seconds to wait for rankings")
+def demo(timeout: float) -> None:
+    """Run the demo: start a worker, stream sample requests through it, show the rankings.
+
+    Needs the services (`streamrank services up`). Example: streamrank demo
+    """
+    from streams.demo import run_demo
+    from streams.topics import UNREACHABLE
+
+    settings = get_settings()
+    try:
+        received = run_demo(settings, console, timeout_s=timeout)
+    except UNREACHABLE:
+        no_broker(settings)
+    console.print(f"{received} ranking(s) received")
+    if received == 0:
+        sys.exit(1)
 
 
 def main() -> None:

@@ -56,9 +56,7 @@ def create_topics(settings: Settings) -> list[TopicResult]:
             created = name not in existing
             if created:
                 try:
-                    admin.create_topics(
-                        [NewTopic(name, partitions, settings.replication_factor)]
-                    )
+                    admin.create_topics([NewTopic(name, partitions, settings.replication_factor)])
                 except TopicAlreadyExistsError:  # another process won the race
                     created = False
             results.append(TopicResult(name, partitions, created))

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what streamrank needs on a fresh Debian machine; quick when all is there already.
+#   - Java 17 and Maven (Debian packages) for the Kafka broker, whose jars come from Maven Central
+#   - Debian's redis-server
+#   - the Python virtual environment at .venv/ with streamrank and its test tools
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+cd "$repo"
+
+apt_install() {
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  [ -n "${apt_updated:-}" ] || { $sudo apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v java >/dev/null || { echo "setup: installing Java 17" >&2; apt_install openjdk-17-jre-headless; }
+command -v mvn >/dev/null || { echo "setup: installing Maven" >&2; apt_install maven; }
+command -v redis-server >/dev/null || { echo "setup: installing redis-server" >&2; apt_install redis-server; }
+
+python="${PYTHON:-python3}"
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: creating .venv and installing streamrank (editable) with its test tools" >&2
+  [ -x .venv/bin/python ] || "$python" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+bash deploy/kafka.sh fetch
