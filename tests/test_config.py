@@ -57,3 +57,11 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMRANK_PARTITIONS", "0")
     with pytest.raises(ValueError, match="partitions"):
         Settings()
+
+
+def test_every_setting_is_documented() -> None:
+    from conftest import REPO
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    missing = [name for name in Settings.model_fields if f"STREAMRANK_{name.upper()}" not in doc]
+    assert missing == []

@@ -91,3 +91,14 @@ def test_unknown_topic_kind() -> None:
     with pytest.raises(ContractError) as caught:
         decode("nonsense", b"{}", LIMITS)
     assert caught.value.reason == "unknown-topic"
+
+
+def test_every_example_in_docs_events_md_obeys_its_contract() -> None:
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "events.md").read_text()
+    examples = re.findall(r"## `(\w+)`.*?```json\n(.*?)```", doc, re.DOTALL)
+    assert {kind for kind, _ in examples} == set(EVENT_TYPES)
+    for kind, example in examples:
+        decode(kind, example, Limits())
