@@ -61,8 +61,13 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(1000, ge=1)
     max_text_chars: int = Field(20_000, ge=1)
 
-    # State kept in Redis: how long a processed-request marker lives (idempotent replays)
-    dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    # State kept in Redis
+    dedupe_ttl_s: int = Field(
+        7 * 24 * 3600, ge=1, description="how long a processed-request marker lives (replays)"
+    )
+    impression_ttl_s: int = Field(
+        24 * 3600, ge=1, description="how long a served ranking waits for its clicks"
+    )
 
     # Worker
     web_port: int = 6066
