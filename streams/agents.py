@@ -1,33 +1,61 @@
 """The agents a worker runs.
 
-``rerank``: ``candidates`` -> ``rankings``. For now it serves the first-stage order unchanged
-(the pass-through ranker); the cross-encoder cascade takes its place in ``models/``.
+- ``rerank``: ``candidates`` -> ``rankings``. For now it serves the first-stage order unchanged
+  (the pass-through ranker); the cross-encoder cascade takes its place in ``models/``.
+- ``items`` and ``users``: keep the feature store in Redis up to date.
 
 Every handler is idempotent: a request whose ranking was already published (a replay after a
-crash, a duplicate from the producer) is skipped, so replays double nothing.
+crash, a duplicate from the producer) is skipped, and item and user updates are overwrites, so
+replays double nothing. A message that does not decode goes to the dead-letter topic.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import faust
 
 from streams.app import app, settings, topic
 from streams.deadletter import dead_letter_for, send_to_dead_letters
-from streams.events import Candidates, ContractError, RankedItem, Ranking, decode
-from streams.state import async_redis_client, key
+from streams.events import Candidates, ContractError, Event, Item, RankedItem, Ranking, User, decode
+from streams.feature_store import FeatureStore
+from streams.state import async_redis_client, key, redis_client
 
 log = logging.getLogger(__name__)
 
 candidates_topic = topic("candidates")
 rankings_topic = topic("rankings")
+items_topic = topic("items")
+users_topic = topic("users")
 deadletter_topic = topic("deadletter")
+
 redis = async_redis_client(settings)
 limits = settings.limits()
+# Blocking work (inference, synchronous Redis calls) runs here, never on the event loop.
+executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="streamrank")
+feature_store = FeatureStore(redis_client(settings), settings)
 
 PASS_THROUGH_VERSION = "pass-through"
+
+
+async def run_blocking(function: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+
+async def decoded(stream: faust.StreamT[bytes], kind: str, agent: str) -> AsyncIterator[Event]:
+    """The stream's messages as events; those that do not decode go to the dead letters."""
+    async for event in stream.events():
+        try:
+            yield decode(kind, event.value, limits)
+        except ContractError as error:
+            letter = dead_letter_for(event.value, event.message, error, agent=agent)
+            await send_to_dead_letters(letter, deadletter_topic, redis, settings)
+            log.warning("dead letter from %s: %s", letter.topic, error)
 
 
 def pass_through(request: Candidates) -> Ranking:
@@ -47,15 +75,7 @@ def pass_through(request: Candidates) -> Ranking:
     )
 
 
-async def rerank_one(raw: bytes, message: faust.types.tuples.Message) -> None:
-    try:
-        request = decode("candidates", raw, limits)
-    except ContractError as error:
-        letter = dead_letter_for(raw, message, error, agent="rerank")
-        await send_to_dead_letters(letter, deadletter_topic, redis, settings)
-        log.warning("dead letter %s@%s: %s", message.partition, message.offset, error)
-        return
-    assert isinstance(request, Candidates)
+async def rerank_one(request: Candidates) -> None:
     done_key = key(settings, "done", "rerank", request.request_id)
     if await redis.exists(done_key):
         return
@@ -69,5 +89,20 @@ async def rerank_one(raw: bytes, message: faust.types.tuples.Message) -> None:
 
 @app.agent(candidates_topic)
 async def rerank(stream: faust.StreamT[bytes]) -> None:
-    async for event in stream.events():
-        await rerank_one(event.value, event.message)
+    async for request in decoded(stream, "candidates", agent="rerank"):
+        assert isinstance(request, Candidates)
+        await rerank_one(request)
+
+
+@app.agent(items_topic)
+async def items(stream: faust.StreamT[bytes]) -> None:
+    async for item in decoded(stream, "items", agent="items"):
+        assert isinstance(item, Item)
+        await run_blocking(feature_store.apply_item, item)
+
+
+@app.agent(users_topic)
+async def users(stream: faust.StreamT[bytes]) -> None:
+    async for user in decoded(stream, "users", agent="users"):
+        assert isinstance(user, User)
+        await run_blocking(feature_store.apply_user, user)
