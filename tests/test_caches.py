@@ -1,0 +1,37 @@
+"""The Redis caches, against the real Redis."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import redis
+
+from streams.caches import RedisScoreCache, RedisVectorCache
+from streams.config import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url)
+
+
+def test_scores_round_trip_and_expire(settings: Settings) -> None:
+    cache = RedisScoreCache(client(settings), prefix=settings.topic_prefix + "score:", ttl_s=1)
+    cache.set_many({"q|a": 3.25, "q|b": -1.0})
+    assert cache.get_many(["q|a", "q|b", "q|c"]) == [3.25, -1.0, None]
+    time.sleep(2.1)
+    assert cache.get_many(["q|a"]) == [None]
+
+
+def test_vectors_and_token_matrices_round_trip(settings: Settings) -> None:
+    cache = RedisVectorCache(client(settings), prefix=settings.topic_prefix + "vec:", ttl_s=60)
+    vector = np.arange(384, dtype=np.float32) / 384
+    tokens = np.random.default_rng(0).normal(size=(17, 128)).astype(np.float32)
+    cache.set_many({"v": vector, "t": tokens})
+    got_vector, got_tokens, missing = cache.get_many(["v", "t", "nothing"])
+    np.testing.assert_array_equal(got_vector, vector)
+    np.testing.assert_array_equal(got_tokens, tokens)
+    assert missing is None
