@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         24 * 3600, ge=1, description="how long a served ranking waits for its clicks"
     )
 
+    # Model registry and operators
+    registry_key: str = Field(
+        "", description="HMAC-SHA256 key that signs registry artifacts; required to use it"
+    )
+
     # Worker
     web_port: int = 6066
     web_enabled: bool = False
