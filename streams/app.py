@@ -35,13 +35,13 @@ def create_app(settings: Settings) -> faust.App:
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
-        # Topics are created by `streamrank topics create`, with the right partition counts.
-        topic_allow_declare=False,
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
         consumer_auto_offset_reset="earliest",
+        producer_max_request_size=settings.max_message_bytes,
+        consumer_max_fetch_size=settings.max_message_bytes,
     )
 
 

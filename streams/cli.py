@@ -153,6 +153,7 @@ def publish(kind: str, file: Path) -> None:
             bootstrap_servers=settings.kafka_bootstrap,
             acks="all",
             linger_ms=5,
+            max_request_size=settings.max_message_bytes,
             **settings.kafka_client_options(),
         )
     except UNREACHABLE:
@@ -271,7 +272,8 @@ def worker(loglevel: str) -> None:
     """
     import faust
 
-    import streams.agents  # noqa: F401  (declares the agents on the app)
+    import streams.agents
+    import streams.retrieve  # noqa: F401
     from streams.app import app
 
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()
@@ -295,6 +297,17 @@ def demo(timeout: float) -> None:
     console.print(f"{received} ranking(s) received")
     if received == 0:
         sys.exit(1)
+
+
+def mount_model_commands() -> None:
+    """Commands whose code lives with the models (their heavy imports happen when they run)."""
+    from models.data_cli import analyze, data_group, index_group
+
+    for command in (index_group, data_group, analyze):
+        cli.add_command(command)
+
+
+mount_model_commands()
 
 
 def main() -> None:

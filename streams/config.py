@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     max_candidates: int = Field(2000, ge=1)
     max_query_chars: int = Field(1000, ge=1)
     max_text_chars: int = Field(20_000, ge=1)
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="largest Kafka message (1,000 candidates with text)"
+    )
 
     # State kept in Redis
     dedupe_ttl_s: int = Field(
@@ -80,6 +83,14 @@ class Settings(BaseSettings):
 
     # Models
     model_dir: Path = DEFAULT_CACHE / "models"
+
+    # First-stage retrieval (the retrieve agent runs only when an index is configured)
+    index_dir: Path | None = Field(None, description="an index from `streamrank index build`")
+    retrieve_method: Literal["bm25", "dense", "hybrid"] = "hybrid"
+    retrieve_k: int = Field(1000, ge=1, description="K1: candidates retrieved per query")
+    rrf_constant: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant")
+    bm25_weight: float = Field(1.0, ge=0, description="weight of BM25 in the hybrid fusion")
+    dense_weight: float = Field(1.0, ge=0, description="weight of dense in the hybrid fusion")
 
     def topic(self, kind: str) -> str:
         """The full Kafka topic name for a kind of message, prefix included."""
@@ -108,6 +119,18 @@ class Settings(BaseSettings):
                 "ssl_certfile": self.kafka_ssl_certfile,
                 "ssl_keyfile": self.kafka_ssl_keyfile,
             }
+        return options
+
+    def aiokafka_client_options(self) -> dict[str, Any]:
+        """The same security settings in aiokafka's names (it takes an SSL context, not files)."""
+        options = {
+            key: value
+            for key, value in self.kafka_client_options().items()
+            if not key.startswith("ssl_")
+        }
+        context = self.ssl_context()
+        if context is not None:
+            options["ssl_context"] = context
         return options
 
     def ssl_context(self) -> ssl.SSLContext | None:

@@ -11,6 +11,8 @@ from kafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlreadyEx
 from streams.config import Settings
 from streams.events import TOPIC_KINDS
 
+# The latest item/user update per key is the state: compaction keeps it for replays forever.
+COMPACTED_KINDS = frozenset({"items", "users"})
 # What kafka-python raises when no broker answers at the bootstrap address.
 UNREACHABLE = (KafkaTimeoutError, KafkaConnectionError)
 # Operator commands must be seen in the order they were issued: one partition keeps them so.
@@ -42,6 +44,13 @@ def existing_topics(settings: Settings) -> set[str]:
         return set(admin.list_topics())
     finally:
         admin.close()
+
+
+def topic_configs(kind: str, settings: Settings) -> dict[str, str]:
+    configs = {"max.message.bytes": str(settings.max_message_bytes)}
+    if kind in COMPACTED_KINDS:
+        configs["cleanup.policy"] = "compact"
+    return configs
 
 
 def create_topics(settings: Settings) -> list[TopicResult]:
