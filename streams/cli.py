@@ -280,18 +280,20 @@ def worker(loglevel: str) -> None:
 
 
 @cli.command()
-@click.option("--timeout", default=120.0, show_default=True, help="seconds to wait for rankings")
-def demo(timeout: float) -> None:
-    """Run the demo: start a worker, stream sample requests through it, show the rankings.
+@click.option("--queries", default=200, show_default=True, help="how many queries to stream")
+@click.option("--timeout", default=600.0, show_default=True, help="seconds to wait for rankings")
+def demo(queries: int, timeout: float) -> None:
+    """Run the demo: Wikipedia queries through a worker (retrieve, re-rank), shown live.
 
-    Needs the services (`streamrank services up`). Example: streamrank demo
+    Fetches the models and the demo corpus and builds its index the first time. Needs the
+    services (`streamrank services up`). Example: streamrank demo --queries 300
     """
     from streams.demo import run_demo
     from streams.topics import UNREACHABLE
 
     settings = get_settings()
     try:
-        received = run_demo(settings, console, timeout_s=timeout)
+        received = run_demo(settings, console, queries=queries, timeout_s=timeout)
     except UNREACHABLE:
         no_broker(settings)
     console.print(f"{received} ranking(s) received")

@@ -1,40 +1,98 @@
-"""The demo: real requests through a real worker, shown live in the terminal.
+"""The demo: a few hundred Wikipedia queries through real workers, shown live.
 
-It starts a worker process, publishes the sample candidate lists with fresh request ids,
-and prints each ranking as it comes back from the ``rankings`` topic.
+It fetches what it needs once (the models, the 10,033-article Wikipedia demo corpus), builds
+the BM25 index, starts a worker with the retrieve agent enabled, publishes queries to
+``queries`` and shows each ranking as it comes back from ``rankings``: the query, the top 3
+titles, the time each stage took, and the running nDCG@10 against the corpus's judgments.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 import uuid
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from streams.config import Settings
-from streams.events import Candidates, Ranking
+from streams.config import DEFAULT_CACHE, Settings
+from streams.events import Query, Ranking
 from streams.topics import create_topics
 
-SAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "sample" / "candidates.jsonl"
+DEMO_INDEX = DEFAULT_CACHE / "indexes" / "wiki-bm25"
 
 
-def start_worker(log_path: Path) -> subprocess.Popen:
+@dataclass
+class DemoData:
+    corpus: Path
+    queries: list[tuple[str, str]]  # (query id, text)
+    qrels: dict[str, dict[str, int]]
+    titles: dict[str, str]
+
+
+@dataclass
+class Board:
+    """What the live view shows."""
+
+    sent: int
+    rows: deque = field(default_factory=lambda: deque(maxlen=12))
+    ndcgs: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+def prepare(settings: Settings, console: Console) -> DemoData:
+    """Models, corpus and index: fetched and built once, reused afterwards."""
+    from models.corpus import read_qrels, read_queries
+    from models.fetch import fetch_models
+    from models.retrieval import build_index
+    from models.wiki import DEFAULT_OUT, fetch_wiki
+
+    fetch_models(settings.model_dir)
+    wiki = DEFAULT_OUT
+    if not (wiki / "corpus.jsonl").exists():
+        console.print("fetching the Wikipedia demo corpus (once)")
+        fetch_wiki(wiki)
+    if not DEMO_INDEX.exists():
+        console.print("building the BM25 index of the demo corpus (once)")
+        build_index(wiki / "corpus.jsonl", DEMO_INDEX)
+    queries = list(read_queries(wiki / "queries.jsonl").items.items())
+    qrels = read_qrels(wiki / "qrels.txt").items
+    titles = {}
+    with (wiki / "corpus.jsonl").open() as corpus:
+        for line in corpus:
+            doc = json.loads(line)
+            titles[doc["_id"]] = doc["title"]
+    return DemoData(wiki / "corpus.jsonl", queries, qrels, titles)
+
+
+def ndcg_at_10(ranked: list[str], judged: dict[str, int]) -> float:
+    gains = [judged.get(doc, 0) for doc in ranked[:10]]
+    dcg = sum(gain / np.log2(rank + 2) for rank, gain in enumerate(gains))
+    ideal = sorted(judged.values(), reverse=True)[:10]
+    idcg = sum(gain / np.log2(rank + 2) for rank, gain in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def start_worker(settings: Settings, log_path: Path, env: dict[str, str]) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
+        env=dict(os.environ) | env,
     )
 
 
-def wait_ready(worker: subprocess.Popen, log_path: Path, timeout_s: float = 90) -> None:
+def wait_ready(worker: subprocess.Popen, log_path: Path, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if "Worker]: Ready" in log_path.read_text(errors="replace"):
@@ -45,64 +103,94 @@ def wait_ready(worker: subprocess.Popen, log_path: Path, timeout_s: float = 90) 
     raise RuntimeError(f"the worker was not ready in {timeout_s}s; see {log_path}")
 
 
-def load_requests(run: str) -> list[Candidates]:
-    requests = []
-    for line in SAMPLE.read_text().splitlines():
-        payload = json.loads(line)
-        payload["request_id"] = f"demo-{run}-{payload['request_id']}"
-        requests.append(Candidates.model_validate(payload))
-    return requests
+def view(board: Board, data: DemoData, requests: dict[str, str]) -> Group:
+    table = Table("query", "top 3", "stages (ms)", title="rankings, live (latest 12)")
+    for request_id, ranking in board.rows:
+        top = " | ".join(data.titles.get(item.doc_id, item.doc_id) for item in ranking.items[:3])
+        stages = " ".join(f"{name} {ms:.0f}" for name, ms in ranking.timings_ms.items())
+        table.add_row(requests[request_id], top, stages)
+    done = len(board.ndcgs)
+    summary = Table.grid(padding=(0, 2))
+    summary.add_row(
+        f"queries sent {board.sent}/{len(requests)}, rankings back {done}",
+        f"nDCG@10 so far {np.mean(board.ndcgs):.3f}" if done else "",
+        f"latency p50 {np.percentile(board.latencies_ms, 50):.0f} ms, "
+        f"p95 {np.percentile(board.latencies_ms, 95):.0f} ms"
+        if done
+        else "",
+    )
+    return Group(table, summary)
 
 
-def results_table(requests: dict[str, Candidates], rankings: dict[str, Ranking]) -> Table:
-    table = Table("request", "query", "top 3", "model", "ms", title="rankings, live")
-    for request_id, request in requests.items():
-        ranking = rankings.get(request_id)
-        if ranking is None:
-            table.add_row(request_id, request.query, "[dim]waiting...[/]", "", "")
-            continue
-        top = ", ".join(item.doc_id for item in ranking.items[:3])
-        total = f"{ranking.timings_ms.get('total', 0.0):.1f}"
-        table.add_row(request_id, request.query, top, ranking.model_version, total)
-    return table
-
-
-def run_demo(settings: Settings, console: Console, timeout_s: float = 120) -> int:
+def run_demo(
+    settings: Settings, console: Console, queries: int = 200, timeout_s: float = 600
+) -> int:
     """Run the demo; returns the number of rankings received."""
+    data = prepare(settings, console)
     create_topics(settings)
     log_path = Path(".run") / "demo-worker.log"
+    env = {
+        "STREAMRANK_INDEX_DIR": str(DEMO_INDEX),
+        "STREAMRANK_RETRIEVE_METHOD": "bm25",
+        "STREAMRANK_RETRIEVE_K": os.environ.get("STREAMRANK_RETRIEVE_K", "30"),
+    }
     console.print(f"starting a worker (log: {log_path})")
-    worker = start_worker(log_path)
+    worker = start_worker(settings, log_path, env)
     try:
         wait_ready(worker, log_path)
-        run = uuid.uuid4().hex[:6]
-        requests = {request.request_id: request for request in load_requests(run)}
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-        topic = settings.topic("rankings")
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_end(*partitions)
-        consumer.poll(timeout_ms=0)  # fixes the positions before anything is published
-        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-        for request in requests.values():
-            producer.send(
-                settings.topic("candidates"),
-                key=request.request_id.encode(),
-                value=request.to_bytes(),
-            )
-        producer.flush()
-        rankings: dict[str, Ranking] = {}
-        deadline = time.monotonic() + timeout_s
-        with Live(results_table(requests, rankings), console=console) as live:
-            while len(rankings) < len(requests) and time.monotonic() < deadline:
-                for batch in consumer.poll(timeout_ms=200).values():
-                    for record in batch:
-                        ranking = Ranking.model_validate_json(record.value)
-                        if ranking.request_id in requests:
-                            rankings[ranking.request_id] = ranking
-                live.update(results_table(requests, rankings))
-        consumer.close()
-        return len(rankings)
+        return stream_queries(settings, console, data, queries, timeout_s)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def stream_queries(
+    settings: Settings,
+    console: Console,
+    data: DemoData,
+    count: int,
+    timeout_s: float,
+    rate: float = 10.0,
+) -> int:
+    rng = np.random.default_rng(0)
+    picked = [data.queries[i] for i in rng.choice(len(data.queries), count, replace=False)]
+    run = uuid.uuid4().hex[:6]
+    requests = {f"demo-{run}-{qid}": text for qid, text in picked}
+    judged = {f"demo-{run}-{qid}": data.qrels.get(qid, {}) for qid, _ in picked}
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    topic = settings.topic("rankings")
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    consumer.assign(partitions)
+    consumer.seek_to_end(*partitions)
+    consumer.poll(timeout_ms=0)  # fixes the positions before anything is published
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0)
+    to_send = deque(requests.items())
+    sent_at: dict[str, float] = {}
+    board = Board(sent=0)
+    started = time.monotonic()
+    deadline = started + timeout_s
+    with Live(view(board, data, requests), console=console, refresh_per_second=4) as live:
+        while len(board.ndcgs) < len(requests) and time.monotonic() < deadline:
+            # Queries go out at a steady rate, as live traffic would, so that the latency
+            # shown is the service's and not the queue's.
+            while to_send and board.sent < (time.monotonic() - started) * rate:
+                request_id, text = to_send.popleft()
+                sent_at[request_id] = time.time()
+                query = Query(request_id=request_id, query=text, timestamp=sent_at[request_id])
+                producer.send(
+                    settings.topic("queries"), key=request_id.encode(), value=query.to_bytes()
+                )
+                board.sent += 1
+            producer.flush()
+            for batch in consumer.poll(timeout_ms=50).values():
+                for record in batch:
+                    ranking = Ranking.model_validate_json(record.value)
+                    if ranking.request_id not in requests:
+                        continue
+                    board.rows.appendleft((ranking.request_id, ranking))
+                    ranked = [item.doc_id for item in ranking.items]
+                    board.ndcgs.append(ndcg_at_10(ranked, judged[ranking.request_id]))
+                    board.latencies_ms.append((time.time() - sent_at[ranking.request_id]) * 1000)
+            live.update(view(board, data, requests))
+    consumer.close()
+    return len(board.ndcgs)
