@@ -1,7 +1,7 @@
 """The agents a worker runs.
 
-- ``rerank``: ``candidates`` -> ``rankings``. For now it serves the first-stage order unchanged
-  (the pass-through ranker); the cross-encoder cascade takes its place in ``models/``.
+- ``rerank``: ``candidates`` -> ``rankings`` through the cross-encoder cascade
+  (:mod:`streams.serving`), several requests at once, inference in executor threads.
 - ``items`` and ``users``: keep the feature store in Redis up to date.
 
 Every handler is idempotent: a request whose ranking was already published (a replay after a
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,8 +21,9 @@ import faust
 
 from streams.app import app, settings, topic
 from streams.deadletter import dead_letter_for, send_to_dead_letters
-from streams.events import Candidates, ContractError, Event, Item, RankedItem, Ranking, User, decode
+from streams.events import Candidates, ContractError, Event, Item, Ranking, User, decode
 from streams.feature_store import FeatureStore
+from streams.serving import Reranker, cascade_for
 from streams.state import async_redis_client, key, redis_client
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,13 @@ deadletter_topic = topic("deadletter")
 redis = async_redis_client(settings)
 limits = settings.limits()
 # Blocking work (inference, synchronous Redis calls) runs here, never on the event loop.
-executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="streamrank")
-feature_store = FeatureStore(redis_client(settings), settings)
+executor = ThreadPoolExecutor(
+    max_workers=settings.inference_threads + 2, thread_name_prefix="streamrank"
+)
+sync_redis = redis_client(settings)
+feature_store = FeatureStore(sync_redis, settings)
 
-PASS_THROUGH_VERSION = "pass-through"
+reranker = Reranker(cascade_for(settings, sync_redis), feature_store, settings)
 
 
 async def run_blocking(function: Callable[..., Any], *args: Any) -> Any:
@@ -58,36 +61,41 @@ async def decoded(stream: faust.StreamT[bytes], kind: str, agent: str) -> AsyncI
             log.warning("dead letter from %s: %s", letter.topic, error)
 
 
-def pass_through(request: Candidates) -> Ranking:
-    """Serve the first-stage order as it came."""
-    started = time.perf_counter()
-    items = [
-        RankedItem(doc_id=candidate.doc_id, score=candidate.first_stage_score, position=index)
-        for index, candidate in enumerate(request.candidates, start=1)
-    ]
-    return Ranking(
-        request_id=request.request_id,
-        model_version=PASS_THROUGH_VERSION,
-        items=items,
-        timings_ms={"total": (time.perf_counter() - started) * 1000},
-        user_id=request.user_id,
-        session_id=request.session_id,
-    )
+# Requests being ranked right now, by id. Duplicates share a key, hence a partition, hence this
+# worker: a duplicate that arrives while the original is in flight waits for it, then finds
+# the done-marker, instead of racing it (the agent runs several requests concurrently).
+in_flight: dict[str, asyncio.Future] = {}
 
 
 async def rerank_one(request: Candidates) -> None:
-    done_key = key(settings, "done", "rerank", request.request_id)
-    if await redis.exists(done_key):
-        return
-    ranking = pass_through(request)
-    delivery = await rankings_topic.send(key=request.request_id.encode(), value=ranking.to_bytes())
-    await delivery
-    # Marked only after the broker has the ranking: a crash in between replays the request,
-    # which publishes the same ranking again under the same key (at-least-once, never lost).
-    await redis.set(done_key, b"1", ex=settings.dedupe_ttl_s)
+    while (running := in_flight.get(request.request_id)) is not None:
+        await asyncio.shield(running)
+    # Claimed before the first await below, so no other coroutine can slip in between.
+    in_flight[request.request_id] = asyncio.get_running_loop().create_future()
+    try:
+        done_key = key(settings, "done", "rerank", request.request_id)
+        if await redis.exists(done_key):
+            return
+        ranking = await run_blocking(serve, request)
+        delivery = await rankings_topic.send(
+            key=request.request_id.encode(), value=ranking.to_bytes()
+        )
+        await delivery
+        # Marked only after the broker has the ranking: a crash in between replays the
+        # request, which publishes the same ranking again under the same key (at-least-once).
+        await redis.set(done_key, b"1", ex=settings.dedupe_ttl_s)
+    finally:
+        in_flight.pop(request.request_id).set_result(None)
 
 
-@app.agent(candidates_topic)
+def serve(request: Candidates) -> Ranking:
+    """Rank and record the impression; runs in an executor thread."""
+    ranking, impression = reranker.rank(request)
+    feature_store.record_impression(request.request_id, impression)
+    return ranking
+
+
+@app.agent(candidates_topic, concurrency=settings.inference_threads)
 async def rerank(stream: faust.StreamT[bytes]) -> None:
     async for request in decoded(stream, "candidates", agent="rerank"):
         assert isinstance(request, Candidates)

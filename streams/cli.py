@@ -272,8 +272,13 @@ def worker(loglevel: str) -> None:
     """
     import faust
 
-    import streams.agents
-    import streams.retrieve  # noqa: F401
+    from models.fetch import ModelFilesError
+
+    try:
+        import streams.agents  # declares the agents; loads the models
+        import streams.retrieve  # noqa: F401
+    except ModelFilesError as error:
+        fail(str(error).splitlines()[0], "run `streamrank models fetch` (STREAMRANK_MODEL_DIR)")
     from streams.app import app
 
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()

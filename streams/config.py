@@ -84,6 +84,29 @@ class Settings(BaseSettings):
     # Models
     model_dir: Path = DEFAULT_CACHE / "models"
 
+    # Re-ranking
+    pipeline: str = Field(
+        "dense>ce:30", description="the cascade: tiers and K values (see docs/models.md)"
+    )
+    max_length: int = Field(256, ge=16, le=512, description="cross-encoder tokens per pair")
+    latency_budget_ms: float = Field(
+        250.0, gt=0, description="per request; past it, unscored candidates keep earlier order"
+    )
+    skip_ce_if_margin_at_least: float | None = Field(
+        None, description="skip the cross-encoder when the first stage's top-1 margin is this big"
+    )
+    skip_ce_if_top_score_below: float | None = Field(
+        None, description="skip the cross-encoder when the best first-stage score is this low"
+    )
+    score_cache_ttl_s: int = Field(3600, ge=1, description="cross-encoder score cache lifetime")
+    vector_cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="document vector lifetime")
+    inference_threads: int = Field(
+        4, ge=1, description="requests ranked at once per worker (their model calls are merged)"
+    )
+    batch_wait_ms: float = Field(
+        2.0, ge=0, description="how long a model call waits for concurrent requests to join"
+    )
+
     # First-stage retrieval (the retrieve agent runs only when an index is configured)
     index_dir: Path | None = Field(None, description="an index from `streamrank index build`")
     retrieve_method: Literal["bm25", "dense", "hybrid"] = "hybrid"

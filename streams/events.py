@@ -87,6 +87,9 @@ class RankedItem(BaseModel):
     doc_id: str = Id
     score: float
     position: int = Field(ge=1, description="1-based position in the served list")
+    flags: list[str] = Field(
+        default_factory=list, description="no_text: ranked by first-stage position; not_scored"
+    )
 
 
 class Ranking(Event):

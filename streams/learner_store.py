@@ -19,27 +19,28 @@ import redis
 
 from models.online_ranker import Stats
 
-FIELDS = ("impressions", "clicks", "exams", "satisfied", "sat_clicks")
+FIELDS = len(Stats().to_list())
 
 # KEYS: event marker, pair hash, then one document hash per delta.
-# ARGV: ttl, number of deltas, then per delta: doc id and the five increments.
+# ARGV: ttl, number of deltas, fields per delta, then per delta: doc id and its increments.
 APPLY_SCRIPT = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   return 0
 end
 local count = tonumber(ARGV[2])
-local at = 3
+local fields = tonumber(ARGV[3])
+local at = 4
 for i = 1, count do
   local doc = ARGV[at]
-  for f = 1, 5 do
-    local value = tonumber(ARGV[at + f])
-    if value ~= 0 then
+  for f = 1, fields do
+    local value = ARGV[at + f]  -- passed on as a string: redis.call refuses Lua floats
+    if tonumber(value) ~= 0 then
       redis.call('HINCRBYFLOAT', KEYS[2], doc .. ':' .. f, value)
       redis.call('HINCRBYFLOAT', KEYS[2 + i], f, value)
     end
   end
   redis.call('EXPIRE', KEYS[2 + i], ARGV[1])
-  at = at + 6
+  at = at + fields + 1
 end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
@@ -68,22 +69,22 @@ class RedisLearnerStore:
     def pair_stats(self, query: str, docs: Sequence[str]) -> list[Stats]:
         if not docs:
             return []
-        fields = [f"{doc}:{f}" for doc in docs for f in range(1, 6)]
+        fields = [f"{doc}:{f}" for doc in docs for f in range(1, FIELDS + 1)]
         values = self.client.hmget(self._pair_key(query), fields)
-        return [_stats(values[i * 5 : i * 5 + 5]) for i in range(len(docs))]
+        return [_stats(values[i * FIELDS : (i + 1) * FIELDS]) for i in range(len(docs))]
 
     def doc_stats(self, docs: Sequence[str]) -> list[Stats]:
         pipe = self.client.pipeline(transaction=False)
         for doc in docs:
-            pipe.hmget(self._doc_key(doc), ["1", "2", "3", "4", "5"])
+            pipe.hmget(self._doc_key(doc), [str(f) for f in range(1, FIELDS + 1)])
         return [_stats(values) for values in pipe.execute()]
 
     def apply(self, event_id: str, query: str, deltas: Sequence[tuple[str, Stats]]) -> bool:
         keys = [f"{self.prefix}applied:{event_id}", self._pair_key(query)]
-        args: list[Any] = [self.ttl_s, len(deltas)]
+        args: list[Any] = [self.ttl_s, len(deltas), FIELDS]
         for doc, delta in deltas:
             keys.append(self._doc_key(doc))
-            args.extend([doc, *delta.to_list()])
+            args.extend([doc, *(repr(float(value)) for value in delta.to_list())])
         return bool(self._apply(keys=keys, args=args))
 
     def get_state(self, name: str) -> dict[str, Any] | None:

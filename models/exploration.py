@@ -1,0 +1,134 @@
+"""Safe exploration: show users a ranking that teaches the learner, within a quality bound.
+
+The learner only hears about documents users look at, so some impressions must go to
+documents it is unsure about. :class:`SafeExplorer` does it in three steps:
+
+1. **Which documents**: one Thompson draw from the ranker's posterior picks the ``k`` to
+   show, so a document is shown about as often as it might belong there.
+2. **In which order**: the shown ones are ordered by posterior uncertainty, most uncertain
+   first. Users who stop once satisfied look at the top results only; putting a document the
+   learner already knows well on top spends that look on nothing new, while an uncertain one
+   is usually relevant too (it was drawn into the top ``k``), so the cost is small.
+3. **The bound**: the served list's expected DCG, computed from the ranker's own posterior
+   means, must stay within ``max_loss`` of the exploit list's. If it would not, the top of the
+   list is taken from the exploit ranking one position at a time until it does; at worst the
+   exploit list itself is served. With probability ``swap_probability`` two adjacent results
+   are also swapped at random (if the bound still holds): the small intervention that keeps
+   every document visiting more than one rank, which position-bias estimation needs.
+
+Gains for the bound are posterior mean attractiveness above the list's least attractive
+candidate, so a result nobody would click counts as zero.
+
+Examples
+--------
+>>> from models.online_ranker import Candidate, OnlineRanker
+>>> ranker = OnlineRanker()
+>>> scored = ranker.score_one("q", [Candidate(f"d{i}", ce=-i) for i in range(20)])
+>>> explorer = SafeExplorer(k=5, max_loss=0.0, seed=1)
+>>> served = explorer.rank_one(scored)
+>>> [scored.docs[i] for i in served.order[:5]], served.loss        # no loss allowed: exploit
+(['d0', 'd1', 'd2', 'd3', 'd4'], 0.0)
+>>> served = SafeExplorer(k=5, max_loss=0.5, seed=1).rank_one(scored)
+>>> served.explored, served.loss <= 0.5
+(True, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.online_ranker import Scored
+
+
+@dataclass(frozen=True)
+class Served:
+    """A list to serve: candidate indices in order, whether it differs from exploit in its
+    top ``k``, and its estimated relative DCG loss against the exploit list."""
+
+    order: np.ndarray
+    explored: bool
+    loss: float
+
+
+class SafeExplorer:
+    """Thompson sampling for the shown set, uncertainty-first order, a DCG-loss bound.
+
+    Parameters
+    ----------
+    k
+        How many results the user sees (exploration only rearranges these).
+    max_loss
+        Largest allowed relative loss of estimated DCG@k against the exploit list (0 = never
+        explore, 1 = unbounded).
+    swap_probability
+        Chance of one random adjacent swap in the top ``k`` per served list.
+    uncertainty_first
+        Order the shown results by posterior uncertainty (True) or by the draw (False).
+    seed
+        Seed of the draws.
+    """
+
+    def __init__(
+        self,
+        k: int = 10,
+        max_loss: float = 0.3,
+        swap_probability: float = 0.1,
+        uncertainty_first: bool = True,
+        reference: str = "exploit",
+        seed: int | None = None,
+    ) -> None:
+        if reference not in ("exploit", "start"):
+            raise ValueError("reference must be 'exploit' or 'start'")
+        if not 0.0 <= max_loss <= 1.0:
+            raise ValueError("max_loss must be between 0 and 1")
+        self.k = k
+        self.max_loss = max_loss
+        self.swap_probability = swap_probability
+        self.uncertainty_first = uncertainty_first
+        self.reference = reference
+        self.rng = np.random.default_rng(seed)
+
+    def rank_one(self, scored: Scored) -> Served:
+        """The list to serve for one request."""
+        exploit = scored.exploit_order()
+        k = min(self.k, len(exploit))
+        if k == 0 or self.max_loss == 0.0:
+            return Served(exploit, False, 0.0)
+        gains = np.maximum(scored.mean - scored.mean.min(), 0.0)
+        discount = 1.0 / np.log2(np.arange(k) + 2.0)
+        ref = exploit if self.reference == "exploit" else np.argsort(-scored.base, kind="stable")
+        best = float(gains[ref[:k]] @ discount)
+
+        def loss(order: np.ndarray) -> float:
+            return 0.0 if best <= 0 else max(0.0, 1.0 - float(gains[order[:k]] @ discount) / best)
+
+        order = self._proposal(scored, exploit, k)
+        for fixed in range(k + 1):  # repair: take the top from exploit until the bound holds
+            candidate = _with_prefix(exploit[:fixed], order)
+            if loss(candidate) <= self.max_loss:
+                order = candidate
+                break
+        if self.rng.random() < self.swap_probability and k > 1:
+            swapped = order.copy()
+            i = int(self.rng.integers(k - 1))
+            swapped[[i, i + 1]] = swapped[[i + 1, i]]
+            if loss(swapped) <= self.max_loss:
+                order = swapped
+        return Served(order, bool((order[:k] != exploit[:k]).any()), loss(order))
+
+    def _proposal(self, scored: Scored, exploit: np.ndarray, k: int) -> np.ndarray:
+        draw = scored.sample(self.rng)
+        ties = self.rng.random(len(draw))  # a sampled tie must not favour the known document
+        chosen = np.lexsort((ties, -draw))[:k]
+        if self.uncertainty_first:
+            chosen = chosen[np.argsort(-scored.std[chosen], kind="stable")]
+        return _with_prefix(chosen, exploit)
+
+
+def _with_prefix(prefix: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """``prefix`` followed by the items of ``rest`` not in it, in ``rest``'s order."""
+    taken = np.zeros(max(len(rest), int(prefix.max(initial=-1)) + 1), dtype=bool)
+    taken[prefix] = True
+    return np.concatenate([prefix, rest[~taken[rest]]]).astype(int)

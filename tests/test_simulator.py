@@ -1,0 +1,147 @@
+"""The click simulator: its loop, its events, its CLI, and a short run on TREC DL 2019."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from models.exploration import SafeExplorer
+from models.online_ranker import Candidate, OnlineRanker
+from models.simulate_cli import CACHE_DIR, NamedScorer, cached_scores, read_scores, simulate_command
+from models.simulator import OfflineSystem, SimQuery, dcg, load_queries, simulate, to_interactions
+from streams.events import Limits, decode
+
+REPO = Path(__file__).resolve().parents[1]
+DL19 = REPO.parent / "shared" / "data" / "trec-dl-2019"
+KEYS = {"start_ndcg@10", "checkpoints", "final_ndcg@10", "min_ndcg@10", "propensities"}
+
+
+def toy_queries(n: int = 4, size: int = 30, seed: int = 0) -> list[SimQuery]:
+    """Queries whose relevant documents the starting ranker puts in the middle."""
+    rng = np.random.default_rng(seed)
+    queries = []
+    for q in range(n):
+        grades = np.zeros(size, dtype=int)
+        grades[rng.choice(np.arange(5, 20), size=4, replace=False)] = [3, 3, 2, 1]
+        cands = [Candidate(f"q{q}d{i}", ce=-i + rng.normal(0, 0.1)) for i in range(size)]
+        queries.append(SimQuery(f"q{q}", f"query {q}", cands, grades, dcg([3, 3, 2, 1])))
+    return queries
+
+
+def test_the_learning_curve_rises_on_toy_queries() -> None:
+    queries = toy_queries()
+    result = simulate(queries, OfflineSystem(), "navigational", 80, [10, 40, 80], seed=0)
+    assert set(result) >= KEYS
+    assert [c["sessions_per_query"] for c in result["checkpoints"]] == [10, 40, 80]
+    assert result["final_ndcg@10"] > result["start_ndcg@10"] + 0.3
+    assert result["min_ndcg@10"] == min(
+        [result["start_ndcg@10"]] + [c["ndcg@10"] for c in result["checkpoints"]]
+    )
+
+
+def test_the_same_seed_gives_the_same_curve() -> None:
+    def run() -> dict:
+        system = OfflineSystem(OnlineRanker(), SafeExplorer(seed=5))
+        return simulate(toy_queries(), system, "informational", 20, [10, 20], seed=5)
+
+    assert run() == run()
+
+
+def test_sessions_become_valid_interaction_events_with_stable_ids() -> None:
+    events = to_interactions("req-1", ["a", "b", "c"], [1], user_id="u")
+    assert [(e.type, e.doc_id, e.position) for e in events] == [
+        ("impression", "a", 1),
+        ("impression", "b", 2),
+        ("impression", "c", 3),
+        ("click", "b", 2),
+    ]
+    assert [e.event_id for e in to_interactions("req-1", ["a", "b", "c"], [1])] == [
+        e.event_id for e in events
+    ]
+    assert len({e.event_id for e in events}) == 4
+    for event in events:  # each one passes the topic's contract
+        assert decode("interactions", event.to_bytes(), Limits()) == event
+
+
+def write_toy_files(tmp_path: Path) -> tuple[Path, Path]:
+    entries, qrels = [], []
+    for query in toy_queries(n=3, size=20):
+        hits = [
+            {"qid": query.qid, "docid": c.doc_id, "rank": i + 1, "score": c.ce, "content": "x"}
+            for i, c in enumerate(query.candidates)
+        ]
+        entries.append({"query": query.text, "hits": hits})
+        qrels += [
+            f"{query.qid} 0 {c.doc_id} {g}"
+            for c, g in zip(query.candidates, query.grades, strict=True)
+        ]
+    candidates, qrels_path = tmp_path / "cands.json", tmp_path / "qrels.txt"
+    candidates.write_text(json.dumps(entries))
+    qrels_path.write_text("\n".join(qrels) + "\n")
+    return candidates, qrels_path
+
+
+def test_the_cli_prints_json_and_writes_the_plot(tmp_path: Path) -> None:
+    candidates, qrels = write_toy_files(tmp_path)
+    plot = tmp_path / "curve.png"
+    args = ["--candidates", str(candidates), "--qrels", str(qrels), "--click-model", "pbm",
+            "--sessions-per-query", "20", "--checkpoints", "5,10,20", "--seed", "3",
+            "--start", "first-stage", "--offline", "--json", "--plot", str(plot)]  # fmt: skip
+    result = CliRunner().invoke(simulate_command, args)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert set(out) >= KEYS and len(out["propensities"]) == 10
+    assert [c["sessions_per_query"] for c in out["checkpoints"]] == [5, 10, 20]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = CliRunner().invoke(simulate_command, args[:-3])
+    assert table.exit_code == 0 and "nDCG@10" in table.output
+
+
+def test_the_cli_refuses_the_streaming_mode_it_does_not_have(tmp_path: Path) -> None:
+    candidates, qrels = write_toy_files(tmp_path)
+    args = ["--candidates", str(candidates), "--qrels", str(qrels), "--start", "first-stage"]
+    result = CliRunner().invoke(simulate_command, args)
+    assert result.exit_code == 2 and "--offline" in result.output
+
+
+def test_scores_are_computed_once_and_cached(tmp_path: Path) -> None:
+    candidates, _ = write_toy_files(tmp_path)
+    calls = []
+
+    def scorer() -> NamedScorer:
+        def score(query: str, texts: list[str]) -> list[float]:
+            calls.append(len(texts))
+            return [float(len(t)) for t in texts]
+
+        return NamedScorer("toy/model-v1", score)
+
+    first = cached_scores(candidates, scorer, cache_dir=tmp_path / "cache")
+    second = cached_scores(candidates, scorer, cache_dir=tmp_path / "cache")
+    assert first == second and len(calls) == 3 and len(first) == 3  # scored once per query
+    aligned = tmp_path / "scores.json"
+    aligned.write_text(json.dumps({q: {"docs": [], "ce": []} for q in first}))
+    with pytest.raises(KeyError):  # a score file that lacks a candidate is an error
+        read_scores(aligned, candidates)
+
+
+@pytest.mark.skipif(not DL19.is_dir(), reason=f"shared data not found at {DL19}")
+def test_a_short_simulation_on_trec_dl_2019_improves_ndcg() -> None:
+    """25 sessions per query from the cross-encoder when its DL19 scores are cached (the first
+    ``streamrank simulate`` run computes and caches them, about 20 minutes on 2 cores), else
+    from BM25, which every checkout can run."""
+    candidates, qrels = DL19 / "bm25-top100.json", DL19 / "qrels.txt"
+    cached = sorted((CACHE_DIR / "simulate").glob("scores-*-reranker_en-*.json"))
+    digest = hashlib.sha256(candidates.read_bytes()).hexdigest()[:16]
+    cached = [p for p in cached if p.name.startswith(f"scores-{digest}-")]
+    scores = json.loads(cached[0].read_text()) if cached else None  # else BM25 (0.506)
+    queries = load_queries(candidates, qrels, scores)
+    assert len(queries) == 43
+    result = simulate(queries, OfflineSystem(), "navigational", 25, [5, 25], seed=0)
+    gain = 0.03 if scores else 0.08
+    assert result["final_ndcg@10"] >= result["start_ndcg@10"] + gain, result
+    assert result["min_ndcg@10"] >= result["start_ndcg@10"] - 0.02
