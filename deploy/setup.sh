@@ -21,10 +21,10 @@ command -v redis-server >/dev/null || { echo "setup: installing redis-server" >&
 python="${PYTHON:-python3}"
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "setup: creating .venv and installing streamrank (editable) with its test tools" >&2
+  echo "setup: creating .venv and installing streamrank (editable) with its test, export and bench tools" >&2
   [ -x .venv/bin/python ] || "$python" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test,export,bench]'
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 bash deploy/kafka.sh fetch

@@ -308,9 +308,14 @@ def demo(queries: int, timeout: float) -> None:
 
 def mount_model_commands() -> None:
     """Commands whose code lives with the models (their heavy imports happen when they run)."""
+    from models.cli import eval_group, models_group
     from models.data_cli import analyze, data_group, index_group
+    from models.pipeline_eval import pipeline_command
+    from models.simulate_cli import simulate_command
 
-    for command in (index_group, data_group, analyze):
+    eval_group.add_command(pipeline_command())
+
+    for command in (models_group, eval_group, index_group, data_group, analyze, simulate_command):
         cli.add_command(command)
 
 
