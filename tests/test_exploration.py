@@ -79,6 +79,20 @@ def test_a_fresh_ranker_explores_only_within_the_bound() -> None:
     assert served.loss <= 0.05
 
 
+def test_interventions_shuffle_the_exploit_top_k_only_when_asked() -> None:
+    scored = scored_list()
+    top = sorted(scored.exploit_order()[:10].tolist())
+    explorer = SafeExplorer(max_loss=0.1, shuffle_probability=0.5, seed=2)
+    served = [explorer.rank_one(scored, interventions=True) for _ in range(400)]
+    shuffled = [s for s in served if s.randomized]
+    assert 150 < len(shuffled) < 250
+    for s in shuffled:
+        assert sorted(s.order[:10].tolist()) == top  # the same documents, in random order
+    first = {int(s.order[0]) for s in shuffled}
+    assert len(first) == 10  # every one of them reaches rank 1
+    assert not any(explorer.rank_one(scored).randomized for _ in range(200))
+
+
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError):
         SafeExplorer(max_loss=1.5)
