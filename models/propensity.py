@@ -76,15 +76,18 @@ class PositionBias:
     window
         How many recent sessions the fit sees; memory is bounded by it.
     refit_every
-        Sessions between refits (a refit is a few numpy passes over the window).
+        Sessions between refits, or a quarter of the window if that is more (a refit is a few
+        numpy passes over the window; in a stream, run :meth:`fit` off the hot path).
     iterations
-        EM iterations per refit (warm-started from the previous fit).
+        EM iterations of the first fit; later ones start from it and run a quarter as many.
     min_sessions
         Sessions needed before the family is chosen from data.
     initial_family
         The family used until ``min_sessions`` sessions are in.
     min_interventions
         Randomized intervention lists needed before theta comes from them alone.
+    recheck_every
+        Once chosen, the family is re-checked on every this many refits.
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class PositionBias:
         min_sessions: int = 500,
         initial_family: str = "cascade",
         min_interventions: int = 200,
+        recheck_every: int = 10,
     ) -> None:
         if family not in FAMILIES or initial_family not in FAMILIES[1:]:
             raise ValueError(f"family must be one of {FAMILIES}")
@@ -107,6 +111,7 @@ class PositionBias:
         self.iterations = iterations
         self.min_sessions = min_sessions
         self.min_interventions = min_interventions
+        self.recheck_every = recheck_every
         self.family = family if family != "auto" else initial_family
         # theta starts flat-ish (not at the answer): 1/sqrt(rank) is a guess EM moves away from.
         self.theta = 1.0 / np.sqrt(np.arange(1, positions + 1))
@@ -114,6 +119,7 @@ class PositionBias:
         self._sessions: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=window)
         self._since_fit = 0
         self._alpha: tuple[np.ndarray, np.ndarray] | None = None
+        self._fits = 0
         # clicks and impressions per rank in randomized intervention lists (see estimates())
         self.randomized = np.zeros((2, positions))
 
@@ -140,7 +146,8 @@ class PositionBias:
             self.randomized[1, : len(keys)] += 1
         self._sessions.append((keys, clicks))
         self._since_fit += 1
-        if self._since_fit >= self.refit_every:
+        # refits get rarer as the window fills, so their cost per session stays flat
+        if self._since_fit >= max(self.refit_every, len(self._sessions) // 4):
             self.fit()
 
     def fit(self) -> None:
@@ -154,8 +161,10 @@ class PositionBias:
             keys, values = self._alpha
             at = np.clip(np.searchsorted(keys, data.keys), 0, max(len(keys) - 1, 0))
             alpha = np.where(keys[at] == data.keys, values[at], 0.5) if len(keys) else None
-        self.theta, fitted = _fit_pbm(data, self.theta, self.iterations, alpha)
+        iterations = self.iterations if alpha is None else max(self.iterations // 4, 5)
+        self.theta, fitted = _fit_pbm(data, self.theta, iterations, alpha)
         self._alpha = (data.keys, fitted)
+        self._fits += 1
         clicks, shown = self.randomized
         if shown[0] >= self.min_interventions and (clicks > 0).all():
             # randomized lists: every document is equally likely at every rank, so clicks per
@@ -164,7 +173,9 @@ class PositionBias:
             self.theta = np.clip(rates / rates[0], 0.001, 1.0)
         if self.requested != "auto":
             self.family = self.requested
-        elif len(self._sessions) >= self.min_sessions:
+        elif len(self._sessions) >= self.min_sessions and (
+            not self.scores or self._fits % self.recheck_every == 0
+        ):  # the family is settled early; re-checking it on every refit is wasted work
             self.scores = _heldout_loglik(data, self.theta, self.iterations)
             self.family = max(self.scores, key=self.scores.__getitem__)
 
@@ -222,6 +233,7 @@ class PositionBias:
             "theta": self.theta.tolist(),
             "scores": self.scores,
             "since_fit": self._since_fit,
+            "fits": self._fits,
             "sessions": [[k.tolist(), np.flatnonzero(c).tolist()] for k, c in self._sessions],
             "alpha": None if self._alpha is None else [a.tolist() for a in self._alpha],
             "randomized": self.randomized.tolist(),
@@ -232,6 +244,7 @@ class PositionBias:
         self.theta = np.asarray(state["theta"], dtype=float)
         self.scores = dict(state.get("scores", {}))
         self._since_fit = int(state.get("since_fit", 0))
+        self._fits = int(state.get("fits", 0))
         self.randomized = np.asarray(state.get("randomized", self.randomized), dtype=float)
         alpha = state.get("alpha")
         self._alpha = None
