@@ -15,7 +15,6 @@ Examples
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,26 +24,11 @@ import numpy as np
 
 from models.corpus import Document, Qrels, read_corpus, relevant
 from models.dense_index import Encoder
+from models.metrics import ndcg_at_k, recall_at_k
 from models.retrieval import DEFAULT_K1, FirstStage, Fusion, Method
 
 Run = dict[str, list[str]]
 """Query id -> retrieved document ids, best first."""
-
-
-def ndcg_at_k(ranking: Sequence[str], judged: Mapping[str, int], k: int = 10) -> float:
-    """nDCG@k with linear gain and log2 discount, as trec_eval's ``ndcg_cut``."""
-    dcg = sum(max(judged.get(d, 0), 0) / math.log2(i + 2) for i, d in enumerate(ranking[:k]))
-    ideal = sorted((grade for grade in judged.values() if grade > 0), reverse=True)[:k]
-    idcg = sum(grade / math.log2(i + 2) for i, grade in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def recall_at_k(ranking: Sequence[str], judged: Mapping[str, int], k: int) -> float:
-    """Share of the relevant (grade > 0) documents found in the top ``k``."""
-    wanted = relevant(dict(judged))
-    if not wanted:
-        return 0.0
-    return len(wanted.intersection(ranking[:k])) / len(wanted)
 
 
 def judged_queries(queries: Mapping[str, str], qrels: Qrels) -> dict[str, str]:

@@ -24,6 +24,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from models.metrics import ndcg_at_k
 from streams.config import DEFAULT_CACHE, Settings
 from streams.events import Query, Ranking
 from streams.topics import create_topics
@@ -72,14 +73,6 @@ def prepare(settings: Settings, console: Console) -> DemoData:
             doc = json.loads(line)
             titles[doc["_id"]] = doc["title"]
     return DemoData(wiki / "corpus.jsonl", queries, qrels, titles)
-
-
-def ndcg_at_10(ranked: list[str], judged: dict[str, int]) -> float:
-    gains = [judged.get(doc, 0) for doc in ranked[:10]]
-    dcg = sum(gain / np.log2(rank + 2) for rank, gain in enumerate(gains))
-    ideal = sorted(judged.values(), reverse=True)[:10]
-    idcg = sum(gain / np.log2(rank + 2) for rank, gain in enumerate(ideal))
-    return dcg / idcg if idcg else 0.0
 
 
 def start_worker(settings: Settings, log_path: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -189,7 +182,7 @@ def stream_queries(
                         continue
                     board.rows.appendleft((ranking.request_id, ranking))
                     ranked = [item.doc_id for item in ranking.items]
-                    board.ndcgs.append(ndcg_at_10(ranked, judged[ranking.request_id]))
+                    board.ndcgs.append(ndcg_at_k(ranked, judged[ranking.request_id], k=10))
                     board.latencies_ms.append((time.time() - sent_at[ranking.request_id]) * 1000)
             live.update(view(board, data, requests))
     consumer.close()
