@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -42,6 +41,7 @@ from models.analysis import (
     sweep_table,
     totals_table,
 )
+from models.cli import fail
 from models.corpus import CACHE_DIR, CollectionError, read_corpus, read_qrels, read_queries
 
 if TYPE_CHECKING:
@@ -56,12 +56,6 @@ console = Console()
 errors = Console(stderr=True)
 MODEL_DIR = Path(os.environ.get("STREAMRANK_MODEL_DIR") or CACHE_DIR / "models")
 BI_ENCODER_FOLDER = "bge_small_en"
-
-
-def fail(message: str, fix: str) -> NoReturn:
-    """Stop with what went wrong and how to fix it (exit status 2, like the main CLI)."""
-    errors.print(f"[bold red]error:[/] {message}\n[bold]fix:[/] {fix}")
-    sys.exit(2)
 
 
 def _progress() -> Progress:

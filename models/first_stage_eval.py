@@ -24,7 +24,7 @@ import numpy as np
 
 from models.corpus import Document, Qrels, read_corpus, relevant
 from models.dense_index import Encoder
-from models.metrics import ndcg_at_k, recall_at_k
+from models.metrics import latency_percentiles, ndcg_at_k, recall_at_k
 from models.retrieval import DEFAULT_K1, FirstStage, Fusion, Method
 
 Run = dict[str, list[str]]
@@ -56,10 +56,7 @@ def run_first_stage(
 
 def percentiles(latencies_ms: Sequence[float]) -> dict[str, float]:
     """p50/p95/p99 in ms, rounded to 0.01 ms."""
-    if not latencies_ms:
-        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
-    p50, p95, p99 = np.percentile(np.asarray(latencies_ms), [50, 95, 99])
-    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2)}
+    return latency_percentiles(latencies_ms, decimals=2)
 
 
 def score_run(run: Run, qrels: Qrels) -> dict[str, float]:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 Judgments = Mapping[str, int]
 
 
@@ -81,3 +83,17 @@ def mean_metrics(
         sums[f"mrr@{k}"] += mrr_at_k(rankings[q], qrels[q], k)
         sums[f"recall@{k}"] += recall_at_k(rankings[q], qrels[q], k)
     return {name: total / len(queries) for name, total in sums.items()}
+
+
+def latency_percentiles(latencies_ms: Sequence[float], decimals: int = 3) -> dict[str, float]:
+    """p50, p95 and p99 of per-query latencies in ms (linear interpolation), rounded.
+
+    Examples
+    --------
+    >>> latency_percentiles([10.0, 20.0, 30.0, 40.0])
+    {'p50': 25.0, 'p95': 38.5, 'p99': 39.7}
+    """
+    if not len(latencies_ms):
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+    values = np.percentile(np.asarray(latencies_ms, dtype=float), [50, 95, 99])
+    return {f"p{q}": round(float(v), decimals) for q, v in zip((50, 95, 99), values, strict=True)}

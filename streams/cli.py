@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from models.cli import fail
 from streams.config import Settings, get_settings
 from streams.events import EVENT_TYPES, ContractError, decode
 
@@ -37,12 +38,6 @@ KEY_FIELDS = {
 PROGRESS_MIN_BYTES = 1_000_000
 
 topic_kind = click.Choice(list(EVENT_TYPES))
-
-
-def fail(message: str, fix: str) -> None:
-    """Stop with what went wrong and how to fix it, and a non-zero exit."""
-    errors.print(f"[bold red]error:[/] {message}\n[bold]fix:[/] {fix}")
-    sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
