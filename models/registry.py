@@ -97,6 +97,12 @@ class ModelRegistry:
         self._verify(blob, signature, f"artifact {digest}")
         return blob
 
+    def delete_artifact(self, digest: str) -> None:
+        """Forget an artifact (superseded learner checkpoints, say); unknown digests are fine."""
+        self.client.delete(
+            f"{self.prefix}artifact:{digest}", f"{self.prefix}artifact-signature:{digest}"
+        )
+
     # -- versions -------------------------------------------------------------------------
 
     def register(self, **fields: Any) -> Version:

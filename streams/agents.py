@@ -3,6 +3,8 @@
 - ``rerank``: ``candidates`` -> ``rankings`` through the cross-encoder cascade
   (:mod:`streams.serving`), several requests at once, inference in executor threads.
 - ``items`` and ``users``: keep the feature store in Redis up to date.
+- ``learn`` (:mod:`streams.learn`, when online learning is on): ``interactions`` -> the online
+  ranker's click statistics in Redis, one session at a time.
 
 Every handler is idempotent: a request whose ranking was already published (a replay after a
 crash, a duplicate from the producer) is skipped, and item and user updates are overwrites, so
@@ -23,6 +25,7 @@ from streams.app import app, settings, topic
 from streams.deadletter import dead_letter_for, send_to_dead_letters
 from streams.events import Candidates, ContractError, Event, Item, Ranking, User, decode
 from streams.feature_store import FeatureStore
+from streams.online import OnlineServing, online_ranker_for
 from streams.serving import Reranker, cascade_for
 from streams.state import async_redis_client, key, redis_client
 
@@ -43,7 +46,13 @@ executor = ThreadPoolExecutor(
 sync_redis = redis_client(settings)
 feature_store = FeatureStore(sync_redis, settings)
 
-reranker = Reranker(cascade_for(settings, sync_redis), feature_store, settings)
+# One online ranker per worker, shared by the rerank agent's threads and the learn agent.
+online = (
+    OnlineServing(online_ranker_for(settings, sync_redis), settings.exploration_max_loss)
+    if settings.online_learning
+    else None
+)
+reranker = Reranker(cascade_for(settings, sync_redis), feature_store, settings, online)
 
 
 async def run_blocking(function: Callable[..., Any], *args: Any) -> Any:

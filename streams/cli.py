@@ -271,6 +271,7 @@ def worker(loglevel: str) -> None:
 
     try:
         import streams.agents  # declares the agents; loads the models
+        import streams.learn
         import streams.retrieve  # noqa: F401
     except ModelFilesError as error:
         fail(str(error).splitlines()[0], "run `streamrank models fetch` (STREAMRANK_MODEL_DIR)")

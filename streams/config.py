@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="partitions per topic; workers scale up to this")
     replication_factor: int = Field(1, ge=1)
     app_id: str = "streamrank"
+    kafka_session_timeout_s: float = Field(
+        60.0, gt=0, description="a worker that stops heartbeating loses its partitions after this"
+    )
 
     # Redis
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -105,6 +108,45 @@ class Settings(BaseSettings):
     )
     batch_wait_ms: float = Field(
         2.0, ge=0, description="how long a model call waits for concurrent requests to join"
+    )
+
+    # Online learning (see docs/learning.md)
+    online_learning: bool = Field(
+        True,
+        description="order the cascade's top by the online ranker and learn from interactions",
+    )
+    online_top_k: int = Field(
+        50, ge=1, description="how many of the cascade's top results the online ranker orders"
+    )
+    exploration_max_loss: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="largest estimated DCG@k loss exploration may cost a list (0: none)",
+    )
+    learner_ttl_s: int = Field(
+        30 * 24 * 3600, ge=1, description="click statistics of a pair live this long after a write"
+    )
+    session_close_s: float = Field(
+        5.0, gt=0, description="a session is learned this long after its last interaction"
+    )
+    orphan_window_s: float = Field(
+        60.0, gt=0, description="how long an interaction waits for its impression (then: orphan)"
+    )
+    learn_batch_size: int = Field(
+        1000, ge=1, description="interactions the learn agent takes from the stream at once"
+    )
+    learn_batch_wait_ms: float = Field(
+        50.0, gt=0, description="how long the learn agent waits to fill a batch"
+    )
+    learn_tick_s: float = Field(
+        0.5, gt=0, description="how often a worker closes due sessions and retries orphans"
+    )
+    checkpoint_every_events: int = Field(
+        10_000, ge=1, description="interactions between two checkpoints of the learner's model"
+    )
+    checkpoint_every_s: float = Field(
+        300.0, gt=0, description="seconds between two checkpoints (when anything was learned)"
     )
 
     # First-stage retrieval (the retrieve agent runs only when an index is configured)

@@ -78,16 +78,17 @@ class FeatureStore:
 
     # -- impressions ----------------------------------------------------------------------
 
-    def _impression_key(self, request_id: str) -> str:
+    def impression_key(self, request_id: str) -> str:
+        """The Redis key of a request's impression (the learn agent joins on it)."""
         return key(self.settings, "impression", request_id)
 
     def record_impression(self, request_id: str, impression: dict[str, Any]) -> None:
         self.client.set(
-            self._impression_key(request_id),
+            self.impression_key(request_id),
             json.dumps(impression),
             ex=self.settings.impression_ttl_s,
         )
 
     def impression(self, request_id: str) -> dict[str, Any] | None:
-        raw = self.client.get(self._impression_key(request_id))
+        raw = self.client.get(self.impression_key(request_id))
         return json.loads(raw) if raw else None

@@ -3,26 +3,57 @@
 The :class:`Reranker` is what the rerank agent calls, in an executor thread. It fills in texts
 the producer left out from the feature store, runs the cascade within the latency budget
 (scores come from the Redis score cache where a head query was seen before; cross-encoder
-calls of concurrent requests are merged by :class:`models.batching.CrossRequestBatcher`), and
-returns the ranking together with the impression the learner will join clicks against.
+calls of concurrent requests are merged by :class:`models.batching.CrossRequestBatcher`), lets
+the online ranker (:mod:`streams.online`) order the top of the cascade's list when online
+learning is on, and returns the ranking together with the impression the learner will join
+clicks against.
+
+With no clicks yet, the online ranker serves exactly the cascade's order (exploration aside).
+Candidates without text keep their slots, as they do in the cascade. If the online ranker
+fails (Redis unreachable, say), the cascade's order is served and the ranking says
+``degraded``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
 
 from models.batching import CrossRequestBatcher
 from models.cascade import Cascade, CascadeResult
+from models.cascade import RankedItem as CascadeItem
 from models.confidence import ConfidenceRule
 from models.factory import build_cascade
+from models.online_ranker import Candidate as OnlineCandidate
 from streams.caches import RedisScoreCache, RedisVectorCache
 from streams.config import Settings
 from streams.events import Candidates, RankedItem, Ranking
 from streams.feature_store import FeatureStore
+from streams.online import OnlineServing, served_ranks
 from streams.state import key
+
+log = logging.getLogger(__name__)
+
+DENSE_TIERS = ("dense", "colbert")
+"""Tiers whose score the online ranker reads as the candidate's dense score."""
+
+
+@dataclass(frozen=True)
+class OnlineInfo:
+    """What the online ranker did to one list: features per document, exploration."""
+
+    features: dict[str, dict[str, float]] = field(default_factory=dict)
+    explored: frozenset[str] = frozenset()
+    randomized: bool = False
+
+
+def shown_count(request: Candidates) -> int:
+    """How many results of a list count as shown (what the impression records)."""
+    return max(request.k, 10)
 
 
 def cascade_for(settings: Settings, client: redis.Redis, pipeline: str | None = None) -> Cascade:
@@ -46,10 +77,17 @@ def cascade_for(settings: Settings, client: redis.Redis, pipeline: str | None = 
 class Reranker:
     """Ranks ``candidates`` requests with one cascade; safe to call from several threads."""
 
-    def __init__(self, cascade: Cascade, feature_store: FeatureStore, settings: Settings) -> None:
+    def __init__(
+        self,
+        cascade: Cascade,
+        feature_store: FeatureStore,
+        settings: Settings,
+        online: OnlineServing | None = None,
+    ) -> None:
         self.cascade = cascade
         self.feature_store = feature_store
         self.settings = settings
+        self.online = online
 
     @property
     def version(self) -> str:
@@ -62,8 +100,71 @@ class Reranker:
         lookup_ms = (time.perf_counter() - started) * 1000
         budget_s = self.settings.latency_budget_ms / 1000 - lookup_ms / 1000
         result = self.cascade.rank(request.query, candidates, deadline_s=max(budget_s, 0.0))
+        result, online = self.serve_online(request, result)
         ranking = self.to_ranking(request, result, lookup_ms)
-        return ranking, self.impression(request, result)
+        return ranking, self.impression(request, result, online)
+
+    def serve_online(
+        self, request: Candidates, result: CascadeResult
+    ) -> tuple[CascadeResult, OnlineInfo | None]:
+        """The cascade's list with its top re-ordered by the online ranker (when it is on)."""
+        if self.online is None or not result.items:
+            return result, None
+        started = time.perf_counter()
+        top = result.items[: max(self.settings.online_top_k, shown_count(request))]
+        try:
+            order = self.online.order(
+                request.request_id,
+                request.query,
+                self.online_candidates(request, top),
+                k=request.k,
+                user=self.feature_store.user_features(request.user_id),
+            )
+        except Exception as error:  # serve the cascade's order rather than nothing
+            log.exception("online ranker failed for %s", request.request_id)
+            reason = f"online ranker failed: {type(error).__name__}: {error}"
+            reasons = "; ".join(filter(None, [result.degraded_reason, reason]))
+            return replace(result, degraded=True, degraded_reason=reasons), None
+        pinned = [i for i, item in enumerate(top) if "no_text" in item.flags]
+        explored = order.explored - set(pinned)
+        items = [
+            replace(
+                top[i],
+                position=position,
+                flags=(*top[i].flags, "explored") if i in explored else top[i].flags,
+            )
+            for position, i in enumerate(served_ranks(order.order, pinned), 1)
+        ]
+        info = OnlineInfo(
+            features={item.doc_id: order.features[i] for i, item in enumerate(top)},
+            explored=frozenset(top[i].doc_id for i in explored),
+            randomized=order.randomized,
+        )
+        timings = result.timings_ms | {"online": 1000 * (time.perf_counter() - started)}
+        served = replace(
+            result,
+            items=items + result.items[len(top) :],
+            model_version=f"{result.model_version};online",
+            timings_ms=timings,
+        )
+        return served, info
+
+    def online_candidates(
+        self, request: Candidates, top: list[CascadeItem]
+    ) -> list[OnlineCandidate]:
+        """The online ranker's view of the cascade's top: its scores and item features."""
+        given = {c.doc_id: c for c in request.candidates}
+        stored = self.feature_store.item_features([item.doc_id for item in top])
+        return [
+            OnlineCandidate(
+                doc_id=item.doc_id,
+                ce=float(item.score) if item.stage == "ce" else None,
+                dense=float(item.score) if item.stage in DENSE_TIERS else None,
+                first_stage=float(given[item.doc_id].first_stage_score),
+                features=features | dict(given[item.doc_id].features),
+            )
+            for item, features in zip(top, stored, strict=True)
+        ]
 
     def with_stored_texts(self, request: Candidates) -> list:
         """The candidates, with the feature store's text for those that came without one."""
@@ -104,10 +205,18 @@ class Reranker:
             session_id=request.session_id,
         )
 
-    def impression(self, request: Candidates, result: CascadeResult) -> dict[str, Any]:
-        """What was served, for joining clicks: positions, scores, features, model version."""
+    def impression(
+        self, request: Candidates, result: CascadeResult, online: OnlineInfo | None = None
+    ) -> dict[str, Any]:
+        """What was served, for joining clicks: positions, scores, features, model version.
+
+        ``items`` are the shown results in served order. Each carries ``ranker_features``, the
+        online ranker's prior-model features as they were when served (what the learner
+        needs), and whether exploration placed it; ``randomized`` marks a randomized list.
+        """
         first_stage = {c.doc_id: c for c in request.candidates}
-        shown = result.items[: max(request.k, 10)]
+        info = online or OnlineInfo()
+        shown = result.items[: shown_count(request)]
         return {
             "request_id": request.request_id,
             "query": request.query,
@@ -115,6 +224,8 @@ class Reranker:
             "session_id": request.session_id,
             "model_version": result.model_version,
             "served_at": time.time(),
+            "online": online is not None,
+            "randomized": info.randomized,
             "items": [
                 {
                     "doc_id": item.doc_id,
@@ -123,6 +234,8 @@ class Reranker:
                     "stage": item.stage,
                     "first_stage_score": first_stage[item.doc_id].first_stage_score,
                     "features": dict(first_stage[item.doc_id].features),
+                    "ranker_features": info.features.get(item.doc_id, {}),
+                    "explored": item.doc_id in info.explored,
                 }
                 for item in shown
             ],

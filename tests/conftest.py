@@ -166,7 +166,9 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator:
     workers: list[Worker] = []
 
     def start(extra_env: dict[str, str] | None = None, ready: bool = True) -> Worker:
-        worker = Worker(settings, tmp_path / f"worker-{len(workers)}.log", extra_env or {})
+        # Exploration is off unless a test asks for it: tests assert the orders they serve.
+        env = {"STREAMRANK_EXPLORATION_MAX_LOSS": "0"} | (extra_env or {})
+        worker = Worker(settings, tmp_path / f"worker-{len(workers)}.log", env)
         workers.append(worker)
         if ready:
             worker.wait_ready()

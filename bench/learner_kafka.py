@@ -1,0 +1,269 @@
+"""Learn-path throughput through Kafka: interactions per second one worker consumes and learns.
+
+Sessions are real DL19 candidate lists (``../shared/data/trec-dl-2019/bm25-top100.json`` and
+its qrels; synthetic lists when absent) served with the rerank agent's own code
+(:class:`streams.serving.Reranker` with the online ranker, on a ``first-stage`` cascade: no
+cross-encoder runs, this measures learning), their impressions recorded in Redis as the agent
+records them. A simulated ``navigational`` user clicks; each session is 10 ``impression``
+interactions plus one per click (:func:`models.simulator.to_interactions`).
+
+One ``streamrank worker`` process is started; after a warm-up session is learned, every
+interaction is published to Kafka and the clock runs from the first produce until the
+worker's Redis counters say every interaction was joined (``ingest``) and every session
+learned (``seconds``, which includes ``session_close_s``). The baseline, in the same run, is
+the in-process learner on the same sessions: ``OnlineRanker.learn_one`` on an in-memory store
+(what bench/learner.py measures) and on the Redis store. Prints one JSON object.
+
+Example: python bench/learner_kafka.py --interactions 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.cascade import Cascade  # noqa: E402
+from models.click_models import click_model  # noqa: E402
+from models.online_ranker import Impression, InMemoryStore, OnlineRanker, RankerConfig  # noqa: E402
+from models.simulator import to_interactions  # noqa: E402
+from streams.config import Settings  # noqa: E402
+from streams.events import Candidate, Candidates, Interaction  # noqa: E402
+from streams.feature_store import FeatureStore  # noqa: E402
+from streams.online import NEVER, OnlineServing, online_ranker_for  # noqa: E402
+from streams.serving import Reranker  # noqa: E402
+from streams.sessions import Claimed, SessionStore, build_impression, payload_of  # noqa: E402
+from streams.state import key  # noqa: E402
+from streams.topics import admin_client, create_topics  # noqa: E402
+
+DL19 = ROOT.parent / "shared" / "data" / "trec-dl-2019"
+K = 10
+
+
+def load_lists(limit: int | None) -> tuple[list[tuple[str, list[Candidate], list[int]]], str]:
+    """(query, candidates, grades) per query: DL19 when present, else synthetic lists."""
+    lists_path, qrels_path = DL19 / "bm25-top100.json", DL19 / "qrels.txt"
+    if not lists_path.exists():
+        rng = np.random.default_rng(0)
+        synthetic = []
+        for q in range(43):
+            cands = [
+                Candidate(doc_id=f"q{q}d{i}", text="x", first_stage_score=-i) for i in range(100)
+            ]
+            synthetic.append((f"query {q}", cands, rng.integers(0, 4, 100).tolist()))
+        return synthetic, "synthetic"
+    from models.corpus import read_qrels
+
+    qrels = read_qrels(qrels_path).items
+    lists = []
+    for entry in json.loads(lists_path.read_text())[:limit]:
+        hits = entry["hits"]
+        if not hits:
+            continue
+        judged = qrels.get(str(hits[0]["qid"]), {})
+        cands = [
+            Candidate(
+                doc_id=str(h["docid"]),
+                text=h.get("content") or "x",
+                first_stage_score=float(h["score"]),
+            )
+            for h in hits
+        ]
+        lists.append((entry["query"], cands, [judged.get(c.doc_id, 0) for c in cands]))
+    return lists, "dl19-bm25-top100"
+
+
+def build_sessions(settings: Settings, client: redis.Redis, target: int, seed: int):
+    """Serve sessions with the rerank agent's code path until ``target`` interactions."""
+    lists, source = load_lists(None)
+    store = FeatureStore(client, settings)
+    online = OnlineServing(online_ranker_for(settings, client), max_loss=0.0)
+    reranker = Reranker(Cascade("first-stage", {}), store, settings, online)
+    user, rng = click_model("navigational"), np.random.default_rng(seed)
+    sessions: list[list[Interaction]] = []
+    impressions: list[Impression] = []
+    total = 0
+    while total < target:
+        query, cands, grades = lists[len(sessions) % len(lists)]
+        request_id = f"bench-{len(sessions)}"
+        request = Candidates(request_id=request_id, query=query, candidates=cands, k=K)
+        ranking, impression = reranker.rank(request)
+        store.record_impression(request_id, impression)  # what the rerank agent's serve() does
+        grade_of = dict(zip((c.doc_id for c in cands), grades, strict=True))
+        shown = [item.doc_id for item in ranking.items[:K]]
+        events = to_interactions(request_id, shown, user.clicks([grade_of[d] for d in shown], rng))
+        sessions.append(events)
+        payloads = {e.event_id: payload_of(e) for e in events}
+        built = build_impression(Claimed(request_id, impression, payloads))
+        assert built is not None
+        impressions.append(built)
+        total += len(events)
+    return sessions, impressions, source
+
+
+def baseline(impressions: list[Impression], store: Any) -> dict[str, Any]:
+    """The in-process learner on the same sessions: interactions per second."""
+    ranker = OnlineRanker(store, RankerConfig(sync_every=NEVER))
+    interactions = sum(len(i.docs) + len(i.clicked) for i in impressions)
+    started = time.perf_counter()
+    for impression in impressions:
+        ranker.learn_one(impression)
+    seconds = time.perf_counter() - started
+    return {"seconds": round(seconds, 2), "interactions_per_second": round(interactions / seconds)}
+
+
+def start_worker(settings: Settings, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    full = dict(os.environ) | env
+    for field in ("kafka_bootstrap", "redis_url", "topic_prefix", "app_id", "partitions"):
+        full[f"STREAMRANK_{field.upper()}"] = str(getattr(settings, field))
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker", "-l", "warning"],
+        env=full,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    return process
+
+
+def publish(settings: Settings, sessions: list[list[Interaction]]) -> float:
+    """Send every interaction keyed by request id; returns when the first was sent."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, batch_size=1 << 20, acks=1
+    )
+    values = [(e.request_id.encode(), e.to_bytes()) for events in sessions for e in events]
+    first = time.perf_counter()
+    for message_key, value in values:
+        producer.send(settings.topic("interactions"), key=message_key, value=value)
+    producer.flush()
+    producer.close()
+    return first
+
+
+def wait_learned(
+    sessions_store: SessionStore,
+    client: redis.Redis,
+    settings: Settings,
+    interactions: int,
+    sessions: int,
+    timeout_s: float,
+) -> tuple[float | None, float | None]:
+    """Poll the worker's counters: when all interactions were joined, when all were learned."""
+    ingested = learned = None
+    deadline = time.perf_counter() + timeout_s
+    due_keys = [key(settings, "learn", "due", str(p)) for p in range(settings.partitions)]
+    while time.perf_counter() < deadline:
+        counts = sessions_store.counts()
+        now = time.perf_counter()
+        if ingested is None and counts.get("interactions", 0) >= interactions:
+            ingested = now
+        done = counts.get("sessions_learned", 0) + counts.get("sessions_replayed", 0)
+        if ingested is not None and done >= sessions and not any(client.zcard(k) for k in due_keys):
+            learned = now
+            break
+        time.sleep(0.02)
+    return ingested, learned
+
+
+def cleanup(settings: Settings, client: redis.Redis) -> None:
+    admin = admin_client(settings)
+    try:
+        admin.delete_topics([t for t in admin.list_topics() if t.startswith(settings.topic_prefix)])
+    finally:
+        admin.close()
+    for name in client.scan_iter(match=f"{settings.topic_prefix}*"):
+        client.delete(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--interactions", type=int, default=50_000)
+    parser.add_argument("--session-close-s", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+
+    run = uuid.uuid4().hex[:8]
+    base = Settings()
+    settings = base.model_copy(
+        update={"topic_prefix": f"bench-{run}.", "app_id": f"streamrank-bench-{run}"}
+    )
+    client = redis.Redis.from_url(settings.redis_url)
+    create_topics(settings)
+    log_path = ROOT / f".run/bench-learner-kafka-{run}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    worker = None
+    try:
+        sessions, impressions, source = build_sessions(
+            settings, client, args.interactions, args.seed
+        )
+        interactions = sum(len(s) for s in sessions)
+        in_memory = baseline(impressions, InMemoryStore())
+        from streams.learner_store import RedisLearnerStore
+
+        redis_store = baseline(
+            impressions, RedisLearnerStore(client, key(settings, "baseline-ltr:"), 3600)
+        )
+        env = {
+            "STREAMRANK_SESSION_CLOSE_S": str(args.session_close_s),
+            "STREAMRANK_LEARN_TICK_S": "0.1",
+            "STREAMRANK_EXPLORATION_MAX_LOSS": "0",
+            "STREAMRANK_REGISTRY_KEY": f"bench-{run}",
+        }
+        worker = start_worker(settings, env, log_path)
+        store = SessionStore(client, None, settings)
+        # warm-up: one session through the worker, so it has joined the group and is consuming
+        publish(settings, sessions[:1])
+        _, warm = wait_learned(store, client, settings, len(sessions[0]), 1, 180)
+        if warm is None:
+            raise SystemExit(f"the worker learned nothing in 180 s; see {log_path}")
+        first = publish(settings, sessions[1:])
+        produced = time.perf_counter()
+        ingested, learned = wait_learned(
+            store, client, settings, interactions, len(sessions), args.timeout
+        )
+        if learned is None or ingested is None:
+            raise SystemExit(f"not everything was learned in {args.timeout} s; see {log_path}")
+        measured = interactions - len(sessions[0])
+        counts = store.counts()
+        seconds = learned - first
+        result = {
+            "interactions": measured,
+            "sessions": len(sessions) - 1,
+            "source": source,
+            "seconds": round(seconds, 2),
+            "interactions_per_second": round(measured / seconds),
+            "ingest_seconds": round(ingested - first, 2),
+            "ingest_interactions_per_second": round(measured / (ingested - first)),
+            "produce_seconds": round(produced - first, 2),
+            "session_close_s": args.session_close_s,
+            "clicks_learned": counts.get("clicks_learned", 0),
+            "impressions_learned": counts.get("impressions_learned", 0),
+            "baseline_in_process": {"in_memory_store": in_memory, "redis_store": redis_store},
+            "partitions": settings.partitions,
+        }
+        print(json.dumps(result))
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        cleanup(settings, client)
+
+
+if __name__ == "__main__":
+    main()

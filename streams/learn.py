@@ -1,0 +1,243 @@
+"""The learn agent: ``interactions`` -> sessions in Redis -> the online ranker, once each.
+
+- The ``learn`` agent takes interactions in batches (``learn_batch_size``) and applies each
+  batch with one Redis script (:meth:`streams.sessions.SessionStore.accumulate`): every event
+  joins its request's impression and is stored once per event id; one without an impression
+  waits as an orphan. Malformed messages and interactions that arrive after their session
+  was learned (``late``) go to the dead letters.
+- A task (every ``learn_tick_s``) closes the sessions of this worker's partitions that saw
+  no new interaction for ``session_close_s`` (behind a :class:`streams.sessions.Barriers`
+  barrier), learns each once in an executor thread, retries orphans and dead-letters those
+  older than ``orphan_window_s`` with reason ``orphan``, and checkpoints the learner's model
+  to the registry every ``checkpoint_every_events`` interactions or ``checkpoint_every_s``.
+- On start, the newest checkpoint that verifies is loaded.
+
+See docs/learning.md for the whole path and what a crash does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+from faust.types import TP, EventT
+
+from models.registry import ModelRegistry
+from streams.agents import deadletter_topic, limits, online, redis, run_blocking, sync_redis
+from streams.app import app, settings, topic
+from streams.deadletter import dead_letter_for, send_to_dead_letters
+from streams.events import ContractError, DeadLetter, Interaction, decode
+from streams.online import OnlineServing
+from streams.sessions import (
+    Barriers,
+    Checkpoints,
+    Incoming,
+    Orphan,
+    SessionStore,
+    late_letters,
+    learn_sessions,
+    orphan_as_incoming,
+)
+from streams.state import key
+
+log = logging.getLogger(__name__)
+
+interactions_topic = topic("interactions")
+sessions = SessionStore(sync_redis, redis, settings)
+barriers = Barriers()
+CLOSE_LIMIT = 500
+"""Sessions claimed at once; a tick claims again while a partition has more due."""
+
+
+def checkpoints_for() -> Checkpoints | None:
+    """Checkpoints in the registry, or None when no registry key is configured."""
+    if not settings.registry_key:
+        log.warning("STREAMRANK_REGISTRY_KEY is not set: the learner is not checkpointed")
+        return None
+    registry = ModelRegistry(
+        sync_redis, prefix=key(settings, "registry:"), key=settings.registry_key.encode()
+    )
+    return Checkpoints(sessions, registry)
+
+
+class CheckpointClock:
+    """When the next checkpoint is due: after enough interactions or enough time."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.last = time.monotonic()
+        self.learned_at_last = -1
+
+    def due(self, learned: int) -> bool:
+        if learned == self.learned_at_last:
+            return False
+        return (
+            self.events >= settings.checkpoint_every_events
+            or time.monotonic() - self.last >= settings.checkpoint_every_s
+        )
+
+    def reset(self, learned: int) -> None:
+        self.events, self.last, self.learned_at_last = 0, time.monotonic(), learned
+
+
+checkpoints = checkpoints_for()
+clock = CheckpointClock()
+loaded: dict[str, Any] | None = None
+if checkpoints is not None and online is not None:
+    try:
+        loaded = checkpoints.load_latest(online)
+        if loaded is not None:
+            clock.learned_at_last = online.sessions_learned
+    except Exception:  # a worker without its old model still serves and learns
+        log.exception("could not load the learner checkpoint")
+
+
+# -- the agent -------------------------------------------------------------------------------
+
+
+async def split(events: Sequence[EventT]) -> tuple[list[Incoming], dict[int, int]]:
+    """Decoded interactions and the highest offset per partition; bad ones dead-lettered."""
+    good: list[Incoming] = []
+    offsets: dict[int, int] = {}
+    for event in events:
+        message = event.message
+        offsets[message.partition] = max(offsets.get(message.partition, -1), message.offset)
+        try:
+            interaction = decode("interactions", event.value, limits)
+        except ContractError as error:
+            letter = dead_letter_for(event.value, message, error, agent="learn")
+            await send_to_dead_letters(letter, deadletter_topic, redis, settings)
+            log.warning("dead letter from %s: %s", letter.topic, error)
+            continue
+        assert isinstance(interaction, Interaction)
+        good.append(
+            Incoming(interaction, event.value, message.topic, message.partition, message.offset)
+        )
+    return good, offsets
+
+
+async def send_letters(letters: Sequence[DeadLetter]) -> None:
+    for letter in letters:
+        await send_to_dead_letters(letter, deadletter_topic, redis, settings)
+        log.warning("dead letter (%s) from %s: %s", letter.reason, letter.topic, letter.error)
+
+
+if online is not None:
+
+    @app.agent(interactions_topic)
+    async def learn(stream: faust.StreamT[bytes]) -> None:
+        within = settings.learn_batch_wait_ms / 1000
+        async for events in stream.take_events(settings.learn_batch_size, within=within):
+            batch, offsets = await split(events)
+            statuses = await sessions.accumulate(batch, offsets)
+            clock.events += statuses.count("new")
+            await send_letters(late_letters(batch, statuses))
+
+    @app.task
+    async def close_sessions() -> None:
+        """Every ``learn_tick_s``: close due sessions, retry orphans, checkpoint when due."""
+        assert online is not None
+        if loaded is not None:
+            log.info("loaded learner checkpoint %s", loaded["digest"])
+        while not app.should_stop:
+            try:
+                await tick(online)
+            except Exception:  # Redis or the broker away for a moment: the next tick retries
+                log.exception("learn tick failed")
+            await asyncio.sleep(settings.learn_tick_s)
+
+
+# -- the tick's steps -------------------------------------------------------------------------
+
+
+async def tick(online: OnlineServing) -> None:
+    owned = owned_partitions()
+    barriers.keep_only(owned)
+    if owned:
+        await close_due(online, owned)
+        await retry_orphans(owned)
+    if checkpoints is not None and clock.due(online.sessions_learned):
+        await run_blocking(save_checkpoint, online)
+
+
+def owned_partitions() -> list[int]:
+    """The ``interactions`` partitions assigned to this worker (none before it has joined)."""
+    try:
+        assignment = app.consumer.assignment()
+    except Exception:  # the consumer is not started yet
+        return []
+    name = interactions_topic.get_topic_name()
+    return sorted(tp.partition for tp in assignment if tp.topic == name)
+
+
+async def close_due(online: OnlineServing, owned: list[int]) -> None:
+    """Learn every session of ``owned`` partitions whose close time passed behind a barrier."""
+    now = time.time()
+    name = interactions_topic.get_topic_name()
+    try:
+        highwaters = await app.consumer.highwaters(*(TP(name, p) for p in owned))
+    except Exception as error:  # the broker is unreachable for now: try at the next tick
+        log.warning("could not read the interactions end offsets: %s", error)
+        return
+    applied = await run_blocking(sessions.applied_offsets)
+    for partition in owned:
+        highwater = highwaters.get(TP(name, partition))
+        if highwater is None:
+            continue
+        before = barriers.close_before(partition, now, highwater, applied.get(partition, -1))
+        if before is not None:
+            await run_blocking(close_partition, online, partition, before)
+
+
+def close_partition(online: OnlineServing, partition: int, before: float) -> int:
+    """Claim, learn and finish due sessions of one partition; how many were closed."""
+    closed = 0
+    while True:
+        claimed = sessions.claim(partition, before, CLOSE_LIMIT)
+        if not claimed:
+            return closed
+        counts = learn_sessions(online, claimed)
+        sessions.finish(partition, claimed, counts)
+        closed += len(claimed)
+
+
+async def retry_orphans(owned: list[int]) -> None:
+    """Join orphans whose impression came; dead-letter those past ``orphan_window_s``."""
+    for partition in owned:
+        late, expired = await run_blocking(resolve_orphans, partition, time.time())
+        await send_letters(late)
+        await send_letters([orphan.dead_letter(settings.orphan_window_s) for orphan in expired])
+        if expired:
+            await run_blocking(sessions.forget_orphans, partition, expired, "orphans_dead")
+
+
+def resolve_orphans(partition: int, now: float) -> tuple[list[DeadLetter], list[Orphan]]:
+    """Accumulate orphans whose impression came; late letters and the orphans now expired."""
+    orphans = sessions.orphans(partition)
+    if not orphans:
+        return [], []
+    found = sessions.with_impressions(orphans)
+    resolved = [o for o, ok in zip(orphans, found, strict=True) if ok]
+    expired = [
+        o
+        for o, ok in zip(orphans, found, strict=True)
+        if not ok and now - o.first_seen >= settings.orphan_window_s
+    ]
+    late: list[DeadLetter] = []
+    if resolved:
+        batch = [orphan_as_incoming(o) for o in resolved]
+        late = late_letters(batch, sessions.accumulate_sync(batch))
+        sessions.forget_orphans(partition, resolved, "orphans_resolved")
+    return late, expired
+
+
+def save_checkpoint(online: OnlineServing) -> None:
+    assert checkpoints is not None
+    learned = online.sessions_learned
+    record = checkpoints.save(online)
+    clock.reset(learned)
+    log.info("learner checkpoint %s (%d sessions learned)", record["digest"], learned)
