@@ -17,6 +17,7 @@ apt_install() {
 command -v java >/dev/null || { echo "setup: installing Java 17" >&2; apt_install openjdk-17-jre-headless; }
 command -v mvn >/dev/null || { echo "setup: installing Maven" >&2; apt_install maven; }
 command -v redis-server >/dev/null || { echo "setup: installing redis-server" >&2; apt_install redis-server; }
+command -v chromium >/dev/null || { echo "setup: installing chromium (dashboard test)" >&2; apt_install chromium; }
 
 python="${PYTHON:-python3}"
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"

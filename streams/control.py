@@ -49,3 +49,48 @@ class RankerSlot(Generic[RankerT]):
             self.switches += 1
             log.info("now serving version %s", version)
             return True
+
+
+async def follow_control(
+    slot: RankerSlot[RankerT],
+    active_version: Callable[[], str | None],
+    bootstrap: str,
+    topic_name: str,
+    poll_s: float,
+    client_options: dict,
+) -> None:
+    """Keep ``slot`` on the registry's active version, for as long as the worker runs.
+
+    Reads ``control`` without a consumer group (every worker must see every message), from
+    its end: the pointer, not the message history, is the truth, so each message (and a
+    timer, for messages missed while restarting) only says "look at the pointer now".
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic_name,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="latest",
+        **client_options,
+    )
+    await consumer.start()
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(poll_s * 1000))
+            if batch:
+                log.info("control message received; re-reading the active version")
+            version = await loop.run_in_executor(None, active_version)
+            if version is not None:
+                await _switch(slot, version)
+    finally:
+        await consumer.stop()
+
+
+async def _switch(slot: RankerSlot[RankerT], version: str) -> None:
+    try:
+        await slot.switch_to(version)
+    except Exception:  # a bad version must not stop the worker: it keeps the current one
+        log.exception("could not load version %s; still serving %s", version, slot.current.version)

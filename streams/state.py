@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 import redis.asyncio as aioredis
 
+from models.registry import ModelRegistry
 from streams.config import Settings
 
 
@@ -19,3 +20,10 @@ def async_redis_client(settings: Settings) -> aioredis.Redis:
 def key(settings: Settings, *parts: str) -> str:
     """A Redis key under this deployment's prefix, so two deployments can share one Redis."""
     return settings.topic_prefix + ":".join(parts)
+
+
+def registry_for(settings: Settings, client: redis.Redis) -> ModelRegistry:
+    """The deployment's model registry (raises if no ``registry_key`` is configured)."""
+    return ModelRegistry(
+        client, prefix=key(settings, "registry:"), key=settings.registry_key.encode()
+    )

@@ -1,0 +1,149 @@
+"""The worker's web pages: ``/health``, ``/metrics`` (Prometheus) and ``/dashboard``.
+
+Enabled with ``STREAMRANK_WEB_ENABLED=true`` (port ``STREAMRANK_WEB_PORT``). Everything shown
+comes from Redis, so any worker's dashboard shows the whole deployment:
+
+- ``/dashboard`` is one self-contained page (no CDN: it must work on an air-gapped network)
+  that polls ``/dashboard/data`` every two seconds and draws, per shadow, the interleaving
+  preference over sessions with its 95 % band, the primary's latency histogram, and the
+  live learning curve (click-through rate of closed sessions per minute);
+- ``/metrics`` has the same numbers as Prometheus text;
+- ``/health`` answers 200 with the serving version while Redis answers, 503 otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+import redis
+from faust.web import Request, Response, View
+
+from shadow.report import summarize
+from shadow.stats import ShadowStats
+from streams.config import Settings
+from streams.metrics import ServiceMetrics
+from streams.state import registry_for
+
+PAGE = (Path(__file__).parent / "dashboard.html").read_text()
+
+
+def preference_series(outcomes: Sequence[int], points: int = 60) -> list[dict[str, float]]:
+    """Delta after n sessions with a normal-approximation 95 % band, at up to ``points`` n.
+
+    Outcomes are +1 (shadow won), -1, 0; Delta = mean(outcome) / 2.
+
+    >>> preference_series([1, 1, -1, 0], points=2)[-1]["delta"]
+    0.125
+    """
+    series, total, squares = [], 0.0, 0.0
+    step = max(1, math.ceil(len(outcomes) / points))
+    for n, outcome in enumerate(outcomes, start=1):
+        total += outcome
+        squares += outcome * outcome
+        if n % step == 0 or n == len(outcomes):
+            mean = total / n
+            spread = 1.96 * math.sqrt(max(squares / n - mean * mean, 0.0) / n)
+            series.append(
+                {
+                    "sessions": n,
+                    "delta": mean / 2,
+                    "low": (mean - spread) / 2,
+                    "high": (mean + spread) / 2,
+                }
+            )
+    return series
+
+
+def dashboard_data(settings: Settings, client: redis.Redis) -> dict[str, Any]:
+    """Everything the dashboard and ``/metrics`` show, read from Redis now."""
+    metrics = ServiceMetrics(client, settings)
+    data: dict[str, Any] = {"primary": metrics.snapshot(), "learning": metrics.ctr_by_minute()}
+    data["active"], data["shadows"] = None, []
+    if settings.registry_key:
+        registry = registry_for(settings, client)
+        data["active"] = registry.active()
+        for version in registry.shadows():
+            snapshot = ShadowStats(client, settings, version).snapshot()
+            summary = summarize(snapshot, settings.promotion_min_sessions, settings.promotion_alpha)
+            summary["series"] = preference_series(snapshot.interleaving)
+            data["shadows"].append(summary)
+    return data
+
+
+def prometheus_text(data: dict[str, Any]) -> str:
+    """The dashboard's numbers in the Prometheus text exposition format."""
+    primary = data["primary"]
+    lines = [
+        "# HELP streamrank_rankings_total Rankings published.",
+        "# TYPE streamrank_rankings_total counter",
+        f"streamrank_rankings_total {primary['rankings']}",
+        "# HELP streamrank_rankings_degraded_total Rankings cut short by the latency budget.",
+        "# TYPE streamrank_rankings_degraded_total counter",
+        f"streamrank_rankings_degraded_total {primary['degraded']}",
+        "# HELP streamrank_ranking_latency_ms Time to rank one request.",
+        "# TYPE streamrank_ranking_latency_ms histogram",
+    ]
+    for bound, count in primary["latency_buckets"].items():
+        lines.append(f'streamrank_ranking_latency_ms_bucket{{le="{bound}"}} {count}')
+    lines += [
+        f"streamrank_ranking_latency_ms_sum {primary['latency_sum_ms']}",
+        f"streamrank_ranking_latency_ms_count {primary['rankings']}",
+    ]
+    if data.get("active"):
+        lines += [
+            "# HELP streamrank_active_version_info The registry's active version.",
+            "# TYPE streamrank_active_version_info gauge",
+            f'streamrank_active_version_info{{version="{data["active"]}"}} 1',
+        ]
+    gauges = {
+        "sessions": "Interleaved sessions of the shadow.",
+        "delta": "Interleaving preference for the shadow (> 0: users prefer it).",
+        "sequential_p": "Always-valid p-value of the preference.",
+        "kendall_tau": "Mean Kendall tau between primary and shadow top 10.",
+        "rbo": "Mean rank-biased overlap (p = 0.9) between primary and shadow.",
+    }
+    for name, help_text in gauges.items():
+        lines += [
+            f"# HELP streamrank_shadow_{name} {help_text}",
+            f"# TYPE streamrank_shadow_{name} gauge",
+        ]
+        for shadow in data["shadows"]:
+            value = shadow.get(name)
+            if value is not None:
+                lines.append(f'streamrank_shadow_{name}{{version="{shadow["version"]}"}} {value}')
+    return "\n".join(lines) + "\n"
+
+
+def mount(app: faust.App, settings: Settings, client: redis.Redis, serving: Any) -> None:
+    """Add the pages to ``app``; ``serving()`` names the version this worker serves."""
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                await asyncio.to_thread(client.ping)
+            except redis.RedisError as error:
+                return self.json({"status": "redis unreachable", "error": str(error)}, status=503)
+            return self.json({"status": "ok", "serving": serving()})
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            text = prometheus_text(await asyncio.to_thread(dashboard_data, settings, client))
+            return self.text(text, content_type="text/plain; version=0.0.4")
+
+    @app.page("/dashboard")
+    class Dashboard(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(PAGE)
+
+    @app.page("/dashboard/data")
+    class DashboardData(View):
+        async def get(self, request: Request) -> Response:
+            data = await asyncio.to_thread(dashboard_data, settings, client)
+            return self.json(data | {"serving": serving()})

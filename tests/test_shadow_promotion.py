@@ -1,0 +1,150 @@
+"""Shadow evidence, the verdict and the promotion gate, against the real Redis."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import redis
+
+from shadow.promotion import PromotionError, promote, rollback
+from shadow.report import COLLECT, PROMOTE, REJECT, summarize
+from shadow.stats import ShadowStats, session_metrics
+from streams.config import Settings
+from streams.metrics import ServiceMetrics
+from streams.state import registry_for
+from streams.web import dashboard_data, preference_series, prometheus_text
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "operator-secret"
+
+
+@pytest.fixture
+def operator(settings: Settings) -> Settings:
+    return settings.model_copy(update={"registry_key": "k", "operator_token": TOKEN})
+
+
+@pytest.fixture
+def client(operator: Settings) -> redis.Redis:
+    return redis.Redis.from_url(operator.redis_url)
+
+
+def outcomes(wins: int, losses: int, ties: int, seed: int = 0) -> list[int]:
+    values = np.array([1] * wins + [-1] * losses + [0] * ties)
+    return np.random.default_rng(seed).permutation(values).tolist()
+
+
+def test_verdicts_follow_the_sequential_test() -> None:
+    from shadow.stats import Snapshot
+
+    better = summarize(Snapshot("v2", interleaving=outcomes(170, 90, 40)), min_sessions=200)
+    assert better["verdict"] == PROMOTE and better["delta"] > 0
+    assert better["delta_interval"][0] > 0 and better["sequential_p"] < 0.05
+    worse = summarize(Snapshot("v2", interleaving=outcomes(90, 170, 40)), min_sessions=200)
+    assert worse["verdict"] == REJECT
+    # A clear win on too few sessions is not enough, and neither is a coin flip.
+    early = summarize(Snapshot("v2", interleaving=outcomes(40, 10, 5)), min_sessions=200)
+    assert early["verdict"] == COLLECT and early["sequential_p"] < 0.05
+    even = summarize(Snapshot("v2", interleaving=outcomes(120, 120, 60)), min_sessions=200)
+    assert even["verdict"] == COLLECT
+
+
+def test_evidence_is_recorded_once_per_request_and_event(
+    operator: Settings, client: redis.Redis
+) -> None:
+    stats = ShadowStats(client, operator, "v2")
+    assert stats.record_interleaving("r1", 1)
+    assert not stats.record_interleaving("r1", 1)  # a replay
+    assert stats.record_ab("r2", "shadow", session_metrics([2]))
+    assert not stats.record_ab("r2", "shadow", session_metrics([2]))
+    assert stats.record_click("e1", "d2", primary=["d1", "d2"], shadow=["d2", "d1"])
+    assert stats.record_click("e2", "d1", primary=["d1", "d2"], shadow=["d2", "d1"])
+    assert stats.record_click("e3", "d9", primary=["d1"], shadow=["d2"])
+    snapshot = stats.snapshot()
+    assert snapshot.interleaving == [1]
+    assert snapshot.ab["shadow"] == [{"clicked": 1.0, "clicks_at_k": 1.0, "reciprocal_rank": 0.5}]
+    assert snapshot.click_preference == {"shadow_higher": 1, "primary_higher": 1, "same": 1}
+    with pytest.raises(ValueError, match="outcome"):
+        stats.record_interleaving("r3", 2)
+
+
+def test_promotion_needs_the_token_and_a_significant_win(
+    operator: Settings, client: redis.Redis
+) -> None:
+    registry = registry_for(operator, client)
+    v1 = registry.register(pipeline="first-stage").version
+    registry.activate(v1)
+    v2 = registry.register(pipeline="ce").version
+    registry.add_shadow(v2)
+    with pytest.raises(PromotionError, match="wrong or missing operator token"):
+        promote(operator, registry, client, v2, "guess", reason="try")
+    with pytest.raises(PromotionError, match="no operator token is configured"):
+        promote(operator.model_copy(update={"operator_token": ""}), registry, client, v2, TOKEN, "x")
+    with pytest.raises(PromotionError, match="keep collecting"):
+        promote(operator, registry, client, v2, TOKEN, reason="no evidence yet")
+    assert registry.active() == v1
+
+    stats = ShadowStats(client, operator, v2)
+    for number, outcome in enumerate(outcomes(170, 90, 40)):
+        stats.record_interleaving(f"r{number}", outcome)
+    decision = promote(operator, registry, client, v2, TOKEN, reason="wins interleaving")
+    assert registry.active() == v2
+    assert decision.control.action == "promote" and decision.control.version == v2
+    entry = registry.audit_log()[-1]
+    assert entry["action"] == "promote" and entry["replaced"] == v1 and not entry["forced"]
+    assert entry["reason"] == "wins interleaving" and entry["by"]
+    assert entry["statistics"]["sessions"] == 300 and entry["statistics"]["verdict"] == PROMOTE
+
+    back = rollback(operator, registry, TOKEN, reason="bad canary")
+    assert registry.active() == v1 and back.control.action == "rollback"
+    assert registry.audit_log()[-1]["replaced"] == v2
+
+
+def test_force_overrides_the_evidence_but_is_recorded(
+    operator: Settings, client: redis.Redis
+) -> None:
+    registry = registry_for(operator, client)
+    registry.activate(registry.register(pipeline="first-stage").version)
+    v2 = registry.register(pipeline="ce").version
+    promote(operator, registry, client, v2, TOKEN, reason="hotfix", force=True)
+    assert registry.active() == v2
+    assert registry.audit_log()[-1]["forced"] is True
+    with pytest.raises(PromotionError, match="already the active version"):
+        promote(operator, registry, client, v2, TOKEN, reason="again", force=True)
+
+
+def test_metrics_page_has_the_numbers(operator: Settings, client: redis.Redis) -> None:
+    registry = registry_for(operator, client)
+    registry.activate(registry.register(pipeline="first-stage").version)
+    v2 = registry.register(pipeline="ce").version
+    registry.add_shadow(v2)
+    stats = ShadowStats(client, operator, v2)
+    for number, outcome in enumerate([1, 1, -1, 0]):
+        stats.record_interleaving(f"r{number}", outcome)
+    metrics = ServiceMetrics(client, operator)
+    for latency in (40.0, 90.0, 300.0):
+        metrics.record_ranking(latency, degraded=latency > 250)
+    metrics.record_session(clicked=True)
+    metrics.record_session(clicked=False)
+    data = dashboard_data(operator, client)
+    assert data["learning"][-1]["ctr"] == 0.5 and data["learning"][-1]["sessions"] == 2
+    text = prometheus_text(data)
+    assert "streamrank_rankings_total 3\n" in text
+    assert "streamrank_rankings_degraded_total 1\n" in text
+    assert 'streamrank_ranking_latency_ms_bucket{le="100"} 2\n' in text
+    assert 'streamrank_ranking_latency_ms_bucket{le="+Inf"} 3\n' in text
+    assert f'streamrank_shadow_sessions{{version="{v2}"}} 4\n' in text
+    assert f'streamrank_active_version_info{{version="v1"}} 1' in text
+    # Every sample line is "name{labels} value" with a number for the value.
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            assert re.fullmatch(r'[a-z_]+(\{[a-z_]+="[^"]*"\})? -?[0-9.e+-]+', line), line
+
+
+def test_preference_series_ends_at_the_overall_delta() -> None:
+    series = preference_series(outcomes(60, 30, 10), points=10)
+    assert len(series) == 10 and series[-1]["sessions"] == 100
+    assert series[-1]["delta"] == pytest.approx((60 + 5) / 100 - 0.5)
+    assert all(p["low"] <= p["delta"] <= p["high"] for p in series)
