@@ -81,7 +81,9 @@ def test_promotion_needs_the_token_and_a_significant_win(
     with pytest.raises(PromotionError, match="wrong or missing operator token"):
         promote(operator, registry, client, v2, "guess", reason="try")
     with pytest.raises(PromotionError, match="no operator token is configured"):
-        promote(operator.model_copy(update={"operator_token": ""}), registry, client, v2, TOKEN, "x")
+        promote(
+            operator.model_copy(update={"operator_token": ""}), registry, client, v2, TOKEN, "x"
+        )
     with pytest.raises(PromotionError, match="keep collecting"):
         promote(operator, registry, client, v2, TOKEN, reason="no evidence yet")
     assert registry.active() == v1
@@ -136,7 +138,7 @@ def test_metrics_page_has_the_numbers(operator: Settings, client: redis.Redis) -
     assert 'streamrank_ranking_latency_ms_bucket{le="100"} 2\n' in text
     assert 'streamrank_ranking_latency_ms_bucket{le="+Inf"} 3\n' in text
     assert f'streamrank_shadow_sessions{{version="{v2}"}} 4\n' in text
-    assert f'streamrank_active_version_info{{version="v1"}} 1' in text
+    assert 'streamrank_active_version_info{version="v1"} 1' in text
     # Every sample line is "name{labels} value" with a number for the value.
     for line in text.splitlines():
         if not line.startswith("#"):
