@@ -256,10 +256,13 @@ def report_table(summaries: list[dict[str, Any]], active: str | None) -> Table:
 
 # -- promotion ------------------------------------------------------------------------------
 
+# The token an operator presents (--token or STREAMRANK_TOKEN) is checked against the
+# deployment's configured one (STREAMRANK_OPERATOR_TOKEN, usually in STREAMRANK_CONFIG_FILE):
+# two names, so that presenting a token can never also configure it.
 token_option = click.option(
     "--token",
-    envvar="STREAMRANK_OPERATOR_TOKEN",
-    help="the operator token [default: STREAMRANK_OPERATOR_TOKEN]",
+    envvar="STREAMRANK_TOKEN",
+    help="your operator token [default: STREAMRANK_TOKEN]",
 )
 
 

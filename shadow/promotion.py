@@ -50,7 +50,9 @@ def check_token(configured: str, given: str | None) -> None:
     if not configured:
         raise PromotionError("no operator token is configured: set STREAMRANK_OPERATOR_TOKEN")
     if not given or not hmac.compare_digest(configured.encode(), given.encode()):
-        raise PromotionError("wrong or missing operator token: pass --token or set it")
+        raise PromotionError(
+            "wrong or missing operator token: pass --token or set STREAMRANK_TOKEN"
+        )
 
 
 def promote(

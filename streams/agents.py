@@ -22,12 +22,16 @@ from typing import Any
 import faust
 
 from streams.app import app, settings, topic
+from streams.control import follow_control
 from streams.deadletter import dead_letter_for, send_to_dead_letters
 from streams.events import Candidates, ContractError, Event, Item, Ranking, User, decode
 from streams.feature_store import FeatureStore
+from streams.metrics import ServiceMetrics
 from streams.online import OnlineServing, online_ranker_for
 from streams.serving import Reranker, cascade_for
-from streams.state import async_redis_client, key, redis_client
+from streams.state import async_redis_client, key, redis_client, registry_for
+from streams.versions import VersionedServing
+from streams.web import mount as mount_pages
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,17 @@ online = (
     if settings.online_learning
     else None
 )
-reranker = Reranker(cascade_for(settings, sync_redis), feature_store, settings, online)
+registry = registry_for(settings, sync_redis) if settings.registry_key else None
+
+
+def build_reranker(pipeline: str | None) -> Reranker:
+    return Reranker(cascade_for(settings, sync_redis, pipeline), feature_store, settings, online)
+
+
+# The registry's active version (or settings.pipeline without a registry), switched live by
+# `promote` / `rollback`; shadows are loaded here too when experiments are configured.
+serving = VersionedServing(settings, build_reranker, registry)
+metrics = ServiceMetrics(sync_redis, settings)
 
 
 async def run_blocking(function: Callable[..., Any], *args: Any) -> Any:
@@ -99,9 +113,38 @@ async def rerank_one(request: Candidates) -> None:
 
 def serve(request: Candidates) -> Ranking:
     """Rank and record the impression; runs in an executor thread."""
-    ranking, impression = reranker.rank(request)
+    ranking, impression = serving.rank(request)
     feature_store.record_impression(request.request_id, impression)
+    metrics.record_ranking(impression["latency_ms"], ranking.degraded)
     return ranking
+
+
+def active_version() -> str | None:
+    """The version to serve now (and the shadows' rankers brought up to date)."""
+    assert registry is not None
+    serving.refresh_shadows()
+    return registry.active()
+
+
+if registry is not None:
+
+    @app.task
+    async def control() -> None:
+        """Follow promotions and rollbacks (see :mod:`streams.control`)."""
+        await follow_control(
+            serving.slot,
+            active_version,
+            settings.kafka_bootstrap,
+            settings.topic("control"),
+            settings.control_poll_s,
+            settings.aiokafka_client_options(),
+        )
+
+
+if settings.web_enabled:
+    mount_pages(
+        app, settings, sync_redis, lambda: serving.slot.current.version or settings.pipeline
+    )
 
 
 @app.agent(candidates_topic, concurrency=settings.inference_threads)

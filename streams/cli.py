@@ -308,11 +308,20 @@ def mount_model_commands() -> None:
     from models.data_cli import analyze, data_group, index_group
     from models.pipeline_eval import pipeline_command
     from models.simulate_cli import simulate_command
+    from shadow.cli import shadow_group
+    from shadow.commands import REGISTRY_COMMANDS, SHADOW_COMMANDS, TOP_LEVEL_COMMANDS
 
     eval_group.add_command(pipeline_command())
+    for command in REGISTRY_COMMANDS:
+        models_group.add_command(command)
+    for command in SHADOW_COMMANDS:
+        shadow_group.add_command(command)
+    for command in TOP_LEVEL_COMMANDS:
+        cli.add_command(command)
 
     for command in (models_group, eval_group, index_group, data_group, analyze, simulate_command):
         cli.add_command(command)
+    cli.add_command(shadow_group)
 
 
 mount_model_commands()
