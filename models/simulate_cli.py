@@ -1,7 +1,8 @@
 """``streamrank simulate``: simulated users teach the online ranker; prints the learning curve.
 
-Mount it in the main CLI with ``cli.add_command(simulate)``. Only ``--offline`` runs here;
-the streaming mode is :data:`STREAMING_SYSTEM`, a factory the streams package sets.
+With ``--offline`` the online ranker and explorer run in-process; without it every session
+goes through the real broker, a running worker (its exploration bound, its learner) and Redis
+(:mod:`streams.simulate_stream`).
 
 Starting scores (the cross-encoder's, for every candidate) come from ``--scores FILE``, or are
 computed once with the cross-encoder and cached under the user cache directory, keyed by the
@@ -34,8 +35,23 @@ CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "
 Scorer = Callable[[str, Sequence[str]], Sequence[float]]
 """(query, passages) -> one relevance score per passage."""
 
-STREAMING_SYSTEM: Callable[[dict[str, Any]], RankingSystem] | None = None
-"""Set by the streams package: options -> a system that goes through Kafka, agents and Redis."""
+
+def streaming_system(candidates: Path, errors: Console) -> RankingSystem:
+    """The real broker, workers and Redis as the system (:mod:`streams.simulate_stream`)."""
+    from streams.config import get_settings
+    from streams.simulate_stream import StreamingSystem
+    from streams.topics import UNREACHABLE
+
+    settings = get_settings()
+    try:
+        return StreamingSystem(settings, passages(candidates))
+    except UNREACHABLE:
+        errors.print(
+            f"[bold red]error:[/] no Kafka broker at {settings.kafka_bootstrap}\n"
+            "[bold]fix:[/] start the services (`streamrank services up`) and a worker "
+            "(`streamrank worker`), or add --offline"
+        )
+        sys.exit(2)
 
 
 class ScorerUnavailable(RuntimeError):
@@ -198,7 +214,8 @@ def summary_table(result: dict[str, Any]) -> Table:
     type=click.FloatRange(0, 1),
     default=0.3,
     show_default=True,
-    help="Exploration bound: largest estimated DCG@10 loss against exploit.",
+    help="Exploration bound: largest estimated DCG@10 loss against exploit (--offline; a "
+    "streaming run uses the worker's STREAMRANK_EXPLORATION_MAX_LOSS).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
@@ -238,15 +255,12 @@ def simulate_command(
     queries = load_queries(candidates, qrels, start_scores)
     if not queries:
         raise click.UsageError(f"no query of {candidates} has judgments in {qrels}")
-    options = {"max_loss": max_loss, "seed": seed, "k": K}
     if offline:
         system: RankingSystem = OfflineSystem(
             OnlineRanker(config=RankerConfig(seed=seed)), SafeExplorer(K, max_loss, seed=seed)
         )
-    elif STREAMING_SYSTEM is None:
-        raise click.UsageError("the streaming mode is not wired in this build; add --offline")
     else:
-        system = STREAMING_SYSTEM(options)
+        system = streaming_system(candidates, errors)
     with Progress(
         TextColumn("[bold]simulate[/] {task.description}"),
         BarColumn(),

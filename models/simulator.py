@@ -119,6 +119,9 @@ def ndcg(query: SimQuery, ranking: Sequence[str], k: int = K) -> float:
 
 
 def mean_ndcg(queries: Sequence[SimQuery], system: RankingSystem) -> float:
+    if hasattr(system, "exploit_all"):  # one round trip for every query
+        rankings = system.exploit_all(queries)
+        return float(np.mean([ndcg(q, rankings[q.qid]) for q in queries]))
     return float(np.mean([ndcg(q, system.exploit(q)) for q in queries]))
 
 
@@ -142,9 +145,11 @@ def simulate(
     start = mean_ndcg(queries, system)
     curve, served, done, total = [], [], 0, sessions_per_query * len(queries)
     for round_ in range(1, sessions_per_query + 1):
-        for index in rng.permutation(len(queries)):
-            query = queries[index]
-            session_id = f"s{seed}-{round_}-{query.qid}"
+        order = [queries[index] for index in rng.permutation(len(queries))]
+        ids = [f"s{seed}-{round_}-{query.qid}" for query in order]
+        if hasattr(system, "begin_round"):  # a streaming system sends a round's users at once
+            system.begin_round(list(zip(order, ids, strict=True)))
+        for query, session_id in zip(order, ids, strict=True):
             shown = system.serve(query, session_id)[:K]
             clicked = clicker.clicks(query.grades_of(shown), rng)
             system.feedback(query, session_id, shown, clicked)

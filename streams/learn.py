@@ -24,20 +24,26 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
-from faust.types import TP, EventT
+from faust.types import EventT
+from kafka import KafkaConsumer, TopicPartition
 
 from models.registry import ModelRegistry
+from shadow.stats import ShadowStats
 from streams.agents import deadletter_topic, limits, online, redis, run_blocking, sync_redis
 from streams.app import app, settings, topic
 from streams.deadletter import dead_letter_for, send_to_dead_letters
 from streams.events import ContractError, DeadLetter, Interaction, decode
+from streams.experiments import credit
+from streams.metrics import ServiceMetrics
 from streams.online import OnlineServing
 from streams.sessions import (
     Barriers,
     Checkpoints,
+    Claimed,
     Incoming,
     Orphan,
     SessionStore,
+    clicked_docs,
     late_letters,
     learn_sessions,
     orphan_as_incoming,
@@ -49,6 +55,13 @@ log = logging.getLogger(__name__)
 interactions_topic = topic("interactions")
 sessions = SessionStore(sync_redis, redis, settings)
 barriers = Barriers()
+service_metrics = ServiceMetrics(sync_redis, settings)
+
+
+def shadow_stats(version: str) -> ShadowStats:
+    return ShadowStats(sync_redis, settings, version)
+
+
 CLOSE_LIMIT = 500
 """Sessions claimed at once; a tick claims again while a partition has more due."""
 
@@ -174,18 +187,44 @@ def owned_partitions() -> list[int]:
     return sorted(tp.partition for tp in assignment if tp.topic == name)
 
 
+class EndOffsets:
+    """End offsets of ``interactions`` partitions, asked of the broker (blocking, ~1 ms).
+
+    A group-less kafka-python consumer of its own: Faust's ``highwaters()`` goes through its
+    consumer thread and took over a second under load, and the offsets in fetch responses
+    can be older than the barrier's time.
+    """
+
+    def __init__(self, topic_name: str) -> None:
+        self.topic_name = topic_name
+        self._consumer: KafkaConsumer | None = None
+
+    def __call__(self, partitions: Sequence[int]) -> dict[int, int]:
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=settings.kafka_bootstrap,
+                client_id=f"{settings.app_id}-learn-offsets",
+                enable_auto_commit=False,
+                **settings.kafka_client_options(),
+            )
+        tps = [TopicPartition(self.topic_name, p) for p in partitions]
+        return {tp.partition: offset for tp, offset in self._consumer.end_offsets(tps).items()}
+
+
+end_offsets = EndOffsets(interactions_topic.get_topic_name())
+
+
 async def close_due(online: OnlineServing, owned: list[int]) -> None:
     """Learn every session of ``owned`` partitions whose close time passed behind a barrier."""
-    now = time.time()
-    name = interactions_topic.get_topic_name()
+    now = time.time()  # before the end offsets: they cover every message sent until now
     try:
-        highwaters = await app.consumer.highwaters(*(TP(name, p) for p in owned))
+        highwaters = await run_blocking(end_offsets, owned)
     except Exception as error:  # the broker is unreachable for now: try at the next tick
         log.warning("could not read the interactions end offsets: %s", error)
         return
     applied = await run_blocking(sessions.applied_offsets)
     for partition in owned:
-        highwater = highwaters.get(TP(name, partition))
+        highwater = highwaters.get(partition)
         if highwater is None:
             continue
         before = barriers.close_before(partition, now, highwater, applied.get(partition, -1))
@@ -201,38 +240,60 @@ def close_partition(online: OnlineServing, partition: int, before: float) -> int
         if not claimed:
             return closed
         counts = learn_sessions(online, claimed)
+        report_sessions(claimed)
         sessions.finish(partition, claimed, counts)
         closed += len(claimed)
 
 
+def report_sessions(claimed: Sequence[Claimed]) -> None:
+    """Closed sessions as monitoring (CTR per minute) and as experiment evidence.
+
+    Both are idempotent per request id: a session claimed again after a crash before
+    :meth:`SessionStore.finish` is not counted twice.
+    """
+    for session in claimed:
+        if session.record is None:
+            continue
+        docs = clicked_docs(session)
+        service_metrics.record_session(session.request_id, clicked=bool(docs))
+        credit(session.record, docs, shadow_stats)
+
+
 async def retry_orphans(owned: list[int]) -> None:
     """Join orphans whose impression came; dead-letter those past ``orphan_window_s``."""
-    for partition in owned:
-        late, expired = await run_blocking(resolve_orphans, partition, time.time())
-        await send_letters(late)
-        await send_letters([orphan.dead_letter(settings.orphan_window_s) for orphan in expired])
-        if expired:
-            await run_blocking(sessions.forget_orphans, partition, expired, "orphans_dead")
+    late, expired = await run_blocking(resolve_orphans, owned, time.time())
+    await send_letters(late)
+    await send_letters([orphan.dead_letter(settings.orphan_window_s) for orphan in expired])
+    if expired:
+        await run_blocking(forget_expired, expired)
 
 
-def resolve_orphans(partition: int, now: float) -> tuple[list[DeadLetter], list[Orphan]]:
+def resolve_orphans(owned: list[int], now: float) -> tuple[list[DeadLetter], list[Orphan]]:
     """Accumulate orphans whose impression came; late letters and the orphans now expired."""
-    orphans = sessions.orphans(partition)
-    if not orphans:
-        return [], []
-    found = sessions.with_impressions(orphans)
-    resolved = [o for o, ok in zip(orphans, found, strict=True) if ok]
-    expired = [
-        o
-        for o, ok in zip(orphans, found, strict=True)
-        if not ok and now - o.first_seen >= settings.orphan_window_s
-    ]
     late: list[DeadLetter] = []
-    if resolved:
-        batch = [orphan_as_incoming(o) for o in resolved]
-        late = late_letters(batch, sessions.accumulate_sync(batch))
-        sessions.forget_orphans(partition, resolved, "orphans_resolved")
+    expired: list[Orphan] = []
+    for partition in owned:
+        orphans = sessions.orphans(partition)
+        if not orphans:
+            continue
+        found = sessions.with_impressions(orphans)
+        resolved = [o for o, ok in zip(orphans, found, strict=True) if ok]
+        expired += [
+            o
+            for o, ok in zip(orphans, found, strict=True)
+            if not ok and now - o.first_seen >= settings.orphan_window_s
+        ]
+        if resolved:
+            batch = [orphan_as_incoming(o) for o in resolved]
+            late += late_letters(batch, sessions.accumulate_sync(batch))
+            sessions.forget_orphans(partition, resolved, "orphans_resolved")
     return late, expired
+
+
+def forget_expired(expired: Sequence[Orphan]) -> None:
+    for partition in {orphan.partition for orphan in expired}:
+        mine = [orphan for orphan in expired if orphan.partition == partition]
+        sessions.forget_orphans(partition, mine, "orphans_dead")
 
 
 def save_checkpoint(online: OnlineServing) -> None:

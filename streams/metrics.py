@@ -52,7 +52,11 @@ class ServiceMetrics:
         pipe.hincrby(self._key("latency"), bucket, 1)
         pipe.execute()
 
-    def record_session(self, clicked: bool, at: float | None = None) -> None:
+    def record_session(self, request_id: str, clicked: bool, at: float | None = None) -> bool:
+        """Count one closed session in its minute; False (nothing counted) for a replay."""
+        seen = self._key("session-seen", request_id)
+        if not self.client.set(seen, b"1", nx=True, ex=self.settings.dedupe_ttl_s):
+            return False
         minute = str(int((at or time.time()) // 60))
         name = self._key("ctr", minute)
         pipe = self.client.pipeline()
@@ -60,6 +64,7 @@ class ServiceMetrics:
         pipe.hincrby(name, "clicked", int(clicked))
         pipe.expire(name, MINUTES_KEPT * 60)
         pipe.execute()
+        return True
 
     def ctr_by_minute(self, minutes: int = 60) -> list[dict[str, float]]:
         now = int(time.time() // 60)

@@ -28,7 +28,7 @@ import redis
 from models.exploration import SafeExplorer
 from models.online_ranker import Candidate, Impression, OnlineRanker, RankerConfig
 from streams.config import Settings
-from streams.learner_store import RedisLearnerStore
+from streams.learner_store import BatchingStore, RedisLearnerStore
 from streams.state import key
 
 NEVER = 2**62
@@ -65,7 +65,8 @@ def learner_store_for(settings: Settings, client: redis.Redis) -> RedisLearnerSt
 
 def online_ranker_for(settings: Settings, client: redis.Redis) -> OnlineRanker:
     """A ranker on the shared statistics whose model state is never written to Redis."""
-    return OnlineRanker(learner_store_for(settings, client), RankerConfig(sync_every=NEVER))
+    store = BatchingStore(learner_store_for(settings, client))
+    return OnlineRanker(store, RankerConfig(sync_every=NEVER))
 
 
 def request_seed(request_id: str) -> int:
@@ -97,12 +98,14 @@ class OnlineServing:
         candidates: Sequence[Candidate],
         k: int,
         user: Mapping[str, float] | None = None,
+        explore: bool = True,
     ) -> OnlineOrder:
-        """The order to serve ``candidates`` in for one request, with exploration."""
-        explorer = SafeExplorer(k=k, max_loss=self.max_loss, seed=request_seed(request_id))
+        """The order to serve ``candidates`` in for one request (``explore=False``: exploit)."""
+        max_loss = self.max_loss if explore else 0.0
+        explorer = SafeExplorer(k=k, max_loss=max_loss, seed=request_seed(request_id))
         with self.lock:
             scored = self.ranker.score_one(query, candidates, user)
-            interventions = self.max_loss > 0 and self.ranker.position_bias.wants_interventions
+            interventions = max_loss > 0 and self.ranker.position_bias.wants_interventions
         served = explorer.rank_one(scored, interventions=interventions)
         exploit = scored.exploit_order()
         order = [int(i) for i in served.order]
@@ -111,7 +114,18 @@ class OnlineServing:
         return OnlineOrder(order, explored, bool(served.randomized), scored.features)
 
     def learn(self, impressions: Sequence[Impression]) -> list[bool]:
-        """Learn each impression once; False for one whose event id was learned before."""
+        """Learn each impression once; False for one whose event id was learned before.
+
+        With a :class:`~streams.learner_store.BatchingStore`, the whole list costs two Redis
+        round trips; the statistics are written when this returns.
+        """
+        store = self.ranker.store
+        if not isinstance(store, BatchingStore):
+            return self._learn_each(impressions)
+        with store.batch([(i.event_id, i.query, i.docs) for i in impressions]):
+            return self._learn_each(impressions)
+
+    def _learn_each(self, impressions: Sequence[Impression]) -> list[bool]:
         learned = []
         for impression in impressions:
             with self.lock:

@@ -119,6 +119,8 @@ class Reranker:
                 self.online_candidates(request, top),
                 k=request.k,
                 user=self.feature_store.user_features(request.user_id),
+                # a caller may ask for the exploit order (the simulator's checkpoints do)
+                explore=request.context.get("explore", True) is not False,
             )
         except Exception as error:  # serve the cascade's order rather than nothing
             log.exception("online ranker failed for %s", request.request_id)

@@ -50,7 +50,7 @@ import redis.asyncio as aioredis
 from models.online_ranker import Impression
 from models.registry import ModelRegistry, RegistryError
 from streams.config import Settings
-from streams.events import DeadLetter, Interaction
+from streams.events import DeadLetter, Interaction, Limits, decode
 from streams.online import OnlineServing
 from streams.state import key
 
@@ -201,17 +201,39 @@ def payload_of(interaction: Interaction) -> str:
     return f"{interaction.type}|{position}|{interaction.doc_id}"
 
 
-def orphan_record(incoming: Incoming) -> str:
-    return json.dumps(
-        {
-            "request_id": incoming.interaction.request_id,
-            "payload": payload_of(incoming.interaction),
-            "raw": base64.b64encode(incoming.raw).decode("ascii"),
-            "topic": incoming.topic,
-            "partition": incoming.partition,
-            "offset": incoming.offset,
-        }
+def orphan_record(incoming: Incoming) -> bytes:
+    """What an orphan keeps: where it came from and the original message, ``p|offset|topic|raw``
+    (topic names cannot hold ``|``)."""
+    where = f"{incoming.partition}|{incoming.offset}|{incoming.topic}|".encode()
+    return where + incoming.raw
+
+
+def parse_orphan(event_id: str, record: bytes, first_seen: float) -> Orphan:
+    partition, offset, topic, raw = record.split(b"|", 3)
+    interaction = decode("interactions", raw, Limits())
+    assert isinstance(interaction, Interaction)
+    return Orphan(
+        event_id=event_id,
+        request_id=interaction.request_id,
+        payload=payload_of(interaction),
+        raw=raw,
+        topic=topic.decode(),
+        partition=int(partition),
+        offset=int(offset),
+        first_seen=first_seen,
     )
+
+
+def clicked_docs(claimed: Claimed) -> list[str]:
+    """The documents clicked in a closed session, in the order the events arrived."""
+    docs = []
+    for event_id, payload in claimed.events.items():
+        if event_id == LEARNED:
+            continue
+        kind, _, doc = payload.split("|", 2)
+        if kind in CLICK_TYPES and doc not in docs:
+            docs.append(doc)
+    return docs
 
 
 def build_impression(claimed: Claimed) -> Impression | None:
@@ -222,7 +244,7 @@ def build_impression(claimed: Claimed) -> Impression | None:
     prior-model features it was served with.
     """
     record = claimed.record
-    if record is None:
+    if record is None or record.get("learn") is False:  # experiment traffic: not learned from
         return None
     items = record.get("items", [])
     rank_of = {item["doc_id"]: rank for rank, item in enumerate(items)}
@@ -309,6 +331,8 @@ class SessionStore:
         self._accumulate = aclient.register_script(ACCUMULATE_SCRIPT) if aclient else None
         self._accumulate_sync = client.register_script(ACCUMULATE_SCRIPT)
         self._claim = client.register_script(CLAIM_SCRIPT)
+        self._impression_prefix = key(settings, "impression", "")
+        self._session_prefix = self.key("session", "")
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -316,7 +340,7 @@ class SessionStore:
         return key(self.settings, "learn", *map(str, parts))
 
     def impression_key(self, request_id: str) -> str:
-        return key(self.settings, "impression", request_id)
+        return self._impression_prefix + request_id
 
     @property
     def counts_key(self) -> str:
@@ -338,15 +362,14 @@ class SessionStore:
             self.settings.impression_ttl_s,
             len(batch),
         ]
+        per_partition = {
+            p: (self.key("due", p), self.key("orphans", p), self.key("orphan", p))
+            for p in {item.partition for item in batch}
+        }
         for item in batch:
-            rid, p = item.interaction.request_id, item.partition
-            keys += [
-                self.impression_key(rid),
-                self.key("session", rid),
-                self.key("due", p),
-                self.key("orphans", p),
-                self.key("orphan", p),
-            ]
+            rid = item.interaction.request_id
+            keys += [self._impression_prefix + rid, self._session_prefix + rid]
+            keys += per_partition[item.partition]
             args += [item.interaction.event_id, rid, payload_of(item.interaction)]
             args.append(orphan_record(item))
         for partition, offset in offsets.items():
@@ -408,23 +431,11 @@ class SessionStore:
         ids = [member for member, _ in members]
         records = self.client.hmget(self.key("orphan", partition), ids)
         orphans = []
-        for (event_id, first_seen), raw in zip(members, records, strict=True):
-            if raw is None:  # the record went with a finished retry: only the member is left
+        for (event_id, first_seen), record in zip(members, records, strict=True):
+            if record is None:  # the record went with a finished retry: only the member is left
                 self.client.zrem(self.key("orphans", partition), event_id)
                 continue
-            data = json.loads(raw)
-            orphans.append(
-                Orphan(
-                    event_id=event_id.decode(),
-                    request_id=data["request_id"],
-                    payload=data["payload"],
-                    raw=base64.b64decode(data["raw"]),
-                    topic=data["topic"],
-                    partition=int(data["partition"]),
-                    offset=int(data["offset"]),
-                    first_seen=float(first_seen),
-                )
-            )
+            orphans.append(parse_orphan(event_id.decode(), record, float(first_seen)))
         return orphans
 
     def with_impressions(self, orphans: Sequence[Orphan]) -> list[bool]:

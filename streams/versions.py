@@ -40,6 +40,7 @@ class VersionedServing:
         active = registry.active() if registry else None
         self.slot: RankerSlot[Reranker] = RankerSlot(self.load, active or UNVERSIONED)
         self.shadows: dict[str, Reranker] = {}
+        self.refresh_shadows()  # before the first request, so experiments start with it
 
     def load(self, version: str) -> Reranker:
         """A ranker for a registry version (its pipeline), fully loaded before it serves."""

@@ -25,6 +25,7 @@ from conftest import settings_env
 from helpers import consume as consume_records
 from helpers import produce as produce_bytes
 
+from models.simulator import to_interactions
 from shadow.stats import ShadowStats
 from streams.config import Settings
 from streams.events import Candidate, Candidates, Comparison, Ranking
@@ -227,32 +228,70 @@ def fetch(url: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Debian's chromium (deploy/setup.sh installs it)"
-)
+EXPERIMENT_ENV = {
+    "STREAMRANK_ONLINE_LEARNING": "true",
+    "STREAMRANK_INTERLEAVE_FRACTION": "1.0",
+    "STREAMRANK_SESSION_CLOSE_S": "1.0",
+}
+
+
+def run_interleaved_sessions(operator: Settings, v2: str, sessions: int) -> list[int]:
+    """Interleaved requests through the worker, users who click the Volga passages; outcomes."""
+    requests = [request(n) for n in range(sessions)]
+    produce(operator, "candidates", requests)
+    rankings = consume(operator, "rankings", Ranking, count=len(requests), timeout_s=120)
+    interactions = []
+    for ranking in rankings:
+        teams = {flag for item in ranking.items for flag in item.flags if "interleaved" in flag}
+        assert teams == {"interleaved:primary", "interleaved:shadow"}
+        shown = [item.doc_id for item in ranking.items[:5]]
+        # users want the Volga passages (d0, d3): the cross-encoder ranks both on top
+        clicked = [rank for rank, doc in enumerate(shown) if doc in {"d0", "d3"}]
+        interactions += to_interactions(ranking.request_id, shown, clicked)
+    produce(operator, "interactions", interactions)
+    stats = ShadowStats(redis.Redis.from_url(operator.redis_url), operator, v2)
+    deadline = time.monotonic() + 60
+    while len(stats.snapshot().interleaving) < sessions and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return stats.snapshot().interleaving
+
+
+def test_interleaving_credits_real_clicks_to_the_shadow(
+    operator: Settings, operator_env: dict[str, str], start_worker
+) -> None:
+    """Interleaved serving, clicks through the learn path, credit and the report, end to end."""
+    _, v2 = versions(operator)  # BM25 order vs the cross-encoder
+    cli(operator, "shadow", "add", v2)
+    worker = start_worker(operator_env | EXPERIMENT_ENV)
+    outcomes = run_interleaved_sessions(operator, v2, sessions=40)
+    assert len(outcomes) == 40, worker.log()[-3000:]
+    assert outcomes.count(1) > outcomes.count(-1)  # the shadow contributed d3 more often
+    report = json.loads(cli(operator, "shadow", "report", "--json").stdout)["shadows"][0]
+    assert report["sessions"] == 40 and report["delta"] > 0
+    worker.stop()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (deploy/setup.sh has it)")
 def test_dashboard_shows_live_data(
     operator: Settings, operator_env: dict[str, str], start_worker, tmp_path: Path
 ) -> None:
+    """The dashboard of a worker that served a live interleaving experiment, in Chromium."""
     v1, v2 = versions(operator)
     cli(operator, "shadow", "add", v2)
-    client = redis.Redis.from_url(operator.redis_url)
-    stats = ShadowStats(client, operator, v2)
-    for number in range(120):
-        stats.record_interleaving(f"s{number}", (1, 1, -1, 0)[number % 4])
     port = 6100 + int(uuid.uuid4().int % 800)
-    worker = start_worker(
-        operator_env | {"STREAMRANK_WEB_ENABLED": "true", "STREAMRANK_WEB_PORT": str(port)}
-    )
-    produce(operator, "candidates", [request(n) for n in range(5)])
-    consume(operator, "rankings", Ranking, count=5, timeout_s=90)
+    web = {"STREAMRANK_WEB_ENABLED": "true", "STREAMRANK_WEB_PORT": str(port)}
+    worker = start_worker(operator_env | EXPERIMENT_ENV | web)
+    sessions = 60
+    assert len(run_interleaved_sessions(operator, v2, sessions)) == sessions
     base = f"http://127.0.0.1:{port}"
     status, health = fetch(base + "/health")
     assert status == 200 and json.loads(health)["serving"] == v1
     status, metrics = fetch(base + "/metrics")
-    assert status == 200 and "streamrank_rankings_total 5" in metrics
-    assert f'streamrank_shadow_sessions{{version="{v2}"}} 120' in metrics
+    assert status == 200 and f"streamrank_rankings_total {sessions}" in metrics
+    assert f'streamrank_shadow_sessions{{version="{v2}"}} {sessions}' in metrics
     data = json.loads(fetch(base + "/dashboard/data")[1])
-    assert data["primary"]["rankings"] == 5 and data["shadows"][0]["series"]
+    assert data["primary"]["rankings"] == sessions and data["shadows"][0]["series"]
+    assert sum(point["sessions"] for point in data["learning"]) == sessions  # closed sessions
     shot = tmp_path / "dashboard.png"
     args = [
         CHROMIUM,
@@ -269,8 +308,8 @@ def test_dashboard_shows_live_data(
         [*args, "--dump-dom", base + "/dashboard"], capture_output=True, text=True, timeout=120
     ).stdout
     assert shot.stat().st_size > 20_000  # a rendered page with charts, not a blank one
-    assert 'data-loaded="true"' in dom and v2 in dom and "5 rankings" in dom
-    assert dom.count("<path") >= 2  # the preference line and its band, drawn from live data
+    assert 'data-loaded="true"' in dom and v2 in dom and f"{sessions} rankings" in dom
+    assert dom.count("<path") >= 3  # preference line and band, learning curve: live data
     keep = os.environ.get("STREAMRANK_SCREENSHOT")
     if keep:  # docs/dashboard.png is made this way
         shutil.copyfile(shot, keep)

@@ -128,8 +128,9 @@ def test_metrics_page_has_the_numbers(operator: Settings, client: redis.Redis) -
     metrics = ServiceMetrics(client, operator)
     for latency in (40.0, 90.0, 300.0):
         metrics.record_ranking(latency, degraded=latency > 250)
-    metrics.record_session(clicked=True)
-    metrics.record_session(clicked=False)
+    assert metrics.record_session("r1", clicked=True)
+    assert metrics.record_session("r2", clicked=False)
+    assert not metrics.record_session("r2", clicked=False)  # a replay counts once
     data = dashboard_data(operator, client)
     assert data["learning"][-1]["ctr"] == 0.5 and data["learning"][-1]["sessions"] == 2
     text = prometheus_text(data)
