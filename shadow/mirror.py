@@ -3,8 +3,9 @@
 ``streamrank shadow worker VERSION`` runs this module's agents in a Faust app of their own
 (application id ``<app_id>-shadow-<VERSION>``, hence a consumer group of its own), so the
 shadow reads the same ``candidates`` as the primary without taking any from it and without
-slowing it: it runs in another process, at the lowest CPU priority (``nice 19``), and a slow
-shadow only builds consumer lag. For each request it
+slowing it: it runs in another process at the lowest CPU priority (``SCHED_IDLE``, set by
+``streamrank shadow worker`` before any thread starts), and a slow shadow only builds
+consumer lag. For each request it
 
 1. ranks the candidates with the version's pipeline (:func:`streams.serving.cascade_for`);
 2. waits (up to ``shadow_join_window_s``, without blocking other requests) for the primary's
@@ -24,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,10 +62,6 @@ feature_store = FeatureStore(sync_redis, settings)
 reranker = Reranker(cascade_for(settings, sync_redis, shadow_pipeline), feature_store, settings)
 stats = ShadowStats(sync_redis, settings, version)
 executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
-if settings.shadow_nice:
-    # The primary must not feel the shadow: the kernel gives a nice-19 process the CPU only
-    # when the primary does not want it.
-    os.nice(19)
 
 
 def rank_shadow(request: Candidates) -> tuple[list[RankedItem], float]:

@@ -22,6 +22,7 @@ import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console, Group
 from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from models.metrics import ndcg_at_k
@@ -38,6 +39,7 @@ class DemoData:
     queries: list[tuple[str, str]]  # (query id, text)
     qrels: dict[str, dict[str, int]]
     titles: dict[str, str]
+    texts: dict[str, str]
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Board:
     rows: deque = field(default_factory=lambda: deque(maxlen=12))
     ndcgs: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    results: dict[str, Ranking] = field(default_factory=dict)
+    qids: dict[str, str] = field(default_factory=dict)  # request id -> query id
 
 
 def prepare(settings: Settings, console: Console) -> DemoData:
@@ -67,12 +71,13 @@ def prepare(settings: Settings, console: Console) -> DemoData:
         build_index(wiki / "corpus.jsonl", DEMO_INDEX)
     queries = list(read_queries(wiki / "queries.jsonl").items.items())
     qrels = read_qrels(wiki / "qrels.txt").items
-    titles = {}
+    titles, texts = {}, {}
     with (wiki / "corpus.jsonl").open() as corpus:
         for line in corpus:
             doc = json.loads(line)
             titles[doc["_id"]] = doc["title"]
-    return DemoData(wiki / "corpus.jsonl", queries, qrels, titles)
+            texts[doc["_id"]] = f"{doc['title']}. {doc['text']}"
+    return DemoData(wiki / "corpus.jsonl", queries, qrels, titles, texts)
 
 
 def start_worker(settings: Settings, log_path: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -116,7 +121,12 @@ def view(board: Board, data: DemoData, requests: dict[str, str]) -> Group:
 
 
 def run_demo(
-    settings: Settings, console: Console, queries: int = 200, timeout_s: float = 600
+    settings: Settings,
+    console: Console,
+    queries: int = 200,
+    timeout_s: float = 600,
+    learn_queries: int = 30,
+    learn_sessions: int = 30,
 ) -> int:
     """Run the demo; returns the number of rankings received."""
     data = prepare(settings, console)
@@ -126,12 +136,17 @@ def run_demo(
         "STREAMRANK_INDEX_DIR": str(DEMO_INDEX),
         "STREAMRANK_RETRIEVE_METHOD": "bm25",
         "STREAMRANK_RETRIEVE_K": os.environ.get("STREAMRANK_RETRIEVE_K", "30"),
+        "STREAMRANK_ONLINE_LEARNING": "true",
+        "STREAMRANK_SESSION_CLOSE_S": "1.0",
     }
     console.print(f"starting a worker (log: {log_path})")
     worker = start_worker(settings, log_path, env)
     try:
         wait_ready(worker, log_path)
-        return stream_queries(settings, console, data, queries, timeout_s)
+        board = stream_queries(settings, console, data, queries, timeout_s)
+        if board.results and learn_queries:
+            learn_from_users(settings, console, data, board, learn_queries, learn_sessions)
+        return len(board.ndcgs)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -144,7 +159,7 @@ def stream_queries(
     count: int,
     timeout_s: float,
     rate: float = 10.0,
-) -> int:
+) -> Board:
     rng = np.random.default_rng(0)
     picked = [data.queries[i] for i in rng.choice(len(data.queries), count, replace=False)]
     run = uuid.uuid4().hex[:6]
@@ -159,7 +174,7 @@ def stream_queries(
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0)
     to_send = deque(requests.items())
     sent_at: dict[str, float] = {}
-    board = Board(sent=0)
+    board = Board(sent=0, qids={f"demo-{run}-{qid}": qid for qid, _ in picked})
     started = time.monotonic()
     deadline = started + timeout_s
     with Live(view(board, data, requests), console=console, refresh_per_second=4) as live:
@@ -181,9 +196,76 @@ def stream_queries(
                     if ranking.request_id not in requests:
                         continue
                     board.rows.appendleft((ranking.request_id, ranking))
+                    board.results[ranking.request_id] = ranking
                     ranked = [item.doc_id for item in ranking.items]
                     board.ndcgs.append(ndcg_at_k(ranked, judged[ranking.request_id], k=10))
                     board.latencies_ms.append((time.time() - sent_at[ranking.request_id]) * 1000)
             live.update(view(board, data, requests))
     consumer.close()
-    return len(board.ndcgs)
+    return board
+
+
+def learn_from_users(
+    settings: Settings,
+    console: Console,
+    data: DemoData,
+    board: Board,
+    queries: int,
+    sessions_per_query: int,
+) -> dict:
+    """Simulated users click on the worker's rankings and the online ranker learns from them.
+
+    Takes ``queries`` of the streamed queries whose known item is among their candidates,
+    replays their candidate lists through the worker as users would (``streamrank simulate``'s
+    streaming mode: navigational users, top 10 shown, clicks to ``interactions``), and shows
+    nDCG@10 of what the worker would serve at each checkpoint, as a table and a PNG.
+    """
+    from models.online_ranker import Candidate as SimCandidate
+    from models.simulate_cli import plot_curve, summary_table
+    from models.simulator import SimQuery, dcg, simulate
+    from streams.simulate_stream import StreamingSystem
+
+    picked, texts = [], {}
+    for request_id, ranking in board.results.items():
+        qid = board.qids[request_id]
+        judged = data.qrels.get(qid, {})
+        docs = [item.doc_id for item in ranking.items]
+        if not judged or not set(judged) & set(docs) or len(picked) == queries:
+            continue
+        grades = np.array([judged.get(doc, 0) for doc in docs])
+        candidates = [SimCandidate(doc, first_stage=-rank) for rank, doc in enumerate(docs)]
+        ideal = dcg(sorted(judged.values(), reverse=True))
+        query = dict(data.queries)[qid]
+        picked.append(SimQuery(qid, query, candidates, grades, ideal))
+        texts[qid] = (query, [data.texts.get(doc, "") for doc in docs])
+    console.rule("simulated users teach the online ranker")
+    console.print(
+        f"{len(picked)} queries x {sessions_per_query} sessions of navigational users, "
+        "through Kafka and the worker (exploration on; checkpoints without it)"
+    )
+    system = StreamingSystem(settings, texts)
+    marks = [m for m in (5, 10, 20, 30, 50, 100) if m <= sessions_per_query]
+    with Progress(
+        TextColumn("[bold]users[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("sessions", total=len(picked) * sessions_per_query)
+        result = simulate(
+            picked,
+            system,
+            "navigational",
+            sessions_per_query,
+            marks,
+            seed=0,
+            progress=lambda done, _total: bar.update(task, completed=done),
+        )
+    system.close()
+    result["start"] = "the worker's cascade"
+    plot = Path(".run") / "demo-learning-curve.png"
+    plot_curve([result], plot)
+    console.print(summary_table(result))
+    console.print(f"learning curve: {plot}")
+    return result
