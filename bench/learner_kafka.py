@@ -180,6 +180,46 @@ def wait_learned(
     return ingested, learned
 
 
+def measure(
+    store: SessionStore,
+    client: redis.Redis,
+    settings: Settings,
+    sessions: list[list[Interaction]],
+    timeout_s: float,
+    started: Any,
+) -> dict[str, Any]:
+    """Throughput of one phase. ``started``: a publish function to time from, or None to time
+    from the first interaction the worker applies (the messages are already in Kafka)."""
+    before = store.counts()
+    interactions = sum(len(events) for events in sessions)
+    target = before.get("interactions", 0) + interactions
+    done_before = before.get("sessions_learned", 0) + before.get("sessions_replayed", 0)
+    if started is not None:
+        first = started(settings, sessions)
+        produced = time.perf_counter() - first
+    else:
+        deadline = time.perf_counter() + timeout_s
+        while store.counts().get("interactions", 0) == before.get("interactions", 0):
+            if time.perf_counter() > deadline:
+                raise SystemExit("the worker applied nothing")
+            time.sleep(0.005)
+        first, produced = time.perf_counter(), None
+    ingested, learned = wait_learned(
+        store, client, settings, target, done_before + len(sessions), timeout_s
+    )
+    if learned is None or ingested is None:
+        raise SystemExit(f"not everything was learned in {timeout_s} s")
+    seconds = learned - first
+    return {
+        "interactions": interactions,
+        "seconds": round(seconds, 2),
+        "interactions_per_second": round(interactions / seconds),
+        "ingest_seconds": round(ingested - first, 2),
+        "ingest_interactions_per_second": round(interactions / (ingested - first)),
+        "produce_seconds": None if produced is None else round(produced, 2),
+    }
+
+
 def cleanup(settings: Settings, client: redis.Redis) -> None:
     admin = admin_client(settings)
     try:
@@ -212,7 +252,6 @@ def main() -> None:
         sessions, impressions, source = build_sessions(
             settings, client, args.interactions, args.seed
         )
-        interactions = sum(len(s) for s in sessions)
         in_memory = baseline(impressions, InMemoryStore())
         from streams.learner_store import RedisLearnerStore
 
@@ -225,35 +264,29 @@ def main() -> None:
             "STREAMRANK_EXPLORATION_MAX_LOSS": "0",
             "STREAMRANK_REGISTRY_KEY": f"bench-{run}",
         }
-        worker = start_worker(settings, env, log_path)
         store = SessionStore(client, None, settings)
-        # warm-up: one session through the worker, so it has joined the group and is consuming
-        publish(settings, sessions[:1])
-        _, warm = wait_learned(store, client, settings, len(sessions[0]), 1, 180)
-        if warm is None:
-            raise SystemExit(f"the worker learned nothing in 180 s; see {log_path}")
-        first = publish(settings, sessions[1:])
-        produced = time.perf_counter()
-        ingested, learned = wait_learned(
-            store, client, settings, interactions, len(sessions), args.timeout
-        )
-        if learned is None or ingested is None:
-            raise SystemExit(f"not everything was learned in {args.timeout} s; see {log_path}")
-        measured = interactions - len(sessions[0])
+        half = len(sessions) // 2
+        backlog, live = sessions[:half], sessions[half:]
+        # 1. drain: the first half waits in Kafka before the worker starts
+        publish(settings, backlog)
+        worker = start_worker(settings, env, log_path)
+        drain = measure(store, client, settings, backlog, args.timeout, started=None)
+        # 2. live: the second half is published while the worker consumes
+        live_result = measure(store, client, settings, live, args.timeout, started=publish)
         counts = store.counts()
-        seconds = learned - first
         result = {
-            "interactions": measured,
-            "sessions": len(sessions) - 1,
+            "interactions": live_result["interactions"],
+            "sessions": len(live),
+            "seconds": live_result["seconds"],
+            "interactions_per_second": live_result["interactions_per_second"],
+            "live": live_result,
+            "drain": drain,
             "source": source,
-            "seconds": round(seconds, 2),
-            "interactions_per_second": round(measured / seconds),
-            "ingest_seconds": round(ingested - first, 2),
-            "ingest_interactions_per_second": round(measured / (ingested - first)),
-            "produce_seconds": round(produced - first, 2),
             "session_close_s": args.session_close_s,
-            "clicks_learned": counts.get("clicks_learned", 0),
-            "impressions_learned": counts.get("impressions_learned", 0),
+            "learned": {
+                name: counts.get(name, 0)
+                for name in ("sessions_learned", "impressions_learned", "clicks_learned")
+            },
             "baseline_in_process": {"in_memory_store": in_memory, "redis_store": redis_store},
             "partitions": settings.partitions,
         }

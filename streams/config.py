@@ -79,6 +79,34 @@ class Settings(BaseSettings):
     registry_key: str = Field(
         "", description="HMAC-SHA256 key that signs registry artifacts; required to use it"
     )
+    operator_token: str = Field(
+        "", description="secret `promote` and `rollback` require (--token or this variable)"
+    )
+    promotion_min_sessions: int = Field(
+        200, ge=1, description="interleaved sessions a shadow needs before it may be promoted"
+    )
+    promotion_alpha: float = Field(
+        0.05, gt=0, lt=1, description="significance level of promotion (sequential test)"
+    )
+    control_poll_s: float = Field(
+        2.0, gt=0, description="how often a worker re-reads the active pointer (missed messages)"
+    )
+
+    # Shadow rankers
+    shadow_version: str | None = Field(
+        None, description="set by `streamrank shadow worker VERSION`: the version it mirrors"
+    )
+    shadow_nice: bool = Field(True, description="run shadow workers at the lowest CPU priority")
+    shadow_concurrency: int = Field(2, ge=1, description="requests a shadow worker ranks at once")
+    shadow_join_window_s: float = Field(
+        10.0, ge=0, description="how long a shadow waits for the primary's impression"
+    )
+    interleave_fraction: float = Field(
+        0.0, ge=0, le=1, description="share of requests served as primary/shadow interleaving"
+    )
+    ab_fraction: float = Field(
+        0.0, ge=0, le=1, description="share of users (by user-id hash) served by the shadow"
+    )
 
     # Worker
     web_port: int = 6066

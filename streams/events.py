@@ -88,7 +88,9 @@ class RankedItem(BaseModel):
     score: float
     position: int = Field(ge=1, description="1-based position in the served list")
     flags: list[str] = Field(
-        default_factory=list, description="no_text: ranked by first-stage position; not_scored"
+        default_factory=list,
+        description="no_text: ranked by first-stage position; not_scored; explored: placed by "
+        "exploration, not by the online ranker's best guess",
     )
 
 
@@ -174,7 +176,9 @@ class DeadLetter(Event):
     topic: str
     partition: int | None = None
     offset: int | None = None
-    reason: str = Field(description="short code: not-utf8, not-json, contract, limit, ...")
+    reason: str = Field(
+        description="short code: not-utf8, not-json, contract, limit, orphan, late, ..."
+    )
     error: str = Field(description="what was wrong, for a person")
     agent: str | None = None
     timestamp: float = Field(default_factory=time.time)

@@ -27,7 +27,6 @@ import faust
 from faust.types import EventT
 from kafka import KafkaConsumer, TopicPartition
 
-from models.registry import ModelRegistry
 from shadow.stats import ShadowStats
 from streams.agents import deadletter_topic, limits, online, redis, run_blocking, sync_redis
 from streams.app import app, settings, topic
@@ -48,7 +47,7 @@ from streams.sessions import (
     learn_sessions,
     orphan_as_incoming,
 )
-from streams.state import key
+from streams.state import registry_for
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +70,7 @@ def checkpoints_for() -> Checkpoints | None:
     if not settings.registry_key:
         log.warning("STREAMRANK_REGISTRY_KEY is not set: the learner is not checkpointed")
         return None
-    registry = ModelRegistry(
-        sync_redis, prefix=key(settings, "registry:"), key=settings.registry_key.encode()
-    )
-    return Checkpoints(sessions, registry)
+    return Checkpoints(sessions, registry_for(settings, sync_redis))
 
 
 class CheckpointClock:
@@ -112,6 +108,17 @@ if checkpoints is not None and online is not None:
 # -- the agent -------------------------------------------------------------------------------
 
 
+def decode_interaction(raw: bytes) -> Interaction:
+    """An interaction from its bytes: pydantic's JSON parser first (the hot path); anything it
+    refuses goes through :func:`~streams.events.decode` for the precise reason."""
+    try:
+        return Interaction.model_validate_json(raw)
+    except ValueError:
+        event = decode("interactions", raw, limits)
+        assert isinstance(event, Interaction)
+        return event
+
+
 async def split(events: Sequence[EventT]) -> tuple[list[Incoming], dict[int, int]]:
     """Decoded interactions and the highest offset per partition; bad ones dead-lettered."""
     good: list[Incoming] = []
@@ -120,13 +127,12 @@ async def split(events: Sequence[EventT]) -> tuple[list[Incoming], dict[int, int
         message = event.message
         offsets[message.partition] = max(offsets.get(message.partition, -1), message.offset)
         try:
-            interaction = decode("interactions", event.value, limits)
+            interaction = decode_interaction(event.value)
         except ContractError as error:
             letter = dead_letter_for(event.value, message, error, agent="learn")
             await send_to_dead_letters(letter, deadletter_topic, redis, settings)
             log.warning("dead letter from %s: %s", letter.topic, error)
             continue
-        assert isinstance(interaction, Interaction)
         good.append(
             Incoming(interaction, event.value, message.topic, message.partition, message.offset)
         )

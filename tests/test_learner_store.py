@@ -53,3 +53,29 @@ def test_state_round_trips_and_entries_expire(settings: Settings) -> None:
     assert store.get_state("propensity") == {"theta": [1.0, 0.5]}
     store.apply("e", "q", [("d", Stats(1, 1, 1, 0, 0))])
     assert client.ttl(f"{store.prefix}docstats:d") in (0, 1)
+
+
+def test_a_batch_reads_and_writes_like_the_store_itself(store: RedisLearnerStore) -> None:
+    from streams.learner_store import BatchingStore
+
+    memory = InMemoryStore()
+    batching = BatchingStore(store)
+    store.apply("old", "river", [("volga", Stats(1, 1, 1, 0, 0))])
+    memory.apply("old", "river", [("volga", Stats(1, 1, 1, 0, 0))])
+    events = [
+        ("e1", "river", [("volga", Stats(1, 1, 0.9, 0.5, 1)), ("ob", Stats(1, 0, 0.5, 0, 0))]),
+        ("e2", "river", [("volga", Stats(1, 0, 0.9, 0, 0))]),
+        ("old", "river", [("volga", Stats(9, 9, 9, 9, 9))]),  # applied before the batch
+        ("e1", "river", [("volga", Stats(9, 9, 9, 9, 9))]),  # applied earlier in the batch
+    ]
+    with batching.batch([(e, q, [d for d, _ in deltas]) for e, q, deltas in events]):
+        for event_id, query, deltas in events:
+            docs = [doc for doc, _ in deltas]
+            # reads inside the batch see the batch's own earlier writes
+            assert batching.pair_stats(query, docs) == memory.pair_stats(query, docs)
+            assert batching.apply(event_id, query, deltas) == memory.apply(event_id, query, deltas)
+        assert store.pair_stats("river", ["ob"]) == [Stats()]  # nothing written yet
+        store.apply("e2", "river", [("volga", Stats(5, 5, 5, 5, 5))])  # another worker wins e2
+    assert batching.raced == 1
+    assert store.pair_stats("river", ["ob"]) == memory.pair_stats("river", ["ob"])
+    assert store.pair_stats("river", ["volga"])[0].clicks == 1 + 1 + 5
