@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         "", description="HMAC-SHA256 key that signs registry artifacts; required to use it"
     )
     operator_token: str = Field(
-        "", description="secret `promote` and `rollback` require (--token or this variable)"
+        "", description="the operator token `promote`/`rollback` callers must present (--token)"
     )
     promotion_min_sessions: int = Field(
         200, ge=1, description="interleaved sessions a shadow needs before it may be promoted"
