@@ -1,4 +1,7 @@
-"""The ``streamrank shadow`` command group (mounted by ``streams/cli.py``)::
+"""The ``streamrank shadow`` command group and its ``simulate`` command.
+
+``streams/cli.py`` mounts the group and adds the operator commands of
+:mod:`shadow.commands` (``add``, ``remove``, ``worker``, ``report``) to it::
 
     streamrank shadow simulate --candidates FILE.json --qrels QRELS.txt --primary P --shadow S
                                [--click-model M] [--seed S] [--seeds N] [--max-sessions N]
@@ -76,8 +79,9 @@ def shadow_group() -> None:
 @click.option(
     "--ab-tau",
     type=click.FloatRange(0, min_open=True),
-    default=None,
-    help="A/B mSPRT mixture scale in standard deviations of the metric [default: 0.1]",
+    default=0.1,
+    show_default=True,
+    help="A/B mSPRT mixture scale, in standard deviations of the metric",
 )
 @click.option("--max-length", default=256, show_default=True, help="cross-encoder tokens/pair")
 @model_dir_option
@@ -99,7 +103,7 @@ def simulate_command(
     max_sessions: int,
     alpha: float,
     tau: float,
-    ab_tau: float | None,
+    ab_tau: float,
     max_length: int,
     model_dir: Path | None,
     cache_dir: Path | None,
@@ -115,6 +119,7 @@ def simulate_command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from models.cache import InMemoryCache
     from models.cascade import PipelineError
     from models.evaluate import load_qrels
     from models.fetch import ModelFilesError
@@ -122,12 +127,13 @@ def simulate_command(
 
     errors = Console(stderr=True)
     folder = cache_dir or sim.CACHE_DIR / "shadow"
+    vectors = InMemoryCache(max_items=None)  # pipelines with the same tier encode once
     found: dict[str, sim.PipelineRankings] = {}
     for spec in dict.fromkeys([primary, shadow]):
         try:
             found[spec] = sim.pipeline_rankings(
                 candidates, spec, model_dir or default_model_dir(), max_length, folder,
-                progress=errors.is_terminal,
+                progress=errors.is_terminal, vector_cache=vectors,
             )  # fmt: skip
         except PipelineError as error:
             fail(
@@ -151,7 +157,7 @@ def simulate_command(
         task = bar.add_task(f"{primary} vs {shadow}", total=len(seed_list) * max_sessions)
         result = sim.simulate_shadow(
             queries, user, seed_list, max_sessions, alpha, tau=tau,
-            ab_tau=sim.AB_TAU if ab_tau is None else ab_tau,
+            ab_tau=ab_tau,
             progress=lambda n: bar.advance(task, n),
         )  # fmt: skip
     result["primary"] = _side(primary, found[primary])

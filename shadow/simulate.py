@@ -576,6 +576,7 @@ def pipeline_rankings(
     cache_dir: Path = CACHE_DIR / "shadow",
     score_dir: Path = CACHE_DIR / "simulate",
     progress: bool = True,
+    vector_cache: Any = None,
 ) -> PipelineRankings:
     """Each query's ranking by ``spec`` with the real cascade, computed once and cached.
 
@@ -598,6 +599,9 @@ def pipeline_rankings(
         candidate writes it when it is missing.
     progress
         Rich progress bars on stderr.
+    vector_cache
+        Document vectors for the dense and ColBERT tiers; pass one cache to several calls
+        so pipelines that share a tier encode the documents once.
 
     Raises
     ------
@@ -622,7 +626,13 @@ def pipeline_rankings(
         from models.factory import build_cascade
 
         scores = InMemoryCache(max_items=None)
-        cascade = build_cascade(spec, Path(model_dir).expanduser(), max_length, score_cache=scores)
+        cascade = build_cascade(
+            spec,
+            Path(model_dir).expanduser(),
+            max_length,
+            score_cache=scores,
+            vector_cache=vector_cache,
+        )
     else:
         cascade, scores = Cascade(spec, {}), None
     score_file = _seed_scores(cascade, scores, queries, candidates, score_dir)

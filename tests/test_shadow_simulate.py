@@ -270,7 +270,8 @@ def test_the_cli_runs_an_aa_test_on_the_same_pipeline(tmp_path: Path) -> None:
 
 def test_dl19_first_stage_against_the_cross_encoder(tmp_path: Path) -> None:
     """Three seeds, a 3,000-session cap; rankings cached in a tmp dir. The cross-encoder's
-    scores come from ``streamrank simulate``'s cache when there (else ~1 minute, once)."""
+    scores come from ``streamrank simulate``'s cache when it is there (seconds); else the
+    first run scores the 4,300 pairs (about 2 minutes on 2 cores) and writes that cache."""
     if not CANDIDATES.exists():
         pytest.skip(f"shared evaluation data not found at {DL19}")
     try:
