@@ -203,7 +203,8 @@ def summary_table(result: dict[str, Any]) -> Table:
     ratio = result["ratio"]
     bound = " (at least: A/B hit the cap)" if result["ratio_is_lower_bound"] else ""
     table.caption = (
-        f"right winner: {result['right_winner'] or 'none (A/A)'}; A/B / interleaving sessions: "
+        f"right winner: {result['right_winner'] or 'none (A/A)'}; A/B / interleaving sessions "
+        "(both always-valid): "
         + ("-" if ratio is None else f"{ratio:.1f}x{bound}")
         + f"; cap {settings['max_sessions']:,}, alpha {settings['alpha']}"
     )

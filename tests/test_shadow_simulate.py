@@ -84,7 +84,7 @@ def test_identical_rankers_tie_and_rarely_decide() -> None:
     assert right_winner(queries) is None
     result = simulate_shadow(queries, "informational", seeds=range(20), max_sessions=2000)
     assert result["aa"] and result["ratio"] is None
-    assert result["correct_winner_rate"] == {"interleaving": None, "ab": None}
+    assert result["correct_winner_rate"] == {"interleaving": None, "ab": None, "ab_peeking": None}
     # about 4% of A/A runs decide within 2,000 sessions (alpha 5%): 5 of 20 would be 1 in 3,000
     assert result["undecided"]["interleaving"] >= 16
     assert result["false_decision_rate"]["interleaving"] <= 0.2
