@@ -209,6 +209,24 @@ def test_promotion_and_rollback_reach_two_workers(
         r for r in rankings if r.timestamp > rolled_at + 5 and r.model_version.startswith(f"{v2}:")
     ]
     assert not late_v1 and not late_v2
+    # How long the switch took: the last old-version ranking after each command.
+    to_v2 = max(
+        (
+            r.timestamp - promoted_at
+            for r in rankings
+            if r.model_version.startswith(f"{v1}:") and promoted_at < r.timestamp < rolled_at
+        ),
+        default=0.0,
+    )
+    to_v1 = max(
+        (
+            r.timestamp - rolled_at
+            for r in rankings
+            if r.model_version.startswith(f"{v2}:") and r.timestamp > rolled_at
+        ),
+        default=0.0,
+    )
+    print(f"switch: promote {to_v2:.2f} s, rollback {to_v1:.2f} s, {len(sent)} requests, 0 lost")
     audit = registry_for(operator, client).audit_log()
     assert [e["action"] for e in audit] == ["promote", "rollback"]
     for worker in workers:
