@@ -4,7 +4,8 @@
   (:mod:`streams.serving`), several requests at once, inference in executor threads.
 - ``items`` and ``users``: keep the feature store in Redis up to date.
 - ``learn`` (:mod:`streams.learn`, when online learning is on): ``interactions`` -> the online
-  ranker's click statistics in Redis, one session at a time.
+  ranker's click statistics in Redis, each session once; it reads its topic in batches with a
+  consumer of its own (group ``<app_id>-learn``), not as a Faust agent.
 
 Every handler is idempotent: a request whose ranking was already published (a replay after a
 crash, a duplicate from the producer) is skipped, and item and user updates are overwrites, so

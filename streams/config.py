@@ -162,10 +162,10 @@ class Settings(BaseSettings):
         60.0, gt=0, description="how long an interaction waits for its impression (then: orphan)"
     )
     learn_batch_size: int = Field(
-        1000, ge=1, description="interactions the learn agent takes from the stream at once"
+        1000, ge=1, description="most interactions the learn agent applies at once (one script)"
     )
     learn_batch_wait_ms: float = Field(
-        50.0, gt=0, description="how long the learn agent waits to fill a batch"
+        50.0, gt=0, description="how long the learn agent waits for interactions when none are in"
     )
     learn_tick_s: float = Field(
         0.5, gt=0, description="how often a worker closes due sessions and retries orphans"

@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -32,6 +33,24 @@ LATENCY_BUCKETS_MS = (10, 25, 50, 100, 150, 200, 250, 300, 400, 500, 750, 1000, 
 """Upper bounds of the latency histogram, ms (``+Inf`` is implied)."""
 MINUTES_KEPT = 24 * 60
 
+# KEYS: the minute's hash, then one seen-marker per session. ARGV: marker ttl, minute ttl, then
+# per session 1 (clicked) or 0. Returns how many sessions were new (replays count nothing).
+RECORD_SESSIONS_SCRIPT = """
+local counted, clicked = 0, 0
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    counted = counted + 1
+    clicked = clicked + tonumber(ARGV[i + 1])
+  end
+end
+if counted > 0 then
+  redis.call('HINCRBY', KEYS[1], 'sessions', counted)
+  redis.call('HINCRBY', KEYS[1], 'clicked', clicked)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return counted
+"""
+
 
 class ServiceMetrics:
     """Rankings, their latency and per-minute session CTR, summed over every worker."""
@@ -39,6 +58,7 @@ class ServiceMetrics:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
         self.settings = settings
+        self._record_sessions = client.register_script(RECORD_SESSIONS_SCRIPT)
 
     def _key(self, *parts: str) -> str:
         return key(self.settings, "metrics", *parts)
@@ -54,17 +74,22 @@ class ServiceMetrics:
 
     def record_session(self, request_id: str, clicked: bool, at: float | None = None) -> bool:
         """Count one closed session in its minute; False (nothing counted) for a replay."""
-        seen = self._key("session-seen", request_id)
-        if not self.client.set(seen, b"1", nx=True, ex=self.settings.dedupe_ttl_s):
-            return False
+        return self.record_sessions([(request_id, clicked)], at) == 1
+
+    def record_sessions(self, sessions: Sequence[tuple[str, bool]], at: float | None = None) -> int:
+        """Count closed ``(request_id, clicked)`` sessions in one minute, in one round trip.
+
+        Each request id counts once (a marker per id, set in the same script as the counts);
+        returns how many were counted, replays left out.
+        """
+        if not sessions:
+            return 0
         minute = str(int((at or time.time()) // 60))
-        name = self._key("ctr", minute)
-        pipe = self.client.pipeline()
-        pipe.hincrby(name, "sessions", 1)
-        pipe.hincrby(name, "clicked", int(clicked))
-        pipe.expire(name, MINUTES_KEPT * 60)
-        pipe.execute()
-        return True
+        keys = [self._key("ctr", minute)]
+        keys += [self._key("session-seen", request_id) for request_id, _ in sessions]
+        args = [self.settings.dedupe_ttl_s, MINUTES_KEPT * 60]
+        args += [int(clicked) for _, clicked in sessions]
+        return int(self._record_sessions(keys=keys, args=args))
 
     def ctr_by_minute(self, minutes: int = 60) -> list[dict[str, float]]:
         now = int(time.time() // 60)

@@ -212,6 +212,20 @@ def test_a_session_is_learned_once_even_when_claimed_twice(settings: Settings) -
     assert build_impression(Claimed("r9", None, {})) is None
 
 
+def test_closed_sessions_count_once_in_the_ctr_minute(settings: Settings) -> None:
+    from streams.metrics import ServiceMetrics
+
+    metrics = ServiceMetrics(redis.Redis.from_url(settings.redis_url), settings)
+    at = 1_000_000 * 60.0
+    batch = [("s1", True), ("s2", False), ("s1", True), ("s3", True)]  # s1 twice in one batch
+    assert metrics.record_sessions(batch, at=at) == 3
+    assert metrics.record_sessions([("s2", False), ("s4", False)], at=at) == 1  # s2: a replay
+    assert metrics.record_sessions([]) == 0
+    assert not metrics.record_session("s3", clicked=True, at=at)
+    minute = metrics.client.hgetall(metrics._key("ctr", str(int(at // 60))))
+    assert minute == {b"sessions": b"4", b"clicked": b"2"}
+
+
 def learn_something(online: OnlineServing, event_id: str) -> None:
     """One session through the public API, so the model state changes."""
     docs = [f"d{i}" for i in range(5)]

@@ -102,11 +102,19 @@ def test_the_cli_prints_json_and_writes_the_plot(tmp_path: Path) -> None:
     assert table.exit_code == 0 and "nDCG@10" in table.output
 
 
-def test_the_cli_refuses_the_streaming_mode_it_does_not_have(tmp_path: Path) -> None:
+def test_the_streaming_mode_says_how_to_start_the_broker(tmp_path: Path, monkeypatch) -> None:
     candidates, qrels = write_toy_files(tmp_path)
+    monkeypatch.setenv("STREAMRANK_KAFKA_BOOTSTRAP", "127.0.0.1:1")  # nothing listens there
+    from streams.config import get_settings
+
+    get_settings.cache_clear()
     args = ["--candidates", str(candidates), "--qrels", str(qrels), "--start", "first-stage"]
-    result = CliRunner().invoke(simulate_command, args)
-    assert result.exit_code == 2 and "--offline" in result.output
+    try:
+        result = CliRunner().invoke(simulate_command, args)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "no Kafka broker at 127.0.0.1:1" in result.output and "--offline" in result.output
 
 
 def test_scores_are_computed_once_and_cached(tmp_path: Path) -> None:
