@@ -112,8 +112,9 @@ async def mirror_one(request: Candidates) -> None:
         await asyncio.to_thread(stats.count_unmatched)
         return
     comparison = compare(request.request_id, impression, items, ms)
-    await comparisons_topic.send(key=request.request_id.encode(), value=comparison.to_bytes())
+    # Counted before it is published: whoever reads a comparison finds it in the report too.
     await asyncio.to_thread(stats.record_comparison, comparison, ms, impression.get("latency_ms"))
+    await comparisons_topic.send(key=request.request_id.encode(), value=comparison.to_bytes())
 
 
 @app.agent(candidates_topic, concurrency=settings.shadow_concurrency)
