@@ -96,18 +96,7 @@ class Impression:
     randomized: bool = False
 
 
-PBM_RANKS = 10
-"""Ranks with their own skip count in :class:`Stats` (the last one also counts lower ranks)."""
-
-STATS_FIELDS = (
-    "impressions",
-    "clicks",
-    "exams",
-    "satisfied",
-    "sat_clicks",
-    "pbm_exams",
-    *(f"skips_{r}" for r in range(1, PBM_RANKS + 1)),
-)
+STATS_FIELDS = ("impressions", "clicks", "exams", "satisfied", "sat_clicks", "pbm_exams")
 """The fields of :class:`Stats` in ``to_list`` order (what a store persists)."""
 
 
@@ -119,18 +108,7 @@ class Stats:
     :class:`~models.propensity.PositionBias` finds the other one fits better) without losing
     or misreading anything: ``exams`` are expected examinations under the cascade model and
     ``satisfied`` its expected satisfied clicks out of ``sat_clicks`` clicks; ``pbm_exams``
-    are expected examinations under the position-based model (the propensities at the time,
-    used for the click-rate features), and ``skips_r`` count the impressions at rank r
-    (``skips_10``: rank 10 or below) that were not clicked.
-
-    Why the skips by rank: under the position-based model a result skipped at rank r says
-    ``1 - theta_r * a``, so the exact likelihood of a pair's evidence is
-    ``a^clicks * prod_r (1 - theta_r * a)^skips_r``, which needs the ranks, not just the sum
-    of the thetas. The old sum form ``a^c (1 - a)^(pbm_exams - c)`` penalises a skipped
-    relevant document far too much (15 impressions at ranks 3-5 without a click: 100x
-    against a=0.9 versus 0.4 instead of 10x), so relevant documents once shown low never
-    came back up; and it froze each impression at the theta of its day (the 1/sqrt(rank)
-    start, then a biased EM fit), while counts by rank are re-read with the current theta.
+    are expected examinations under the position-based model (the propensities).
     """
 
     impressions: float = 0.0
@@ -139,28 +117,24 @@ class Stats:
     satisfied: float = 0.0
     sat_clicks: float = 0.0
     pbm_exams: float = 0.0
-    skips_1: float = 0.0
-    skips_2: float = 0.0
-    skips_3: float = 0.0
-    skips_4: float = 0.0
-    skips_5: float = 0.0
-    skips_6: float = 0.0
-    skips_7: float = 0.0
-    skips_8: float = 0.0
-    skips_9: float = 0.0
-    skips_10: float = 0.0
 
     def add(self, other: Stats) -> None:
-        for name in STATS_FIELDS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.impressions += other.impressions
+        self.clicks += other.clicks
+        self.exams += other.exams
+        self.satisfied += other.satisfied
+        self.sat_clicks += other.sat_clicks
+        self.pbm_exams += other.pbm_exams
 
     def to_list(self) -> list[float]:
-        return [getattr(self, name) for name in STATS_FIELDS]
-
-    @property
-    def skips(self) -> list[float]:
-        """Unclicked impressions by rank (``PBM_RANKS`` values)."""
-        return self.to_list()[len(STATS_FIELDS) - PBM_RANKS :]
+        return [
+            self.impressions,
+            self.clicks,
+            self.exams,
+            self.satisfied,
+            self.sat_clicks,
+            self.pbm_exams,
+        ]
 
     @classmethod
     def from_list(cls, values: Sequence[float]) -> Stats:
@@ -334,10 +308,7 @@ class Scored:
     ``mean``/``std``: posterior mean and standard deviation of attractiveness; ``attract``:
     posterior over the attractiveness grid (rows sum to 1) with grid values ``levels``;
     ``base``: the starting ranker's scores (tie-break); ``evidence``: impressions of each pair
-    for this query; ``stop``: probability that a user who looks at the candidate clicks it and
-    is satisfied, so looks no further (posterior mean of a * s, weighted by the cascade
-    family's share; zero for position-based users, whose looking does not depend on what is
-    above). Exploration orders by it (:mod:`models.exploration`).
+    for this query.
     """
 
     query: str
@@ -349,7 +320,6 @@ class Scored:
     levels: np.ndarray
     base: np.ndarray
     evidence: np.ndarray
-    stop: np.ndarray | None = None
 
     @property
     def features(self) -> list[dict[str, float]]:
@@ -451,18 +421,13 @@ class OnlineRanker:
         stats = self.store.pair_stats(query, docs)
         table = self._features(candidates, user or {}, stats)
         log_prior = self.prior.log_proba(table)
-        joints = self._family_joints(log_prior, stats)
-        attract, mean, std = self._moments(_mix(joints))
-        stop = np.zeros(len(docs))
-        if "cascade" in joints:
-            weight, joint = joints["cascade"]
-            stop = weight * np.einsum("nas,a,s->n", joint, self.levels, self.sat_levels)
+        attract, mean, std = self._posterior(log_prior, stats)
         evidence = np.array([s.impressions for s in stats])
         if self.config.caution:
             mean = mean - self.config.caution * std
         if self.config.guard_unexplored:
             mean = _guard(mean, base, evidence > 0)
-        return Scored(query, docs, table, mean, std, attract, self.levels, base, evidence, stop)
+        return Scored(query, docs, table, mean, std, attract, self.levels, base, evidence)
 
     def rank_one(
         self, query: str, candidates: Sequence[Candidate], user: Mapping[str, float] | None = None
@@ -480,38 +445,21 @@ class OnlineRanker:
             return False
         stats = self.store.pair_stats(impression.query, docs)
         log_prior = self.prior.log_proba(FeatureTable.from_rows(impression.features))
-        joints = self._family_joints(log_prior, stats)
-        joint = _mix(joints)
+        joint = self._joint(log_prior, stats)
         attract = joint.sum(2) @ self.levels
         satisfy = joint.sum(1) @ self.sat_levels
         exams, sat = self.position_bias.weights(clicked, attract, satisfy, family="cascade")
         pbm_exams, _ = self.position_bias.weights(clicked, attract, satisfy, family="pbm")
         clicks = np.zeros(len(docs))
         clicks[[c for c in clicked if c < len(docs)]] = 1.0
-        skips = np.zeros((len(docs), PBM_RANKS))
-        skips[np.arange(len(docs)), np.minimum(np.arange(len(docs)), PBM_RANKS - 1)] = 1 - clicks
         deltas = [
-            Stats(
-                1.0,
-                clicks[i],
-                float(exams[i]),
-                float(sat[i]),
-                clicks[i],
-                float(pbm_exams[i]),
-                *skips[i].tolist(),
-            )
+            Stats(1.0, clicks[i], float(exams[i]), float(sat[i]), clicks[i], float(pbm_exams[i]))
             for i in range(len(docs))
         ]
         if not self.store.apply(
             impression.event_id, impression.query, list(zip(docs, deltas, strict=True))
         ):
             return False
-        if len(joints) == 2:  # the family is open: score this session under both, unseen
-            self.position_bias.observe_family(
-                clicked,
-                {family: j.sum(2) @ self.levels for family, (_, j) in joints.items()},
-                joints["cascade"][1].sum(1) @ self.sat_levels,
-            )
         for current, delta in zip(stats, deltas, strict=True):
             current.add(delta)
         self._learn_models(impression, log_prior, stats)
@@ -526,19 +474,14 @@ class OnlineRanker:
             impression.clicked,
             randomized=impression.randomized,
         )
-        # Regression-EM: each shown pair's posterior trains the prior. The update is the
-        # expected one of a label drawn from that posterior (gradient: model probabilities
-        # minus posterior), not a drawn label: a drawn label from a pair with little evidence
-        # is a draw from the prior itself, pure noise whose random walk, fed back through
-        # which documents get shown, made the learned prior drift until it ranked the
-        # cross-encoder's bottom candidates above its top ones (pbm users: nDCG@10 0.08 at 50
-        # sessions per query with caution 0). The expected update is zero for such pairs.
-        # A sample of the shown pairs is enough (the softmax update is the hottest loop).
+        # Regression-EM: a label drawn from a shown pair's posterior trains the prior. A sample
+        # of the shown pairs is enough (River's softmax update is the learner's hottest loop).
         marginal = joint.sum(2)
         for features, row in zip(impression.features, marginal, strict=True):
             if self._rng.random() >= self.config.prior_sample_rate:
                 continue
-            self.prior.learn_soft(features, row / row.sum())
+            label = int(np.searchsorted(np.cumsum(row), self._rng.random() * row.sum()))
+            self.prior.learn_one(features, min(label, len(self.levels) - 1))
         # stepwise EM for T(s | a), only from pairs whose satisfaction was observed
         observed = np.array([s.sat_clicks > 0 for s in stats])
         if observed.any() and self.position_bias.family == "cascade":
@@ -555,43 +498,18 @@ class OnlineRanker:
 
     def _joint(self, log_prior: np.ndarray, stats: Sequence[Stats]) -> np.ndarray:
         """P(a_i, s_j | evidence) for each pair: (n, attract_bins, satisfy_bins)."""
-        return _mix(self._family_joints(log_prior, stats))
-
-    def _family_joints(
-        self, log_prior: np.ndarray, stats: Sequence[Stats]
-    ) -> dict[str, tuple[float, np.ndarray]]:
-        """Each examination family's posterior with its weight (one family once chosen).
-
-        While :class:`PositionBias` has not chosen, both readings count, by the odds the
-        sessions so far give them: the posterior given an unknown family is the mixture of the
-        per-family posteriors weighted by the family's posterior probability.
-        """
-        weights = self.position_bias.family_weights()
-        return {
-            family: (weight, self._family_joint(family, log_prior, stats))
-            for family, weight in weights.items()
-            if weight > 1e-9 or len(weights) == 1
-        }
-
-    def _family_joint(
-        self, family: str, log_prior: np.ndarray, stats: Sequence[Stats]
-    ) -> np.ndarray:
+        values = np.array(
+            [(s.clicks, s.exams, s.satisfied, s.sat_clicks, s.pbm_exams) for s in stats]
+        )
+        if self.position_bias.family == "pbm":  # no notion of satisfaction: leave s out
+            values[:, 1], values[:, 2:4] = values[:, 4], 0.0
+        c, sat = values[:, 0], values[:, 2]
+        e, opp = np.maximum(values[:, 1], c), np.maximum(values[:, 3], sat)
         a, s = self.levels, self.sat_levels
-        table = np.log(self.sat_table / self.sat_table.sum(1, keepdims=True))
-        if family == "pbm":  # exact likelihood, today's theta; no notion of satisfaction
-            values = np.array([s.to_list() for s in stats])
-            c = values[:, STATS_FIELDS.index("clicks")]
-            skips = values[:, len(STATS_FIELDS) - PBM_RANKS :]
-            theta = self.position_bias.relative_theta(PBM_RANKS)
-            log_a = log_prior + c[:, None] * np.log(a) + skips @ np.log1p(-np.outer(theta, a))
-            log_joint = log_a[:, :, None] + table[None]
-        else:
-            values = np.array([(s.clicks, s.exams, s.satisfied, s.sat_clicks) for s in stats])
-            c, sat = values[:, 0], values[:, 2]
-            e, opp = np.maximum(values[:, 1], c), np.maximum(values[:, 3], sat)
-            log_a = log_prior + c[:, None] * np.log(a) + (e - c)[:, None] * np.log1p(-a)
-            log_s = sat[:, None] * np.log(s) + (opp - sat)[:, None] * np.log1p(-s)
-            log_joint = log_a[:, :, None] + table[None] + log_s[:, None, :]
+        log_a = log_prior + c[:, None] * np.log(a) + (e - c)[:, None] * np.log1p(-a)
+        log_s = sat[:, None] * np.log(s) + (opp - sat)[:, None] * np.log1p(-s)
+        table = self.sat_table / self.sat_table.sum(1, keepdims=True)
+        log_joint = log_a[:, :, None] + np.log(table)[None] + log_s[:, None, :]
         log_joint -= log_joint.max(axis=(1, 2), keepdims=True)
         joint = np.exp(log_joint)
         return joint / joint.sum(axis=(1, 2), keepdims=True)
@@ -599,10 +517,7 @@ class OnlineRanker:
     def _posterior(
         self, log_prior: np.ndarray, stats: Sequence[Stats]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self._moments(self._joint(log_prior, stats))
-
-    def _moments(self, joint: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        attract = joint.sum(2)
+        attract = self._joint(log_prior, stats).sum(2)
         mean = attract @ self.levels
         std = np.sqrt(np.maximum(attract @ self.levels**2 - mean**2, 0.0))
         return attract, mean, std
@@ -728,26 +643,6 @@ class _PriorModel:
         self.model.learn_one({**row, "bias": 1.0}, label)
         self.labels += 1
 
-    def learn_soft(self, row: Mapping[str, float], target: np.ndarray) -> None:
-        """One SGD step of the softmax towards a distribution over bins (soft label).
-
-        River's own ``learn_one`` step for label y, with the one-hot y replaced by ``target``:
-        the cross-entropy gradient for bin k is (P(k | x) - target_k) * x, applied by each
-        bin's River optimizer. It is the expected step of a label drawn from ``target``.
-        """
-        x = {**row, "bias": 1.0}
-        model = self.model
-        for k, weights in model.weights.items():
-            model.optimizers[k].look_ahead(w=weights)
-        proba = model.predict_proba_one(x)
-        for k in range(self.bins):
-            g = proba.get(k, 0.0) - float(target[k])
-            weights = model.weights[k]
-            model.weights[k] = model.optimizers[k].step(
-                w=weights, g={name: value * g for name, value in x.items()}
-            )
-        self.labels += 1
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "labels": self.labels,
@@ -760,14 +655,6 @@ class _PriorModel:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def _mix(joints: Mapping[str, tuple[float, np.ndarray]]) -> np.ndarray:
-    """The weighted mixture of per-family posteriors (weights sum to 1)."""
-    parts = list(joints.values())
-    if len(parts) == 1:
-        return parts[0][1]
-    return sum(weight * joint for weight, joint in parts)
 
 
 def _base_scores(candidates: Sequence[Candidate]) -> np.ndarray:
