@@ -7,9 +7,11 @@ slowing it: it runs in another process at the lowest CPU priority (``SCHED_IDLE`
 ``streamrank shadow worker`` before any thread starts), and a slow shadow only builds
 consumer lag. For each request it
 
-1. ranks the candidates with the version's pipeline (:func:`streams.serving.cascade_for`);
-2. waits (up to ``shadow_join_window_s``, without blocking other requests) for the primary's
-   impression in Redis, which the rerank agent records with the served list and its latency;
+1. waits (up to ``shadow_join_window_s``, without blocking other requests) for the primary's
+   impression in Redis, which the rerank agent records with the served list and its latency,
+   so that the shadow's inference starts after the primary's (and reuses its cached
+   cross-encoder scores where both run the same model);
+2. ranks the candidates with the version's pipeline (:func:`streams.serving.cascade_for`);
 3. publishes a :class:`~streams.events.Comparison` to ``comparisons``: Kendall's tau, RBO
    (p = 0.9), overlap@10 and the latency difference, and adds the same numbers to the
    version's running statistics in Redis (:class:`ShadowStats`, read by ``shadow report``).
@@ -102,15 +104,17 @@ def compare(
 async def mirror_one(request: Candidates) -> None:
     if not await asyncio.to_thread(stats.claim_request, request.request_id):
         return  # a replay: this request was compared already
+    # The primary goes first: the shadow's inference never competes with a request still
+    # being served, and it finds the primary's scores for shared (model, pair) in the cache.
+    impression = await primary_impression(request.request_id)
+    if impression is None:
+        await asyncio.to_thread(stats.count_unmatched)
+        return
     loop = asyncio.get_running_loop()
     items, ms = await loop.run_in_executor(executor, rank_shadow, request)
     await asyncio.to_thread(
         stats.remember_ranking, request.request_id, [item.doc_id for item in items]
     )
-    impression = await primary_impression(request.request_id)
-    if impression is None:
-        await asyncio.to_thread(stats.count_unmatched)
-        return
     comparison = compare(request.request_id, impression, items, ms)
     # Counted before it is published: whoever reads a comparison finds it in the report too.
     await asyncio.to_thread(stats.record_comparison, comparison, ms, impression.get("latency_ms"))

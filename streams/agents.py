@@ -2,7 +2,8 @@
 
 - ``rerank``: ``candidates`` -> ``rankings`` through the cross-encoder cascade
   (:mod:`streams.serving`), several requests at once, inference in executor threads.
-- ``items`` and ``users``: keep the feature store in Redis up to date.
+- ``items`` and ``users``: keep the feature store in Redis up to date; ``items`` also encodes
+  each document's vectors for the serving cascade's dense tier, so requests only read them.
 - ``learn`` (:mod:`streams.learn`, when online learning is on): ``interactions`` -> the online
   ranker's click statistics in Redis, each session once; it reads its topic in batches with a
   consumer of its own (group ``<app_id>-learn``), not as a Faust agent.
@@ -120,6 +121,15 @@ def serve(request: Candidates) -> Ranking:
     return ranking
 
 
+def ingest(item: Item) -> None:
+    """Store a document and encode its vectors for the serving cascade; runs in a thread."""
+    feature_store.apply_item(item)
+    if item.op == "upsert" and item.text is not None:
+        text = feature_store.texts([item.doc_id])[0]
+        if text:
+            serving.slot.current.ranker.ensure_vectors(item.doc_id, text)
+
+
 def active_version() -> str | None:
     """The version to serve now (and the shadows' rankers brought up to date)."""
     assert registry is not None
@@ -159,7 +169,7 @@ async def rerank(stream: faust.StreamT[bytes]) -> None:
 async def items(stream: faust.StreamT[bytes]) -> None:
     async for item in decoded(stream, "items", agent="items"):
         assert isinstance(item, Item)
-        await run_blocking(feature_store.apply_item, item)
+        await run_blocking(ingest, item)
 
 
 @app.agent(users_topic)

@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from models.batching import CrossRequestBatcher
+from models.candidate import Candidate as Document
 from models.cascade import Cascade, CascadeResult
 from models.cascade import RankedItem as CascadeItem
 from models.confidence import ConfidenceRule
@@ -167,6 +168,17 @@ class Reranker:
             )
             for item, features in zip(top, stored, strict=True)
         ]
+
+    def ensure_vectors(self, doc_id: str, text: str) -> int:
+        """Encode and cache a document's vectors for this cascade's vector tiers (ingestion).
+
+        Serving then only reads them: a document first seen in a request would otherwise be
+        encoded inside that request's latency budget. Returns how many vectors were encoded
+        (0 when they were cached already).
+        """
+        document = [Document(doc_id, text, 0.0)]
+        tiers = [t for t in self.cascade.tiers.values() if hasattr(t, "ensure_vectors")]
+        return sum(tier.ensure_vectors(document) for tier in tiers)
 
     def with_stored_texts(self, request: Candidates) -> list:
         """The candidates, with the feature store's text for those that came without one."""

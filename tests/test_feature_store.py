@@ -8,6 +8,7 @@ import pytest
 import redis
 from helpers import produce
 
+from models.cache import text_hash
 from streams.config import Settings
 from streams.events import Item, User
 from streams.feature_store import FeatureStore
@@ -41,18 +42,25 @@ def test_impressions_expire(settings: Settings) -> None:
     assert features.impression("r1") is None
 
 
-def test_the_items_and_users_agents_fill_the_store(settings: Settings, start_worker) -> None:
-    start_worker()
+def test_items_and_users_agents_fill_the_store_and_encode_vectors(
+    settings: Settings, start_worker
+) -> None:
+    start_worker()  # the default cascade has a dense tier
     produce(settings, "items", [Item(doc_id="d1", text="first").to_bytes()], key=b"d1")
     produce(settings, "users", [User(user_id="u1", features={"age_days": 3}).to_bytes()])
     features = store(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    vector_keys = f"{settings.topic_prefix}vec:*:{text_hash('first')}:d1"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if features.texts(["d1"]) == ["first"] and features.user_features("u1"):
+        stored = features.texts(["d1"]) == ["first"] and features.user_features("u1")
+        if stored and any(client.scan_iter(match=vector_keys)):
             break
         time.sleep(0.2)
     assert features.texts(["d1"]) == ["first"]
     assert features.user_features("u1") == {"age_days": 3.0}
+    # ingestion encoded the document's dense vector once, so requests only read it
+    assert len(list(client.scan_iter(match=vector_keys))) == 1
     produce(settings, "items", [Item(doc_id="d1", op="delete").to_bytes()], key=b"d1")
     deadline = time.monotonic() + 30
     while features.texts(["d1"]) != [None] and time.monotonic() < deadline:
