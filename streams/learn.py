@@ -1,12 +1,12 @@
 """The learn agent: ``interactions`` -> sessions in Redis -> the online ranker, once each.
 
 - The ``learn`` task reads interactions in batches (up to ``learn_batch_size``) with a
-  consumer of its own (:class:`LearnConsumer`, group ``<app_id>-learn``) and applies each
-  batch with one Redis script (:meth:`streams.sessions.SessionStore.accumulate_sync`): every
-  event joins its request's impression and is stored once per event id; one without an
-  impression waits as an orphan. Malformed messages and interactions that arrive after their
-  session was learned (``late``) go to the dead letters. The batch's offsets are committed
-  only after it was applied.
+  consumer of its own (:class:`streams.learn_consumer.LearnConsumer`, group
+  ``<app_id>-learn``) and applies each batch with one Redis script
+  (:meth:`streams.sessions.SessionStore.accumulate_sync`): every event joins its request's
+  impression and is stored once per event id; one without an impression waits as an orphan.
+  Malformed messages and interactions that arrive after their session was learned (``late``)
+  go to the dead letters. The batch's offsets are committed only after it was applied.
 - A task (every ``learn_tick_s``) closes the sessions of this worker's partitions that saw
   no new interaction for ``session_close_s`` (behind a :class:`streams.sessions.Barriers`
   barrier), learns each once in an executor thread, retries orphans and dead-letters those
@@ -25,9 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from aiokafka import TopicPartition as AsyncTopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka import ConsumerRecord
 from kafka import KafkaConsumer, TopicPartition
 
 from shadow.stats import ShadowStats
@@ -36,6 +34,7 @@ from streams.app import app, settings
 from streams.deadletter import send_to_dead_letters
 from streams.events import ContractError, DeadLetter, Interaction, decode
 from streams.experiments import credit
+from streams.learn_consumer import LearnConsumer
 from streams.metrics import ServiceMetrics
 from streams.online import OnlineServing
 from streams.sessions import (
@@ -125,81 +124,6 @@ def decode_interaction(raw: bytes) -> Interaction:
         return event
 
 
-class LearnConsumer:
-    """The learn path's own consumer of ``interactions``: whole batches straight from aiokafka.
-
-    Not a Faust agent: Faust's stream hands an agent one event at a time (tasks, sensors and
-    an ack per message, about 200 us each), which held the learn path to a few thousand
-    interactions per second; ``getmany`` hands over a thousand records for the price of one.
-    The group is ``<app_id>-learn``, so the workers share the partitions among themselves as
-    Faust's group does. Offsets are committed by :meth:`commit`, only after the batch was
-    applied: a crash replays what was not committed, and replays are duplicates by event id.
-    """
-
-    def __init__(self, topic_name: str) -> None:
-        self.topic_name = topic_name
-        self._consumer: AIOKafkaConsumer | None = None
-
-    async def start(self) -> None:
-        timeout_s = settings.kafka_session_timeout_s
-        self._consumer = AIOKafkaConsumer(
-            self.topic_name,
-            bootstrap_servers=settings.kafka_bootstrap,
-            client_id=f"{settings.app_id}-learn",
-            group_id=f"{settings.app_id}-learn",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=settings.max_message_bytes,
-            fetch_max_bytes=max(settings.max_message_bytes, 50 * 1024 * 1024),
-            session_timeout_ms=int(timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, timeout_s / 3) * 1000),
-            **settings.aiokafka_client_options(),
-        )
-        await self._consumer.start()
-
-    async def stop(self) -> None:
-        """Leave the group (its partitions go to the other workers at once)."""
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
-
-    async def batch(self) -> list[ConsumerRecord]:
-        """The next records (by partition, each in offset order); empty after
-        ``learn_batch_wait_ms`` without any."""
-        assert self._consumer is not None, "start() first"
-        fetched = await self._consumer.getmany(
-            timeout_ms=int(settings.learn_batch_wait_ms),
-            max_records=settings.learn_batch_size,
-        )
-        return [record for records in fetched.values() for record in records]
-
-    def owned(self) -> list[int]:
-        """The partitions assigned to this worker (none before it has joined the group)."""
-        if self._consumer is None:
-            return []
-        return sorted(tp.partition for tp in self._consumer.assignment())
-
-    async def commit(self, records: Sequence[ConsumerRecord]) -> None:
-        """Commit past ``records`` on the partitions still assigned to this worker.
-
-        A commit the group refuses (it rebalanced meanwhile) is only logged: the partition's
-        next owner re-reads those records, and they change nothing the second time.
-        """
-        assert self._consumer is not None, "start() first"
-        assigned = self._consumer.assignment()
-        offsets: dict[AsyncTopicPartition, int] = {}
-        for record in records:
-            tp = AsyncTopicPartition(record.topic, record.partition)
-            if tp in assigned:
-                offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as error:
-            log.warning("learn offsets not committed (the group rebalanced): %s", error)
-
-
 def split(
     records: Sequence[ConsumerRecord],
 ) -> tuple[list[Incoming], dict[int, int], list[DeadLetter]]:
@@ -242,7 +166,7 @@ async def send_letters(letters: Sequence[DeadLetter]) -> None:
         log.warning("dead letter (%s) from %s: %s", letter.reason, letter.topic, letter.error)
 
 
-consumer = LearnConsumer(interactions_topic)
+consumer = LearnConsumer(settings)
 
 
 if online is not None:

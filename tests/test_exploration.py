@@ -98,3 +98,41 @@ def test_bad_bounds_are_refused() -> None:
         SafeExplorer(max_loss=1.5)
     with pytest.raises(ValueError):
         SafeExplorer(reference="oracle")
+
+
+def _two_ambiguous(stop: np.ndarray) -> Scored:
+    """Four documents for k=2: d0 and d1 equally likely to belong in the top 2, d2 and d3
+    a little less likely; ``stop`` as given."""
+    levels = (np.arange(8) + 0.5) / 8
+    attract = np.full((4, 8), 0.01)
+    attract[:2, 3:7] = 1.0
+    attract[2:, 2:6] = 1.0
+    attract /= attract.sum(1, keepdims=True)
+    mean = attract @ levels
+    std = np.sqrt(attract @ levels**2 - mean**2)
+    base = np.zeros(4)
+    table = OnlineRanker().score_one("q", [Candidate(f"d{i}") for i in range(4)]).table
+    return Scored(
+        "q", [f"d{i}" for i in range(4)], table, mean, std, attract, levels, base, np.ones(4), stop
+    )
+
+
+def test_a_result_users_stop_at_is_shown_after_an_equally_open_one() -> None:
+    """Smith's rule: a look is worth its information times the chance the user still looks,
+    so of two equally open documents the one that ends more sessions goes second."""
+    scored = _two_ambiguous(np.array([0.9, 0.0, 0.0, 0.0]))
+    explorer = SafeExplorer(k=2, max_loss=1.0, swap_probability=0.0, seed=0)
+    both = [s.order[:2].tolist() for s in (explorer.rank_one(scored) for _ in range(400))]
+    both = [o for o in both if sorted(o) == [0, 1]]
+    assert len(both) > 50
+    assert sum(o == [1, 0] for o in both) > 0.9 * len(both)
+
+
+def test_a_document_that_surely_belongs_is_not_shown_first() -> None:
+    scored = scored_list()
+    sure = int(scored.exploit_order()[0])
+    scored.attract[sure] = 0.0
+    scored.attract[sure, -1] = 1.0  # every draw puts it in the top 10: a look teaches nothing
+    explorer = SafeExplorer(max_loss=1.0, swap_probability=0.0, seed=0)
+    firsts = [int(explorer.rank_one(scored).order[0]) for _ in range(200)]
+    assert firsts.count(sure) < 20

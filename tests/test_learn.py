@@ -437,6 +437,55 @@ def test_a_killed_worker_loses_and_doubles_nothing(settings: Settings, start_wor
     assert f"loaded learner checkpoint {newest['digest']}" in second.log()
 
 
+def test_the_learn_consumer_resumes_after_its_commits_or_where_faust_left_off(
+    settings: Settings,
+) -> None:
+    """A partition starts after the learn group's last commit; one it never committed starts
+    where the worker's Faust group (the learn agent before it had its own) left it."""
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KafkaPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from streams.learn_consumer import LearnConsumer
+
+    topic = settings.topic("interactions")
+    events = [to_interactions(f"m{n}", ["a", "b"], [])[0] for n in range(20)]
+    produce_keyed(settings, "interactions", [(e.request_id, e.to_bytes()) for e in events])
+    faust_group = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.app_id,
+        enable_auto_commit=False,
+    )
+    faust_group.commit({KafkaPartition(topic, 0): OffsetAndMetadata(2, "", -1)})
+    faust_group.close()
+
+    async def first_offsets(commit: bool) -> dict[int, int]:
+        """The first offset read per partition; with ``commit``, commit what was read."""
+        consumer = LearnConsumer(settings)
+        await consumer.start()
+        first: dict[int, int] = {}
+        try:
+            deadline = time.monotonic() + 60
+            while len(first) < 2 and time.monotonic() < deadline:
+                records = await consumer.batch()
+                for record in records:
+                    first.setdefault(record.partition, record.offset)
+                if commit:
+                    await consumer.commit(records)
+        finally:
+            await consumer.stop()
+        return first
+
+    assert asyncio.run(first_offsets(commit=True)) == {0: 2, 1: 0}
+    produce_keyed(settings, "interactions", [(e.request_id, e.to_bytes()) for e in events])
+    resumed = asyncio.run(first_offsets(commit=False))
+    ends = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    end = ends.end_offsets([KafkaPartition(topic, p) for p in (0, 1)])
+    ends.close()
+    # the second run starts after what the first one committed: half of what is there now
+    assert resumed == {p: end[KafkaPartition(topic, p)] // 2 for p in (0, 1)}
+
+
 def registry(settings: Settings, client: redis.Redis) -> ModelRegistry:
     """The registry the workers of these tests checkpoint into."""
     key_setting = {"registry_key": LEARN_ENV["STREAMRANK_REGISTRY_KEY"]}

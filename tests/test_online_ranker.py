@@ -154,3 +154,79 @@ def test_item_and_user_features_reach_the_prior_model() -> None:
     rows = ranker.score_one("q", cands, user={"age": 0.5}).features
     assert rows[0]["item.price"] == pytest.approx(np.tanh(3.0))
     assert rows[1]["user.age"] == pytest.approx(np.tanh(0.5)) and "item.price" not in rows[1]
+
+
+def test_unclicked_impressions_are_kept_by_rank() -> None:
+    ranker = OnlineRanker(position_bias=PositionBias(family="cascade"))
+    docs = tuple(f"d{i}" for i in range(12))
+    ranker.learn_one(Impression("e1", "q", docs, clicked=(1,), features=({},) * 12))
+    stats = ranker.store.pair_stats("q", list(docs))
+    assert stats[0].skips == [1.0] + [0.0] * 9  # rank 1, not clicked
+    assert stats[1].skips == [0.0] * 10  # clicked
+    assert stats[2].skips_3 == 1.0 and stats[11].skips_10 == 1.0  # ranks past 10 share the last
+
+
+def _pbm_ranker(theta: np.ndarray) -> OnlineRanker:
+    bias = PositionBias(family="pbm")
+    bias.theta = theta.copy()
+    return OnlineRanker(position_bias=bias)
+
+
+def test_position_based_skips_count_as_much_as_the_rank_is_looked_at() -> None:
+    """Under the position-based model a skip at a rank few users look at says little: the
+    exact likelihood (1 - theta_r * a per skip), not (1 - a) ** theta_r."""
+    cands = [Candidate(f"d{i}", ce=-float(i)) for i in range(10)]
+    ranker = _pbm_ranker(1.0 / np.arange(1, 11))
+    before = ranker.score_one("q", cands)
+    scored = ranker.score_one("q", cands)
+    for s in range(10):  # the same list, nobody clicks: ten skips at every rank
+        ranker.learn_one(scored.impression(f"e{s}", list(range(10)), clicked=[]))
+    after = ranker.score_one("q", cands)
+    drop = before.mean - after.mean
+    assert drop[0] > 3 * drop[9] > 0  # rank 1 looked at ten times as often as rank 10
+    # what the former form would have done: (1 - a) ** (10 * 0.1) is one full rejection
+    a, post = ranker.levels, after.attract[9]
+    assert post @ a > 0.5 * (before.attract[9] @ a)
+
+
+def test_position_based_evidence_is_reread_with_the_current_propensities() -> None:
+    cands = [Candidate(f"d{i}", ce=-float(i)) for i in range(10)]
+    ranker = _pbm_ranker(np.ones(10))  # at first every rank is thought to be looked at
+    scored = ranker.score_one("q", cands)
+    for s in range(5):
+        ranker.learn_one(scored.impression(f"e{s}", list(range(10)), clicked=[]))
+    mean_then = ranker.score_one("q", cands).mean[6]
+    ranker.position_bias.theta = 1.0 / np.arange(1, 11)  # then rank 7 turns out rarely seen
+    assert ranker.score_one("q", cands).mean[6] > mean_then + 0.05
+
+
+def test_the_prior_follows_the_posterior_not_a_draw_from_it() -> None:
+    ranker = OnlineRanker(config=RankerConfig(prior_warmup=1))
+    prior, row = ranker.prior, {"base_z": 1.0, "ce_z": 1.0}
+    x = {**row, "bias": 1.0}
+
+    def weights() -> list[float]:
+        return [prior.model.weights[k].get(n, 0.0) for k in range(prior.bins) for n in x]
+
+    before, proba = weights(), prior.model.predict_proba_one(x)
+    # a posterior equal to the prior (a pair without evidence) teaches nothing
+    prior.learn_soft(row, np.array([proba[k] for k in range(prior.bins)]))
+    assert weights() == pytest.approx(before, abs=1e-12)
+    top = np.zeros(prior.bins)
+    top[-1] = 1.0
+    prior.learn_soft(row, top)  # evidence for the top bin moves the model towards it
+    assert prior.model.predict_proba_one(x)[prior.bins - 1] > proba[prior.bins - 1]
+
+
+@pytest.mark.parametrize(("user", "sign"), [("pbm", 1), ("navigational", -1)])
+def test_the_sessions_tell_the_family_before_it_is_chosen(user: str, sign: int) -> None:
+    ranker = OnlineRanker()
+    cands = candidates(30)
+    grades = np.random.default_rng(3).integers(0, 4, 30)
+    assert ranker.position_bias.family_weights() == {"cascade": 0.5, "pbm": 0.5}
+    train(ranker, "q", cands, grades, sessions=150, user=user)
+    bias = ranker.position_bias
+    assert bias.undecided  # the held-out choice comes at min_sessions (500)
+    assert sign * bias.family_log_odds > 5
+    assert bias.family_weights()["pbm" if sign > 0 else "cascade"] > 0.99
+    assert bias.wants_interventions == (sign > 0)

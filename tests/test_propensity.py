@@ -115,3 +115,31 @@ def test_the_window_bounds_memory() -> None:
     bias = PositionBias(window=100, refit_every=10_000)
     simulate_sessions(bias, "pbm", 500)
     assert len(bias.state_dict()["sessions"]) == 100
+
+
+def test_session_odds_between_the_families() -> None:
+    bias = PositionBias(positions=10)
+    bias.theta = 1.0 / np.arange(1, 11)
+    half = np.full(10, 0.5)
+    # a click at rank 10 only: a cascade user would have rejected nine results first
+    bias.observe_family([9], {"cascade": half, "pbm": half}, half)
+    assert bias.family_log_odds == pytest.approx(2.25, abs=0.01)
+    # one click at rank 1, then nothing: a cascade user satisfied at once is likelier
+    bias.observe_family([0], {"cascade": half, "pbm": half}, np.full(10, 0.9))
+    assert bias.family_log_odds == pytest.approx(2.25 - 0.93, abs=0.01)
+
+
+def test_family_weights_and_interventions_follow_the_odds_until_the_choice() -> None:
+    bias = PositionBias()
+    assert bias.undecided and bias.family_weights() == {"cascade": 0.5, "pbm": 0.5}
+    assert not bias.wants_interventions
+    bias.family_log_odds = 4.0
+    weights = bias.family_weights()
+    assert weights["pbm"] == pytest.approx(1 / (1 + np.exp(-4))) and sum(weights.values()) == 1
+    assert bias.wants_interventions  # pbm is likelier: start the randomized lists
+    restored = PositionBias()
+    restored.load_state_dict(json.loads(json.dumps(bias.state_dict())))
+    assert restored.family_log_odds == 4.0
+    chosen = PositionBias(family="cascade")
+    chosen.family_log_odds = 4.0
+    assert chosen.family_weights() == {"cascade": 1.0} and not chosen.wants_interventions
