@@ -70,6 +70,9 @@ def test_streaming_and_offline_simulations_agree(
         "STREAMRANK_ONLINE_LEARNING": "true",
         "STREAMRANK_SESSION_CLOSE_S": "0.5",
         "STREAMRANK_LEARN_TICK_S": "0.2",
+        # the offline simulator's defaults: explore within a 0.3 DCG loss over all candidates
+        "STREAMRANK_EXPLORATION_MAX_LOSS": "0.3",
+        "STREAMRANK_ONLINE_TOP_K": "100",
     }
     worker = start_worker(worker_env)
     streaming = simulate(settings_env(settings) | worker_env, few_queries)
@@ -77,8 +80,8 @@ def test_streaming_and_offline_simulations_agree(
     worker.stop()
     for result in (streaming, offline):
         assert [c["sessions_per_query"] for c in result["checkpoints"]] == [10, 30, 60]
-        assert result["final_ndcg@10"] > result["start_ndcg@10"] + 0.02  # both learn
+        assert result["final_ndcg@10"] > result["start_ndcg@10"] + 0.05  # both learn
     # Same queries, users and learner: the start agrees closely (the cross-encoder's order,
     # up to int8 batching), the end within the noise of 60 sessions per query.
     assert abs(streaming["start_ndcg@10"] - offline["start_ndcg@10"]) < 0.03
-    assert abs(streaming["final_ndcg@10"] - offline["final_ndcg@10"]) < 0.1
+    assert abs(streaming["final_ndcg@10"] - offline["final_ndcg@10"]) < 0.05
