@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -47,6 +48,22 @@ model_dir_option = click.option(
     default=None,
     help="model directory [default: STREAMRANK_MODEL_DIR or ~/.cache/streamrank/models]",
 )
+
+
+def judged_candidates(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--candidates FILE.json --qrels QRELS.txt``: what every evaluation and simulation reads."""
+    function = click.option(
+        "--qrels",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        required=True,
+        help="TREC qrels (the true grades)",
+    )(function)
+    return click.option(
+        "--candidates",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        required=True,
+        help="rank_llm JSON candidate lists (e.g. ../shared/data/trec-dl-2019/bm25-top100.json)",
+    )(function)
 
 
 @click.group("models")
@@ -114,18 +131,7 @@ def eval_group() -> None:
 
 
 @eval_group.command("rerank")
-@click.option(
-    "--candidates",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="rank_llm JSON candidate lists (e.g. ../shared/data/trec-dl-2019/bm25-top100.json)",
-)
-@click.option(
-    "--qrels",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="TREC qrels",
-)
+@judged_candidates
 @click.option("--pipeline", default="dense>ce:30", show_default=True, help="e.g. ce, dense>ce:20")
 @click.option("--max-length", default=256, show_default=True, help="cross-encoder tokens/pair")
 @click.option("--deadline-ms", type=float, default=None, help="per-query latency budget")

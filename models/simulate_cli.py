@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from models.cli import judged_candidates
 from models.click_models import CLICK_MODELS
 from models.exploration import SafeExplorer
 from models.online_ranker import OnlineRanker, RankerConfig
@@ -166,18 +167,7 @@ def summary_table(result: dict[str, Any]) -> Table:
 
 
 @click.command("simulate")
-@click.option(
-    "--candidates",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="Candidate lists (rank_llm JSON, with passage text).",
-)
-@click.option(
-    "--qrels",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="TREC qrels with the true grades.",
-)
+@judged_candidates
 @click.option(
     "--click-model",
     "user",

@@ -21,7 +21,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from models.cli import default_model_dir, fail, model_dir_option
+from models.cli import default_model_dir, fail, judged_candidates, model_dir_option
 
 CLICK_MODELS = ("informational", "navigational", "pbm", "perfect")
 
@@ -32,18 +32,7 @@ def shadow_group() -> None:
 
 
 @shadow_group.command("simulate")
-@click.option(
-    "--candidates",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="rank_llm JSON candidate lists (e.g. ../shared/data/trec-dl-2019/bm25-top100.json)",
-)
-@click.option(
-    "--qrels",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="TREC qrels: the simulated users' true grades",
-)
+@judged_candidates
 @click.option("--primary", required=True, help="the serving pipeline, e.g. dense")
 @click.option(
     "--shadow", required=True, help="the candidate pipeline, e.g. dense>ce:30 (same: A/A test)"
