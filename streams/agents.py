@@ -126,8 +126,11 @@ def ingest(item: Item) -> None:
     feature_store.apply_item(item)
     if item.op == "upsert" and item.text is not None:
         text = feature_store.texts([item.doc_id])[0]
-        if text:
-            serving.slot.current.ranker.ensure_vectors(item.doc_id, text)
+        try:
+            if text:
+                serving.slot.current.ranker.ensure_vectors(item.doc_id, text)
+        except Exception:  # stored all the same; the first request that ranks it encodes it
+            log.exception("could not encode document %s on ingestion", item.doc_id)
 
 
 def active_version() -> str | None:
