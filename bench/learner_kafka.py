@@ -264,7 +264,7 @@ def main() -> None:
             "STREAMRANK_EXPLORATION_MAX_LOSS": "0",
             "STREAMRANK_REGISTRY_KEY": f"bench-{run}",
         }
-        store = SessionStore(client, None, settings)
+        store = SessionStore(client, settings)
         half = len(sessions) // 2
         backlog, live = sessions[:half], sessions[half:]
         # 1. drain: the first half waits in Kafka before the worker starts

@@ -62,7 +62,7 @@ from typing import Any, Protocol
 import numpy as np
 from river import linear_model, optim
 
-from models.propensity import PositionBias, pair_key
+from models.propensity import PositionBias, click_mask, pair_key
 
 SCORE_KINDS = ("ce", "dense", "first_stage")
 """Model scores a candidate may carry, in order of preference as the starting ranker."""
@@ -552,8 +552,7 @@ class OnlineRanker:
         satisfy = joint.sum(1) @ self.sat_levels
         exams, sat = self.position_bias.weights(clicked, attract, satisfy, family="cascade")
         pbm_exams, _ = self.position_bias.weights(clicked, attract, satisfy, family="pbm")
-        clicks = np.zeros(len(docs))
-        clicks[[c for c in clicked if c < len(docs)]] = 1.0
+        clicks = click_mask(clicked, len(docs)).astype(float)
         skips = np.zeros((len(docs), PBM_RANKS))
         skips[np.arange(len(docs)), np.minimum(np.arange(len(docs)), PBM_RANKS - 1)] = 1 - clicks
         deltas = [
@@ -663,11 +662,6 @@ class OnlineRanker:
         log_joint -= log_joint.max(axis=(1, 2), keepdims=True)
         joint = np.exp(log_joint)
         return joint / joint.sum(axis=(1, 2), keepdims=True)
-
-    def _posterior(
-        self, log_prior: np.ndarray, stats: Sequence[Stats]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self._moments(self._joint(log_prior, stats))
 
     def _moments(self, joint: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         attract = joint.sum(2)

@@ -73,6 +73,13 @@ def pair_key(*parts: Hashable) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") >> 1
 
 
+def click_mask(clicked: Sequence[int], n: int) -> np.ndarray:
+    """Which of ``n`` shown ranks were clicked (clicked ranks at or past ``n`` are ignored)."""
+    mask = np.zeros(n, dtype=bool)
+    mask[[c for c in clicked if c < n]] = True
+    return mask
+
+
 class PositionBias:
     """Examination propensities estimated online by EM over a window of logged sessions.
 
@@ -178,8 +185,7 @@ class PositionBias:
         a_p = np.clip(attract["pbm"], _EPS, 1 - _EPS)
         s = np.clip(satisfy, _EPS, 1 - _EPS)
         n = len(a_c)
-        clicks = np.zeros(n, dtype=bool)
-        clicks[[c for c in clicked if c < n]] = True
+        clicks = click_mask(clicked, n)
         p = np.clip(self.relative_theta(n) * a_p, _EPS, 1 - _EPS)
         pbm = float(np.where(clicks, np.log(p), np.log1p(-p)).sum())
         if clicks.any():
@@ -202,8 +208,7 @@ class PositionBias:
             [p if isinstance(p, int) else pair_key(p) for p in pairs[: self.positions]],
             dtype=np.int64,
         )
-        clicks = np.zeros(len(keys), dtype=bool)
-        clicks[[c for c in clicked if c < len(keys)]] = True
+        clicks = click_mask(clicked, len(keys))
         if randomized:
             self.randomized[0, : len(keys)] += clicks
             self.randomized[1, : len(keys)] += 1
@@ -271,8 +276,7 @@ class PositionBias:
         fitted choice.
         """
         n = len(attract)
-        clicks = np.zeros(n, dtype=bool)
-        clicks[[c for c in clicked if c < n]] = True
+        clicks = click_mask(clicked, n)
         sat = np.zeros(n)
         if (family or self.family) == "pbm":
             return self.relative_theta(n), sat

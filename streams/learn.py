@@ -3,7 +3,7 @@
 - The ``learn`` task reads interactions in batches (up to ``learn_batch_size``) with a
   consumer of its own (:class:`streams.learn_consumer.LearnConsumer`, group
   ``<app_id>-learn``) and applies each batch with one Redis script
-  (:meth:`streams.sessions.SessionStore.accumulate_sync`): every event joins its request's
+  (:meth:`streams.sessions.SessionStore.accumulate`): every event joins its request's
   impression and is stored once per event id; one without an impression waits as an orphan.
   Malformed messages and interactions that arrive after their session was learned (``late``)
   go to the dead letters. The batch's offsets are committed only after it was applied.
@@ -55,7 +55,7 @@ from streams.state import registry_for
 log = logging.getLogger(__name__)
 
 interactions_topic = settings.topic("interactions")
-sessions = SessionStore(sync_redis, redis, settings)
+sessions = SessionStore(sync_redis, settings)
 barriers = Barriers()
 service_metrics = ServiceMetrics(sync_redis, settings)
 
@@ -155,7 +155,7 @@ async def apply_batch(records: Sequence[ConsumerRecord]) -> None:
     """
     batch, offsets, malformed = split(records)
     await send_letters(malformed)
-    statuses = await run_blocking(sessions.accumulate_sync, batch, offsets)
+    statuses = await run_blocking(sessions.accumulate, batch, offsets)
     clock.events += statuses.count("new")
     await send_letters(late_letters(batch, statuses))
 
@@ -217,18 +217,13 @@ async def apply_until_done(records: Sequence[ConsumerRecord]) -> None:
 
 
 async def tick(online: OnlineServing) -> None:
-    owned = owned_partitions()
+    owned = consumer.owned()
     barriers.keep_only(owned)
     if owned:
         await close_due(online, owned)
         await retry_orphans(owned)
     if checkpoints is not None and clock.due(online.sessions_learned):
         await run_blocking(save_checkpoint, online)
-
-
-def owned_partitions() -> list[int]:
-    """The ``interactions`` partitions assigned to this worker (none before it has joined)."""
-    return consumer.owned()
 
 
 class EndOffsets:
@@ -329,7 +324,7 @@ def resolve_orphans(owned: list[int], now: float) -> tuple[list[DeadLetter], lis
         ]
         if resolved:
             batch = [orphan_as_incoming(o) for o in resolved]
-            late += late_letters(batch, sessions.accumulate_sync(batch))
+            late += late_letters(batch, sessions.accumulate(batch))
             sessions.forget_orphans(partition, resolved, "orphans_resolved")
     return late, expired
 

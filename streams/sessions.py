@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from pydantic_core import from_json
 
 from models.online_ranker import Impression
@@ -318,21 +317,16 @@ class SessionStore:
 
     Parameters
     ----------
-    client, aclient
-        Synchronous and asyncio clients of the same Redis (no asyncio client: no
-        :meth:`accumulate`, only :meth:`accumulate_sync`).
+    client
+        The Redis client (synchronous: callers on an event loop use a thread).
     settings
         Key prefix, ``session_close_s``, ``orphan_window_s`` and ``impression_ttl_s``.
     """
 
-    def __init__(
-        self, client: redis.Redis, aclient: aioredis.Redis | None, settings: Settings
-    ) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
-        self.aclient = aclient
         self.settings = settings
-        self._accumulate = aclient.register_script(ACCUMULATE_SCRIPT) if aclient else None
-        self._accumulate_sync = client.register_script(ACCUMULATE_SCRIPT)
+        self._accumulate = client.register_script(ACCUMULATE_SCRIPT)
         self._claim = client.register_script(CLAIM_SCRIPT)
         self._impression_prefix = key(settings, "impression", "")
         self._session_prefix = self.key("session", "")
@@ -379,32 +373,21 @@ class SessionStore:
             args += [partition, offset]
         return keys, args
 
-    async def accumulate(
+    def accumulate(
         self, batch: Sequence[Incoming], offsets: Mapping[int, int] | None = None
     ) -> list[str]:
         """Apply a batch atomically; one status per event (see :data:`STATUSES`).
 
         ``offsets`` (partition -> highest offset in the batch, malformed messages included)
-        raise the applied offsets in the same step.
-        """
-        if not batch and not offsets:
-            return []
-        assert self._accumulate is not None, "accumulate needs the asyncio client"
-        keys, args = self._script_input(batch, offsets or {})
-        return [s.decode() for s in await self._accumulate(keys=keys, args=args)]
-
-    def accumulate_sync(
-        self, batch: Sequence[Incoming], offsets: Mapping[int, int] | None = None
-    ) -> list[str]:
-        """:meth:`accumulate` for a thread: what the learn agent runs.
-
-        The synchronous client packs the script's arguments (nine per event) with hiredis in
-        C; the asyncio client packs them in Python, which cost more than the script itself.
+        raise the applied offsets in the same step. It blocks: the learn agent runs it in an
+        executor thread, because the synchronous client packs the script's arguments (nine
+        per event) with hiredis in C, where the asyncio client packs them in Python, which
+        cost more than the script itself.
         """
         if not batch and not offsets:
             return []
         keys, args = self._script_input(batch, offsets or {})
-        return [s.decode() for s in self._accumulate_sync(keys=keys, args=args)]
+        return [s.decode() for s in self._accumulate(keys=keys, args=args)]
 
     # -- closing --------------------------------------------------------------------------
 

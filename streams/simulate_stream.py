@@ -74,7 +74,7 @@ class StreamingSystem:
         self.consumer.seek_to_end(*partitions)
         for partition in partitions:  # resolve the end offsets now, before anything is sent
             self.consumer.position(partition)
-        self.sessions = SessionStore(redis_client(settings), None, settings)
+        self.sessions = SessionStore(redis_client(settings), settings)
         self.closed_at_start = self._closed()
         self.sent_sessions = 0
         self._prefetched: dict[str, list[str]] = {}

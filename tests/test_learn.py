@@ -18,7 +18,6 @@ import zlib
 import numpy as np
 import pytest
 import redis
-import redis.asyncio as aioredis
 from helpers import consume
 
 from models.cascade import Cascade
@@ -131,11 +130,7 @@ def incoming(event: Interaction, partition: int = 0, offset: int = 0) -> Incomin
 
 
 def session_store(settings: Settings) -> SessionStore:
-    return SessionStore(
-        redis.Redis.from_url(settings.redis_url),
-        aioredis.Redis.from_url(settings.redis_url),
-        settings,
-    )
+    return SessionStore(redis.Redis.from_url(settings.redis_url), settings)
 
 
 def served_impression(store: FeatureStore, request_id: str, docs: list[str]) -> None:
@@ -161,12 +156,7 @@ def test_sessions_join_dedupe_orphan_and_close_once(settings: Settings) -> None:
     ghost = Interaction(event_id="g1", request_id="nobody", doc_id="a", type="click")
     batch = [incoming(e, offset=i) for i, e in enumerate([*events, events[0], ghost])]
 
-    async def apply() -> list[str]:
-        statuses = await sessions.accumulate(batch, {0: 41})
-        await sessions.aclient.aclose()
-        return statuses
-
-    statuses = asyncio.run(apply())
+    statuses = sessions.accumulate(batch, {0: 41})
     assert statuses == ["new"] * 4 + ["duplicate", "orphan"]
     assert sessions.applied_offsets() == {0: 41}
     assert sessions.counts() == {"interactions": 4, "duplicates": 1, "late": 0, "orphans": 1}
@@ -182,14 +172,14 @@ def test_sessions_join_dedupe_orphan_and_close_once(settings: Settings) -> None:
     assert impression.event_id == "r1" and impression.features[0] == {"base_z": 1.0}
     # once claimed, the session is frozen: a new event is late, a replayed one a duplicate
     late = Interaction(event_id="r1:click:3", request_id="r1", doc_id="c", type="click")
-    assert sessions.accumulate_sync([incoming(late), incoming(events[1])]) == ["late", "duplicate"]
+    assert sessions.accumulate([incoming(late), incoming(events[1])]) == ["late", "duplicate"]
 
 
 def test_a_session_is_learned_once_even_when_claimed_twice(settings: Settings) -> None:
     client = redis.Redis.from_url(settings.redis_url)
     sessions = session_store(settings)
     served_impression(FeatureStore(client, settings), "r2", ["a", "b", "c"])
-    sessions.accumulate_sync([incoming(e) for e in to_interactions("r2", ["a", "b"], [0])])
+    sessions.accumulate([incoming(e) for e in to_interactions("r2", ["a", "b"], [0])])
     online = OnlineServing(online_ranker_for(settings, client), max_loss=0.0)
     from streams.sessions import learn_sessions
 
@@ -204,7 +194,7 @@ def test_a_session_is_learned_once_even_when_claimed_twice(settings: Settings) -
     assert [s.impressions for s in stats] == [1.0, 1.0] and [s.clicks for s in stats] == [1.0, 0]
     # a session whose impression expired before it closed is counted, not learned
     served_impression(FeatureStore(client, settings), "r3", ["a"])
-    sessions.accumulate_sync([incoming(e) for e in to_interactions("r3", ["a"], [0])])
+    sessions.accumulate([incoming(e) for e in to_interactions("r3", ["a"], [0])])
     client.delete(sessions.impression_key("r3"))
     expired = learn_sessions(online, sessions.claim(0, later, 10))
     assert expired["sessions_expired"] == 1 and expired["sessions_learned"] == 0
