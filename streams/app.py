@@ -7,6 +7,9 @@ load by joining the same consumer group.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import faust
 
 from streams.config import Settings, get_settings
@@ -33,6 +36,9 @@ def create_app(settings: Settings) -> faust.App:
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         broker_credentials=broker_credentials(settings),
         store="memory://",
+        # Faust makes a data directory even with in-memory tables; it holds nothing here, so it
+        # goes under the temp dir instead of littering whatever directory the worker runs in
+        datadir=str(Path(tempfile.gettempdir()) / "streamrank" / "{conf.name}-data"),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         key_serializer="raw",

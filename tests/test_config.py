@@ -65,3 +65,17 @@ def test_every_setting_is_documented() -> None:
     doc = (REPO / "docs" / "configuration.md").read_text()
     missing = [name for name in Settings.model_fields if f"STREAMRANK_{name.upper()}" not in doc]
     assert missing == []
+
+
+def test_the_worker_keeps_its_data_directory_out_of_the_working_directory() -> None:
+    """Faust makes a data directory even for in-memory tables; a worker started in a checkout
+    must not leave ``<app id>-data`` folders there."""
+    import tempfile
+
+    from streams.app import create_app
+
+    app = create_app(Settings(app_id="streamrank-datadir-check"))
+    datadir = Path(app.conf.datadir)
+    assert datadir.is_absolute()
+    assert datadir.is_relative_to(tempfile.gettempdir())
+    assert datadir.name == "streamrank-datadir-check-data"
