@@ -14,8 +14,10 @@ of the active pointer is pushed on a history list, so a rollback returns to the 
 
 Examples
 --------
->>> import redis
->>> registry = ModelRegistry(redis.Redis(), prefix="doctest-registry:", key=b"secret")
+>>> from streams.config import get_settings
+>>> from streams.state import redis_client
+>>> client = redis_client(get_settings())  # $STREAMRANK_REDIS_URL, else local Redis
+>>> registry = ModelRegistry(client, prefix="doctest-registry:", key=b"secret")
 >>> digest = registry.put_artifact(b'{"weights": [0.5, 1.5]}')
 >>> registry.get_artifact(digest)
 b'{"weights": [0.5, 1.5]}'

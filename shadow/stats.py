@@ -16,9 +16,10 @@ replayed message adds nothing.
 
 Examples
 --------
->>> import redis
->>> from streams.config import Settings
->>> stats = ShadowStats(redis.Redis(), Settings(topic_prefix="doctest-shadow."), "v2")
+>>> from streams.config import Settings, get_settings
+>>> from streams.state import redis_client
+>>> client = redis_client(get_settings())  # $STREAMRANK_REDIS_URL, else local Redis
+>>> stats = ShadowStats(client, Settings(topic_prefix="doctest-shadow."), "v2")
 >>> stats.clear()
 >>> stats.record_click("e1", "d3", primary=["d1", "d2", "d3"], shadow=["d3", "d1"])
 True

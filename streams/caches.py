@@ -6,8 +6,10 @@ never hits a stale entry.
 
 Examples
 --------
->>> import redis
->>> cache = RedisScoreCache(redis.Redis(), prefix="doctest:", ttl_s=5)
+>>> from streams.config import get_settings
+>>> from streams.state import redis_client
+>>> client = redis_client(get_settings())  # $STREAMRANK_REDIS_URL, else local Redis
+>>> cache = RedisScoreCache(client, prefix="doctest:", ttl_s=5)
 >>> cache.set_many({"a": 1.5})
 >>> cache.get_many(["a", "b"])
 [1.5, None]

@@ -6,9 +6,10 @@ Kept in Redis, not in the worker, so they survive restarts and add up across wor
 
 Examples
 --------
->>> import redis
->>> from streams.config import Settings
->>> metrics = ServiceMetrics(redis.Redis(), Settings(topic_prefix="doctest-metrics."))
+>>> from streams.config import Settings, get_settings
+>>> from streams.state import redis_client
+>>> client = redis_client(get_settings())  # $STREAMRANK_REDIS_URL, else local Redis
+>>> metrics = ServiceMetrics(client, Settings(topic_prefix="doctest-metrics."))
 >>> metrics.clear()
 >>> metrics.record_ranking(latency_ms=120.0, degraded=False)
 >>> metrics.record_ranking(latency_ms=480.0, degraded=True)
