@@ -31,14 +31,17 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
 
 
 def create_app(settings: Settings) -> faust.App:
+    # Faust makes a data directory even with in-memory tables; it holds nothing here, so it
+    # goes under the temp dir instead of littering whatever directory the worker runs in
+    # (Faust creates only the last level of the path)
+    datadir = Path(tempfile.gettempdir()) / "streamrank"
+    datadir.mkdir(exist_ok=True)
     return faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         broker_credentials=broker_credentials(settings),
         store="memory://",
-        # Faust makes a data directory even with in-memory tables; it holds nothing here, so it
-        # goes under the temp dir instead of littering whatever directory the worker runs in
-        datadir=str(Path(tempfile.gettempdir()) / "streamrank" / "{conf.name}-data"),
+        datadir=str(datadir / "{conf.name}-data"),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         key_serializer="raw",
