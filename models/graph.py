@@ -150,56 +150,16 @@ def int8_attention(model: Any) -> Any:
 
     graph = model.graph
     nodes = {node.name: node for node in graph.node}
-    producer = {out: node for node in graph.node for out in node.output}
-    before: dict[str, list[Any]] = {}  # new nodes, by the name of the node they go before
-    replaced: dict[str, list[Any]] = {}
-    dropped: set[str] = set()
+    rewrite = _Rewrite(helper, {out: node for node in graph.node for out in node.output})
     for prefix in layer_prefixes(nodes):
-        scores = _node(nodes, prefix + "attention/self/MatMul")
-        context = _node(nodes, prefix + "attention/self/MatMul_1")
         tag = prefix.strip("/").replace("/", "_")
-        # Q K^T: Q quantized like every other activation (uint8, zero point), K symmetric int8
-        query, query_factor = _unscaled(scores.input[0], producer, dropped)
-        key, key_factor = _unscaled(scores.input[1], producer, dropped)
-        query_reshape, key_reshape = _head_reshape(query, producer), _head_reshape(key, producer)
-        q = f"{tag}_q"
-        before[query_reshape.name] = [
-            helper.make_node(
-                "DynamicQuantizeLinear", [query_reshape.input[0]], [q, f"{q}_scale", f"{q}_zero"]
-            )
-        ]
-        query_reshape.input[0] = q
-        k = f"{tag}_k"
-        before[key_reshape.name] = _symmetric_int8(helper, key_reshape.input[0], k)
-        key_reshape.input[0] = k
-        scales, q_scale = _times(helper, f"{q}_scale", query_factor, f"{q}_scale_folded")
-        more, k_scale = _times(helper, f"{k}_scale", key_factor, f"{k}_scale_folded")
-        replaced[scores.name] = [
-            *scales,
-            *more,
-            _matmul_int8(helper, scores, [query, key, q_scale, k_scale, f"{q}_zero", "i8_zero"]),
-        ]
-        # softmax(.) V: probabilities in [0, 1] at a fixed 1/255, V symmetric int8
-        value_reshape = _head_reshape(context.input[1], producer)
-        v, p = f"{tag}_v", f"{tag}_p"
-        before[value_reshape.name] = _symmetric_int8(helper, value_reshape.input[0], v)
-        value_reshape.input[0] = v
-        replaced[context.name] = [
-            helper.make_node(
-                "QuantizeLinear", [context.input[0], "probability_scale", "u8_zero"], [p]
-            ),
-            _matmul_int8(
-                helper,
-                context,
-                [p, context.input[1], "probability_scale", f"{v}_scale", "u8_zero", "i8_zero"],
-            ),
-        ]
+        rewrite.scores(_node(nodes, prefix + "attention/self/MatMul"), tag)
+        rewrite.context(_node(nodes, prefix + "attention/self/MatMul_1"), tag)
     ordered = []
     for node in graph.node:
-        if node.name in dropped:
-            continue
-        ordered.extend(before.get(node.name, []))
-        ordered.extend(replaced.get(node.name, [node]))
+        if node.name not in rewrite.dropped:
+            ordered.extend(rewrite.before.get(node.name, []))
+            ordered.extend(rewrite.replaced.get(node.name, [node]))
     del graph.node[:]
     graph.node.extend(ordered)
     del graph.value_info[:]  # recorded float types no longer hold for the quantized tensors
@@ -208,6 +168,54 @@ def int8_attention(model: Any) -> Any:
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.checker.check_model(model)
     return model
+
+
+class _Rewrite:
+    """The new nodes of :func:`int8_attention`: by the name of the node they go ``before``,
+    the nodes that replace one (``replaced``), and the nodes ``dropped``."""
+
+    def __init__(self, helper: Any, producer: dict[str, Any]) -> None:
+        self.helper, self.producer = helper, producer
+        self.before: dict[str, list[Any]] = {}
+        self.replaced: dict[str, list[Any]] = {}
+        self.dropped: set[str] = set()
+
+    def scores(self, matmul: Any, tag: str) -> None:
+        """``Q K^T``: Q quantized like every other activation (uint8, zero point), K
+        symmetric int8; a scalar scaling of either moves into its int8 scale."""
+        make = self.helper.make_node
+        query, query_factor = _unscaled(matmul.input[0], self.producer, self.dropped)
+        key, key_factor = _unscaled(matmul.input[1], self.producer, self.dropped)
+        q, k = f"{tag}_q", f"{tag}_k"
+        self._quantize_heads(
+            query, q, [make("DynamicQuantizeLinear", ["SOURCE"], [q, f"{q}_scale", f"{q}_zero"])]
+        )
+        self._quantize_heads(key, k, _symmetric_int8(self.helper, "SOURCE", k))
+        scales, q_scale = _times(self.helper, f"{q}_scale", query_factor, f"{q}_scale_folded")
+        more, k_scale = _times(self.helper, f"{k}_scale", key_factor, f"{k}_scale_folded")
+        inputs = [query, key, q_scale, k_scale, f"{q}_zero", "i8_zero"]
+        self.replaced[matmul.name] = [*scales, *more, _matmul_int8(self.helper, matmul, inputs)]
+
+    def context(self, matmul: Any, tag: str) -> None:
+        """``softmax(.) V``: probabilities in [0, 1] at a fixed 1/255, V symmetric int8."""
+        v, p = f"{tag}_v", f"{tag}_p"
+        self._quantize_heads(matmul.input[1], v, _symmetric_int8(self.helper, "SOURCE", v))
+        inputs = [p, matmul.input[1], "probability_scale", f"{v}_scale", "u8_zero", "i8_zero"]
+        self.replaced[matmul.name] = [
+            self.helper.make_node(
+                "QuantizeLinear", [matmul.input[0], "probability_scale", "u8_zero"], [p]
+            ),
+            _matmul_int8(self.helper, matmul, inputs),
+        ]
+
+    def _quantize_heads(self, operand: str, quantized: str, nodes: list[Any]) -> None:
+        """Quantize what the heads' ``Reshape`` reads (``SOURCE`` in ``nodes``) and let it
+        read ``quantized``: reshape and transpose then move a quarter of the bytes."""
+        reshape = _head_reshape(operand, self.producer)
+        for node in nodes:
+            node.input[:] = [reshape.input[0] if i == "SOURCE" else i for i in node.input]
+        self.before[reshape.name] = nodes
+        reshape.input[0] = quantized
 
 
 def _unscaled(name: str, producer: dict[str, Any], dropped: set[str]) -> tuple[str, str | None]:
