@@ -87,9 +87,8 @@ MODELS: tuple[ModelSpec, ...] = (
 )
 REQUIRED_FILES = ("model.onnx", "tokenizer.json")
 OPTIMIZED = ("reranker_en", "model.opt.onnx")  # written by models.graph when onnx is installed
-SUPERSEDED = (
-    "model.cls.onnx",
-)  # earlier optimized graphs, removed when the current one is written
+# earlier optimized graphs, removed when the current one is written
+SUPERSEDED = ("model.cls.onnx",)
 
 
 class ModelFilesError(RuntimeError):

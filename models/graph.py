@@ -13,10 +13,10 @@ products, ``Q K^T`` and ``softmax(.) V``, in fp32, at about a third of the int8 
 rewrite quantizes their operands per tensor, as the projections' inputs already are (``Q``
 asymmetric uint8 like ``DynamicQuantizeLinear``; ``K`` and ``V`` symmetric int8; the softmax
 output, which lies in [0, 1], with the fixed scale 1/255) and runs both as onnxruntime's
-``MatMulIntegerToFloat``; the ``1/sqrt(sqrt(d))`` scaling of ``Q`` and ``K`` is folded into
-their projections. Measured on DL19 (2-core CPU, docs/models.md): about +5 % pairs per second;
-nDCG@10 of ``ce`` 0.7218 -> 0.7187, ``dense>ce:20`` 0.7159 -> 0.7165, within the +-0.004 that
-batch composition alone moves an int8 model.
+``MatMulIntegerToFloat``; the ``1/sqrt(sqrt(d))`` scaling of ``Q`` and ``K`` moves into their
+int8 scales. Measured on DL19 (2-core CPU, docs/models.md): +5.9 % pairs per second; nDCG@10
+of ``ce`` 0.7218 -> 0.7232, ``dense>ce:20`` 0.7159 -> 0.7139, ``dense>ce:30`` 0.7264 ->
+0.7263, within the +-0.004 that batch composition alone moves an int8 model.
 
 Needs the ``onnx`` package (the ``[export]`` extra); ``streamrank models fetch`` writes
 ``model.opt.onnx`` with both when ``onnx`` is there and the graph has the layout
