@@ -119,6 +119,7 @@ class CrossEncoderTier:
     def score(
         self, query: str, candidates: Sequence[CandidateLike], budget_s: float | None
     ) -> TierScores:
+        started = time.perf_counter()
         scores = np.full(len(candidates), np.nan)
         keys = [score_key(self.version, query, c.doc_id, c.text or "") for c in candidates]
         cached = self._from_cache(keys, scores)
@@ -127,7 +128,8 @@ class CrossEncoderTier:
         tokens = None
         if budget_s is not None and len(todo):
             counts = self.encoder.token_counts(pairs)
-            fit = self.cost.fits(counts, budget_s)
+            # the cache lookup and the tokenizing above came out of this request's budget too
+            fit = self.cost.fits(counts, budget_s - (time.perf_counter() - started))
             todo, pairs, tokens = todo[:fit], pairs[:fit], float(counts[:fit].sum())
         if len(todo):
             scores[todo] = self._predict(pairs, tokens)

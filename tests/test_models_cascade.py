@@ -300,3 +300,29 @@ def test_real_deadline_degrades_and_still_ranks_everything(real_tiers: dict):
     assert result.degraded and 0 <= result.pairs_scored < 60
     assert sorted(result.doc_ids) == sorted(c.doc_id for c in many)
     assert result.timings_ms["total"] < 250  # 50 ms asked; generous for a loaded CI machine
+
+
+class SlowCache(InMemoryCache):
+    """A score cache whose lookups take ``delay_s`` (a remote cache on a bad day)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    def get_many(self, keys):
+        time.sleep(self.delay_s)
+        return super().get_many(keys)
+
+
+@needs_models
+def test_cache_lookup_time_comes_out_of_the_cross_encoders_budget(real_tiers: dict):
+    from models.budget import CostModel
+    from models.tiers import CrossEncoderTier
+
+    encoder = real_tiers["ce"].encoder
+    cheap = CostModel(seconds_per_unit=1e-9)  # the model itself looks free
+    tier = CrossEncoderTier(encoder, SlowCache(delay_s=0.2), cost=cheap)
+    late = tier.score("flea lifespan", docs(*TEXTS[:5]), budget_s=0.1)
+    assert late.inferred == 0 and np.isnan(late.scores).all()  # the lookup spent it all
+    on_time = CrossEncoderTier(encoder, SlowCache(delay_s=0.0), cost=cheap)
+    assert on_time.score("flea lifespan", docs(*TEXTS[:5]), budget_s=0.1).inferred == 5
