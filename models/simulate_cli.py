@@ -28,11 +28,11 @@ from rich.table import Table
 
 from models.cli import judged_candidates
 from models.click_models import CLICK_MODELS
+from models.corpus import CACHE_DIR
 from models.exploration import SafeExplorer
 from models.online_ranker import OnlineRanker, RankerConfig
 from models.simulator import K, OfflineSystem, RankingSystem, load_queries, passages, simulate
 
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamrank"
 Scorer = Callable[[str, Sequence[str]], Sequence[float]]
 """(query, passages) -> one relevance score per passage."""
 

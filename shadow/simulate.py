@@ -53,6 +53,7 @@ import numpy as np
 from scipy import stats
 
 from models.click_models import click_model
+from models.corpus import CACHE_DIR
 from models.metrics import ndcg_at_k
 from shadow.interleaving import PRIMARY, SHADOW, Interleaving, team_draft
 from shadow.statistics import SequentialTest, sign_test
@@ -61,7 +62,6 @@ K = 10
 ALPHA = 0.05
 AB_TAU = 0.1
 """Mixture scale of the A/B mSPRT, in standard deviations of the metric (see docs/shadow.md)."""
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamrank"
 INTERLEAVING_TESTS = ("interleaving", "interleaving_sign_test")
 AB_METRICS = ("ctr", "clicks@10", "mrr")
 AB_TESTS = ("ab", "ab_always_valid", "ab_clicks@10", "ab_mrr")

@@ -22,9 +22,8 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.corpus import CACHE_DIR
 from streams.events import Limits
-
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamrank"
 
 
 class Settings(BaseSettings):
@@ -113,7 +112,7 @@ class Settings(BaseSettings):
     web_enabled: bool = False
 
     # Models
-    model_dir: Path = DEFAULT_CACHE / "models"
+    model_dir: Path = CACHE_DIR / "models"
 
     # Re-ranking
     pipeline: str = Field(

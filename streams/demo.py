@@ -25,12 +25,13 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from models.corpus import CACHE_DIR
 from models.metrics import ndcg_at_k
-from streams.config import DEFAULT_CACHE, Settings
+from streams.config import Settings
 from streams.events import Query, Ranking
 from streams.topics import create_topics
 
-DEMO_INDEX = DEFAULT_CACHE / "indexes" / "wiki-bm25"
+DEMO_INDEX = CACHE_DIR / "indexes" / "wiki-bm25"
 
 
 @dataclass
