@@ -9,6 +9,10 @@ The first thread to arrive leads: it waits ``max_wait_s`` for others to join, ru
 everything pending, hands each caller its slice of the scores, and repeats while work keeps
 arriving. Callers simply block in ``predict`` until their scores are ready.
 
+It merges whatever the model function takes a list of: (query, passage) pairs, or the
+cross-encoder's already tokenized pairs (the service passes those, so that a request under a
+deadline is tokenized once, for both its cost estimate and the model).
+
 Examples
 --------
 >>> import numpy as np
@@ -24,26 +28,27 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 
-Pair = tuple[str, str]
+Item = TypeVar("Item")  # one scored unit: a (query, passage) pair or its encoding
 
 
-class _Job:
-    def __init__(self, pairs: Sequence[Pair]) -> None:
+class _Job(Generic[Item]):
+    def __init__(self, pairs: Sequence[Item]) -> None:
         self.pairs = list(pairs)
         self.done = threading.Event()
         self.scores: np.ndarray | None = None
         self.error: BaseException | None = None
 
 
-class CrossRequestBatcher:
-    """Run ``predict_fn`` on the merged pairs of calls that arrive within ``max_wait_s``."""
+class CrossRequestBatcher(Generic[Item]):
+    """Run ``predict_fn`` on the merged items of calls that arrive within ``max_wait_s``."""
 
     def __init__(
         self,
-        predict_fn: Callable[[list[Pair]], np.ndarray],
+        predict_fn: Callable[[list[Item]], np.ndarray],
         max_wait_s: float = 0.002,
         max_pairs: int = 512,
     ) -> None:
@@ -53,10 +58,10 @@ class CrossRequestBatcher:
         self.model_calls = 0
         self.pairs_scored = 0
         self._lock = threading.Lock()
-        self._pending: list[_Job] = []
+        self._pending: list[_Job[Item]] = []
         self._leading = False
 
-    def predict(self, pairs: Sequence[Pair]) -> np.ndarray:
+    def predict(self, pairs: Sequence[Item]) -> np.ndarray:
         """Scores for ``pairs``, computed together with whatever else is pending."""
         if not pairs:
             return np.zeros(0, dtype=np.float32)
@@ -83,7 +88,7 @@ class CrossRequestBatcher:
                     return
             self._run(batch)
 
-    def _take_batch(self) -> list[_Job]:
+    def _take_batch(self) -> list[_Job[Item]]:
         """Pending jobs up to ``max_pairs`` (always at least one job); call under the lock."""
         batch, size = [], 0
         while self._pending and (not batch or size + len(self._pending[0].pairs) <= self.max_pairs):
@@ -92,7 +97,7 @@ class CrossRequestBatcher:
             size += len(job.pairs)
         return batch
 
-    def _run(self, batch: list[_Job]) -> None:
+    def _run(self, batch: list[_Job[Item]]) -> None:
         merged = [pair for job in batch for pair in job.pairs]
         try:
             scores = np.asarray(self.predict_fn(merged))

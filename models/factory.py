@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Encoding
 
 from models.cascade import Cascade, Tier, parse_pipeline
 from models.confidence import ConfidenceRule
-from models.cross_encoder import Pair
 from models.fetch import MODELS, verify_models
 
 FOLDERS = {"ce": "reranker_en", "dense": "bge_small_en", "colbert": "colbert"}
@@ -33,7 +33,7 @@ def build_tiers(
     max_length: int = 256,
     score_cache: object | None = None,
     vector_cache: object | None = None,
-    predict_wrapper: Callable[[Callable[[list[Pair]], np.ndarray]], Callable] | None = None,
+    predict_wrapper: Callable[[Callable[[list[Encoding]], np.ndarray]], Callable] | None = None,
 ) -> dict[str, Tier]:
     """Load the models a pipeline needs, verified, as tiers.
 
@@ -49,7 +49,8 @@ def build_tiers(
         Caches for cross-encoder scores and document vectors (``None``: the cross-encoder
         has none; the vector tiers keep an in-memory one).
     predict_wrapper
-        Wraps the cross-encoder's ``predict``, e.g. ``lambda p: CrossRequestBatcher(p).predict``.
+        Wraps the cross-encoder's ``predict_encoded``, e.g.
+        ``lambda p: CrossRequestBatcher(p).predict``.
 
     Raises
     ------
@@ -66,7 +67,7 @@ def build_tiers(
         from models.cross_encoder import CrossEncoder
 
         encoder = CrossEncoder(root / FOLDERS["ce"], max_length=max_length)
-        predict = predict_wrapper(encoder.predict) if predict_wrapper else None
+        predict = predict_wrapper(encoder.predict_encoded) if predict_wrapper else None
         tiers["ce"] = CrossEncoderTier(encoder, score_cache, predict)  # type: ignore[arg-type]
     if "dense" in needed:
         from models.bi_encoder import QUERY_INSTRUCTION, BiEncoder

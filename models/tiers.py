@@ -24,13 +24,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from tokenizers import Encoding
 
 from models.bi_encoder import BiEncoder
 from models.budget import CostModel
 from models.cache import InMemoryCache, ScoreCache, VectorCache, score_key, vector_key
 from models.candidate import CandidateLike
 from models.colbert import ColBERT
-from models.cross_encoder import CrossEncoder, Pair
+from models.cross_encoder import CrossEncoder
 
 CALIBRATION_TEXT = " ".join(["the quick brown fox jumps over the lazy dog"] * 10)
 
@@ -90,9 +91,11 @@ class CrossEncoderTier:
         The cross-encoder.
     cache
         Score cache (``get_many`` / ``set_many``); ``None`` for none.
-    predict
-        What runs the model on pairs; default ``encoder.predict``. Pass
-        ``CrossRequestBatcher(encoder.predict).predict`` to merge concurrent requests.
+    predict_encoded
+        What runs the model on tokenized pairs; default ``encoder.predict_encoded``. Pass
+        ``CrossRequestBatcher(encoder.predict_encoded).predict`` to merge concurrent requests.
+        The tier tokenizes each request once: the token counts that decide what fits a
+        deadline come from the same encodings the model runs on.
     cost
         Seconds per token; default: calibrated on start.
     """
@@ -103,12 +106,12 @@ class CrossEncoderTier:
         self,
         encoder: CrossEncoder,
         cache: ScoreCache | None = None,
-        predict: Callable[[list[Pair]], np.ndarray] | None = None,
+        predict_encoded: Callable[[list[Encoding]], np.ndarray] | None = None,
         cost: CostModel | None = None,
     ) -> None:
         self.encoder = encoder
         self.cache = cache
-        self.predict = predict or encoder.predict
+        self.predict_encoded = predict_encoded or encoder.predict_encoded
         self.version = encoder.version
         if cost is None:
             pairs = [("calibration query about foxes", CALIBRATION_TEXT)] * 16
@@ -124,15 +127,15 @@ class CrossEncoderTier:
         keys = [score_key(self.version, query, c.doc_id, c.text or "") for c in candidates]
         cached = self._from_cache(keys, scores)
         todo = np.flatnonzero(np.isnan(scores))
-        pairs = [(query, candidates[i].text or "") for i in todo]
+        encodings = self.encoder.encode([(query, candidates[i].text or "") for i in todo])
         tokens = None
         if budget_s is not None and len(todo):
-            counts = self.encoder.token_counts(pairs)
+            counts = np.array([len(e.ids) for e in encodings])
             # the cache lookup and the tokenizing above came out of this request's budget too
             fit = self.cost.fits(counts, budget_s - (time.perf_counter() - started))
-            todo, pairs, tokens = todo[:fit], pairs[:fit], float(counts[:fit].sum())
+            todo, encodings, tokens = todo[:fit], encodings[:fit], float(counts[:fit].sum())
         if len(todo):
-            scores[todo] = self._predict(pairs, tokens)
+            scores[todo] = self._predict(encodings, tokens)
             if self.cache is not None:
                 self.cache.set_many({keys[i]: float(scores[i]) for i in todo})
         return TierScores(scores, inferred=len(todo), cached=cached)
@@ -146,7 +149,7 @@ class CrossEncoderTier:
                 scores[i] = value
         return sum(value is not None for value in found)
 
-    def _predict(self, pairs: list[Pair], tokens: float | None) -> np.ndarray:
+    def _predict(self, encodings: list[Encoding], tokens: float | None) -> np.ndarray:
         """Scores from the model; the time it took updates the cost model.
 
         With ``tokens`` (this request's, counted for a deadline) the estimate learns the
@@ -155,7 +158,7 @@ class CrossEncoderTier:
         """
         scored, seconds = self.encoder.tokens_scored, self.encoder.seconds
         started = time.perf_counter()
-        scores = np.asarray(self.predict(pairs), dtype=np.float64)
+        scores = np.asarray(self.predict_encoded(encodings), dtype=np.float64)
         if tokens:
             self.cost.observe(tokens, time.perf_counter() - started)
         elif self.encoder.tokens_scored > scored:

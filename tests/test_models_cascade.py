@@ -326,3 +326,35 @@ def test_cache_lookup_time_comes_out_of_the_cross_encoders_budget(real_tiers: di
     assert late.inferred == 0 and np.isnan(late.scores).all()  # the lookup spent it all
     on_time = CrossEncoderTier(encoder, SlowCache(delay_s=0.0), cost=cheap)
     assert on_time.score("flea lifespan", docs(*TEXTS[:5]), budget_s=0.1).inferred == 5
+
+
+class CountingEncoder:
+    """A real cross-encoder that counts how many pairs it tokenizes."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+        self.version = encoder.version
+        self.tokenized = 0
+
+    def encode(self, pairs):
+        self.tokenized += len(pairs)
+        return self.encoder.encode(pairs)
+
+    def __getattr__(self, name: str):  # everything else: the real encoder's
+        return getattr(self.encoder, name)
+
+
+@needs_models
+def test_cross_encoder_tier_tokenizes_a_request_once_under_a_deadline(real_tiers: dict):
+    from models.batching import CrossRequestBatcher
+    from models.budget import CostModel
+    from models.tiers import CrossEncoderTier
+
+    encoder = CountingEncoder(real_tiers["ce"].encoder)
+    batcher = CrossRequestBatcher(encoder.predict_encoded)
+    tier = CrossEncoderTier(encoder, None, batcher.predict, CostModel(seconds_per_unit=1e-9))
+    result = tier.score("flea lifespan", docs(*TEXTS[:5]), budget_s=10.0)
+    assert result.inferred == 5 and not np.isnan(result.scores).any()
+    assert encoder.tokenized == 5  # the budget's token counts and the model share encodings
+    direct = real_tiers["ce"].encoder.predict([("flea lifespan", t) for t in TEXTS[:5]])
+    np.testing.assert_allclose(result.scores, direct, atol=1e-5)
