@@ -65,3 +65,38 @@ def test_dense_then_cross_encoder_on_30():
     assert report["ndcg@10"] >= 0.715
     assert report["pairs_scored"] == 43 * 30
     assert report["doc_encode_seconds"] > 0 and report["degraded_queries"] == 0
+
+
+class CountingTier:
+    """A tier whose cost model needs ``min_calls`` calls; counts the calls it gets."""
+
+    name = version = "counting"
+
+    def __init__(self, min_calls: int) -> None:
+        from models.budget import CostModel
+
+        self.cost = CostModel(seconds_per_unit=1e-6, min_calls=min_calls)
+        self.calls = 0
+
+    def score(self, query, candidates, budget_s):
+        import numpy as np
+
+        from models.tiers import TierScores
+
+        self.calls += 1
+        return TierScores(np.arange(len(candidates), dtype=float), inferred=len(candidates))
+
+
+def test_a_deadline_run_warms_the_cost_models_up_untimed_first():
+    from models.candidate import Candidate
+    from models.cascade import Cascade
+    from models.evaluate import Query, run_cascade
+
+    queries = [Query(str(i), f"q{i}", [Candidate("a", "x", 1.0)]) for i in range(12)]
+    tier = CountingTier(min_calls=5)
+    report = run_cascade(Cascade("ce", {"ce": tier}), queries, {}, 0.25, False)
+    assert report["warmup_queries"] == 5 and tier.calls == 12 + 5
+    assert report["queries"] == 12  # the warm-up is not in the metrics or the latencies
+    unhurried = CountingTier(min_calls=5)
+    report = run_cascade(Cascade("ce", {"ce": unhurried}), queries, {}, None, False)
+    assert report["warmup_queries"] == 0 and unhurried.calls == 12
