@@ -9,8 +9,8 @@ one-time cost is ``doc_encode_seconds``, not part of the latency).
 Under a deadline the first queries are ranked once, untimed, before the timed pass
 (``warmup_queries``): a tier's cost model needs that many measured calls before its margin
 is learned rather than the starting x1.1, and a running service is past that point after its
-first twenty requests. Without the warm-up a 43-query run measures the start-up margin on
-half of its queries.
+first twenty requests. Without the warm-up, a run of DL19's 43 queries would measure the
+start-up margin on half of them.
 
 Examples
 --------
@@ -115,10 +115,11 @@ def run_cascade(
     warmup = queries[: warmup_calls(cascade)] if deadline_s is not None else []
     with _progress(progress) as bar:
         encode_s = encode_documents(cascade, queries, bar)
-        task = bar.add_task("warming up the cost models", total=len(warmup))
-        for query in warmup:
-            cascade.rank(query.text, query.candidates, deadline_s)
-            bar.advance(task)
+        if warmup:
+            task = bar.add_task("warming up the cost models", total=len(warmup))
+            for query in warmup:
+                cascade.rank(query.text, query.candidates, deadline_s)
+                bar.advance(task)
         task = bar.add_task(f"ranking ({cascade.spec})", total=len(queries))
         for query in queries:
             started = time.perf_counter()
