@@ -85,7 +85,7 @@ class CostModel:
 
     def estimate(self, units: float) -> float:
         """Seconds expected for ``units`` of work in one call, margin included."""
-        return self.margin * (self.overhead_s + units * self.seconds_per_unit)
+        return self.margin * self._expected(units)
 
     def fits(self, costs: Sequence[float] | np.ndarray, budget_s: float | None) -> int:
         """How many of ``costs`` (units per item, in order) fit in ``budget_s`` (all if None)."""
@@ -95,11 +95,14 @@ class CostModel:
         spent = self.margin * (self.overhead_s + np.cumsum(costs) * self.seconds_per_unit)
         return int(np.searchsorted(spent, budget_s, side="right"))
 
+    def _expected(self, units: float) -> float:
+        """Seconds the current estimate gives ``units`` of work, before the margin."""
+        return self.overhead_s + units * self.seconds_per_unit
+
     def observe(self, units: float, seconds: float) -> None:
         """Fold one measured call into the estimate and into the margin's record."""
         if units <= 0:
             return
-        expected = self.overhead_s + units * self.seconds_per_unit
-        self.ratios.append(seconds / expected)
+        self.ratios.append(seconds / self._expected(units))
         measured = max(seconds - self.overhead_s, 0.0) / units
         self.seconds_per_unit += self.alpha * (measured - self.seconds_per_unit)

@@ -43,6 +43,11 @@ FOLDER = "reranker_en"
 OPTIMIZED_FILE = OPTIMIZED[1]
 
 
+def token_lengths(encodings: Sequence[Encoding]) -> np.ndarray:
+    """Tokens in each encoded pair (after truncation)."""
+    return np.array([len(e.ids) for e in encodings], dtype=np.int64)
+
+
 def resolve_model_folder(path: str | Path, folder: str) -> Path:
     """The folder holding ``model.onnx``: ``path`` itself, or ``path/folder`` (a model dir)."""
     path = Path(path).expanduser()
@@ -126,7 +131,7 @@ class CrossEncoder:
 
     def token_counts(self, pairs: Sequence[Pair]) -> np.ndarray:
         """Tokens each pair costs (after truncation); used to estimate time under a deadline."""
-        return np.array([len(e.ids) for e in self.encode(pairs)], dtype=np.int64)
+        return token_lengths(self.encode(pairs))
 
     def predict(self, pairs: Sequence[Pair]) -> np.ndarray:
         """One relevance logit per pair, float32, in the order given."""
@@ -138,14 +143,14 @@ class CrossEncoder:
         if not encodings:
             return scores
         started = time.perf_counter()
-        lengths = np.array([len(e.ids) for e in encodings])
+        lengths = token_lengths(encodings)
         batches = self._batches(lengths)
-        padded = sum(len(b) * int(lengths[b].max()) for b in batches)
-        for batch, logits in zip(batches, self._run_all(encodings, batches), strict=True):
+        padded = [len(b) * int(lengths[b].max()) for b in batches]
+        for batch, logits in zip(batches, self._run_all(encodings, batches, padded), strict=True):
             scores[batch] = logits
         with self._lock:
             self.pairs_scored += len(encodings)
-            self.tokens_scored += padded
+            self.tokens_scored += sum(padded)
             self.seconds += time.perf_counter() - started
         return scores
 
@@ -156,13 +161,12 @@ class CrossEncoder:
         return token_budget_batches(lengths, budget)
 
     def _run_all(
-        self, encodings: Sequence[Encoding], batches: list[np.ndarray]
+        self, encodings: Sequence[Encoding], batches: list[np.ndarray], padded: list[int]
     ) -> list[np.ndarray]:
         if self.threads == 1 or len(batches) == 1:
             return [self._run(encodings, b) for b in batches]
-        # Longest batches first, so that the cores finish together.
-        costs = [len(b) * max(len(encodings[i].ids) for i in b) for b in batches]
-        order = sorted(range(len(batches)), key=lambda i: -costs[i])
+        # Longest batches first (by padded tokens), so that the cores finish together.
+        order = sorted(range(len(batches)), key=lambda i: -padded[i])
         futures = {i: self._pool.submit(self._run, encodings, batches[i]) for i in order}
         return [futures[i].result() for i in range(len(batches))]
 

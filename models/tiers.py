@@ -31,7 +31,7 @@ from models.budget import CostModel
 from models.cache import InMemoryCache, ScoreCache, VectorCache, score_key, vector_key
 from models.candidate import CandidateLike
 from models.colbert import ColBERT
-from models.cross_encoder import CrossEncoder
+from models.cross_encoder import CrossEncoder, token_lengths
 
 CALIBRATION_TEXT = " ".join(["the quick brown fox jumps over the lazy dog"] * 10)
 
@@ -130,7 +130,7 @@ class CrossEncoderTier:
         encodings = self.encoder.encode([(query, candidates[i].text or "") for i in todo])
         tokens = None
         if budget_s is not None and len(todo):
-            counts = np.array([len(e.ids) for e in encodings])
+            counts = token_lengths(encodings)
             # the cache lookup and the tokenizing above came out of this request's budget too
             fit = self.cost.fits(counts, budget_s - (time.perf_counter() - started))
             todo, encodings, tokens = todo[:fit], encodings[:fit], float(counts[:fit].sum())
