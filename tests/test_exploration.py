@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.exploration import SafeExplorer
+from models.exploration import SafeExplorer, look_values
 from models.online_ranker import Candidate, OnlineRanker, Scored
 
 
@@ -136,3 +136,36 @@ def test_a_document_that_surely_belongs_is_not_shown_first() -> None:
     explorer = SafeExplorer(max_loss=1.0, swap_probability=0.0, seed=0)
     firsts = [int(explorer.rank_one(scored).order[0]) for _ in range(200)]
     assert firsts.count(sure) < 20
+
+
+def brute_force_look_values(scored: Scored, k: int) -> np.ndarray:
+    """look_values' definition, recomputed one revealed level at a time."""
+    mean = scored.attract @ scored.levels
+    discount = 1 / np.log2(np.arange(2, k + 2))
+    kept_order = np.argsort(-mean, kind="stable")[:k]
+    values = np.zeros(len(mean))
+    for i in range(len(mean)):
+        for p, level in zip(scored.attract[i], scored.levels, strict=True):
+            revealed = mean.copy()
+            revealed[i] = level
+            best = np.sort(revealed)[::-1][:k] @ discount[: min(k, len(mean))]
+            kept = revealed[kept_order] @ discount[: len(kept_order)]
+            values[i] += p * max(best - kept, 0.0)
+    return values
+
+
+@pytest.mark.parametrize(("n", "k"), [(40, 10), (11, 10), (6, 10), (25, 3)])
+def test_look_values_are_the_expected_value_of_knowing_a_documents_level(n: int, k: int) -> None:
+    scored = scored_list(n=n, seed=n)
+    assert np.allclose(look_values(scored, k), brute_force_look_values(scored, k), atol=1e-12)
+
+
+def test_a_document_whose_level_is_known_or_out_of_reach_is_worth_no_look() -> None:
+    scored = scored_list()
+    order = scored.exploit_order()
+    known, hopeless = int(order[3]), int(order[-1])
+    scored.attract[known] = np.eye(len(scored.levels))[-1]  # surely the most attractive
+    scored.attract[hopeless] = np.eye(len(scored.levels))[0]  # surely the least
+    values = look_values(scored, k=10)
+    assert values[known] == 0.0 and values[hopeless] == 0.0
+    assert (values > 0).sum() >= 10  # the others' places are open
