@@ -36,8 +36,8 @@ Item = TypeVar("Item")  # one scored unit: a (query, passage) pair or its encodi
 
 
 class _Job(Generic[Item]):
-    def __init__(self, pairs: Sequence[Item]) -> None:
-        self.pairs = list(pairs)
+    def __init__(self, items: Sequence[Item]) -> None:
+        self.items = list(items)
         self.done = threading.Event()
         self.scores: np.ndarray | None = None
         self.error: BaseException | None = None
@@ -61,11 +61,11 @@ class CrossRequestBatcher(Generic[Item]):
         self._pending: list[_Job[Item]] = []
         self._leading = False
 
-    def predict(self, pairs: Sequence[Item]) -> np.ndarray:
-        """Scores for ``pairs``, computed together with whatever else is pending."""
-        if not pairs:
+    def predict(self, items: Sequence[Item]) -> np.ndarray:
+        """Scores for ``items``, computed together with whatever else is pending."""
+        if not items:
             return np.zeros(0, dtype=np.float32)
-        job = _Job(pairs)
+        job = _Job(items)
         with self._lock:
             self._pending.append(job)
             lead = not self._leading
@@ -91,14 +91,14 @@ class CrossRequestBatcher(Generic[Item]):
     def _take_batch(self) -> list[_Job[Item]]:
         """Pending jobs up to ``max_pairs`` (always at least one job); call under the lock."""
         batch, size = [], 0
-        while self._pending and (not batch or size + len(self._pending[0].pairs) <= self.max_pairs):
+        while self._pending and (not batch or size + len(self._pending[0].items) <= self.max_pairs):
             job = self._pending.pop(0)
             batch.append(job)
-            size += len(job.pairs)
+            size += len(job.items)
         return batch
 
     def _run(self, batch: list[_Job[Item]]) -> None:
-        merged = [pair for job in batch for pair in job.pairs]
+        merged = [item for job in batch for item in job.items]
         try:
             scores = np.asarray(self.predict_fn(merged))
         except BaseException as error:  # every waiting caller must hear of it
@@ -110,6 +110,6 @@ class CrossRequestBatcher(Generic[Item]):
         self.pairs_scored += len(merged)
         start = 0
         for job in batch:
-            job.scores = scores[start : start + len(job.pairs)]
-            start += len(job.pairs)
+            job.scores = scores[start : start + len(job.items)]
+            start += len(job.items)
             job.done.set()

@@ -144,7 +144,7 @@ class SafeExplorer:
         if k == 0 or self.max_loss == 0.0:
             return Served(exploit, False, 0.0)
         gains = np.maximum(scored.mean - scored.mean.min(), 0.0)
-        discount = 1.0 / np.log2(np.arange(k) + 2.0)
+        discount = _discount(k)
         ref = exploit if self.reference == "exploit" else np.argsort(-scored.base, kind="stable")
         best = float(gains[ref[:k]] @ discount)
 
@@ -197,8 +197,8 @@ def look_values(scored: Scored, k: int) -> np.ndarray:
     attract, levels = scored.attract, scored.levels
     mean = attract @ levels
     n = len(mean)
-    discount = np.zeros(n + 1)
-    discount[: min(k, n)] = 1.0 / np.log2(np.arange(min(k, n)) + 2.0)
+    discount = np.zeros(n + 1)  # zero below the top k, so lists of any length sum alike
+    discount[: min(k, n)] = _discount(min(k, n))
     order = np.argsort(-mean, kind="stable")
     rank = np.empty(n, dtype=int)
     rank[order] = np.arange(n)
@@ -228,9 +228,14 @@ def _dcg_with_one_more(others: np.ndarray, levels: np.ndarray, discount: np.ndar
 
 def _loss(scored: Scored, exploit: np.ndarray, order: np.ndarray, k: int) -> float:
     gains = np.maximum(scored.mean - scored.mean.min(), 0.0)
-    discount = 1.0 / np.log2(np.arange(k) + 2.0)
+    discount = _discount(k)
     best = float(gains[exploit[:k]] @ discount)
     return 0.0 if best <= 0 else max(0.0, 1.0 - float(gains[order[:k]] @ discount) / best)
+
+
+def _discount(k: int) -> np.ndarray:
+    """DCG's position discounts 1 / log2(rank + 1) for ranks 1..k."""
+    return 1.0 / np.log2(np.arange(k) + 2.0)
 
 
 def _with_prefix(prefix: np.ndarray, rest: np.ndarray) -> np.ndarray:
