@@ -2,9 +2,12 @@
 
 Each *round* visits every query once, in a fresh random order. A session asks the system for
 a ranking (with exploration, as live traffic would get), shows the top ``k`` to a user from
-:mod:`models.click_models`, and hands the impression and its clicks back to the system. At
-each checkpoint (in sessions per query) it records nDCG@10 of the ranking the system would
-now serve to every query without exploration.
+:mod:`models.click_models`, and hands the impression and its clicks back to the system. A
+round's users arrive together (:func:`serve_round`): all are served before the system learns
+from any of them, and each round is served from everything learned before it, so a query's
+users never see a ranking that has not yet heard of its previous user. At each checkpoint (in
+sessions per query) it records nDCG@10 of the ranking the system would now serve to every
+query without exploration.
 
 The system is anything with the :class:`RankingSystem` verbs. :class:`OfflineSystem` runs
 the :class:`~models.online_ranker.OnlineRanker` and :class:`~models.exploration.SafeExplorer`
@@ -125,6 +128,19 @@ def mean_ndcg(queries: Sequence[SimQuery], system: RankingSystem) -> float:
     return float(np.mean([ndcg(q, system.exploit(q)) for q in queries]))
 
 
+def serve_round(system: RankingSystem, sessions: Sequence[tuple[SimQuery, str]]) -> list[list[str]]:
+    """Serve a round's users together: every ranking is made before any of their clicks is learned.
+
+    Users of different queries are in flight at once, as live traffic is, so the clicks of a
+    round are learned only after the whole round was served, in both modes: offline and
+    streaming then run the same experiment. A streaming system serves the round in one batch
+    (``serve_all``) once the learner has caught up with every earlier round.
+    """
+    if hasattr(system, "serve_all"):
+        return system.serve_all(sessions)
+    return [system.serve(query, session_id) for query, session_id in sessions]
+
+
 def simulate(
     queries: Sequence[SimQuery],
     system: RankingSystem,
@@ -147,10 +163,9 @@ def simulate(
     for round_ in range(1, sessions_per_query + 1):
         order = [queries[index] for index in rng.permutation(len(queries))]
         ids = [f"s{seed}-{round_}-{query.qid}" for query in order]
-        if hasattr(system, "begin_round"):  # a streaming system sends a round's users at once
-            system.begin_round(list(zip(order, ids, strict=True)))
-        for query, session_id in zip(order, ids, strict=True):
-            shown = system.serve(query, session_id)[:K]
+        rankings = serve_round(system, list(zip(order, ids, strict=True)))
+        for query, session_id, ranking in zip(order, ids, rankings, strict=True):
+            shown = ranking[:K]
             clicked = clicker.clicks(query.grades_of(shown), rng)
             system.feedback(query, session_id, shown, clicked)
             served.append(ndcg(query, shown))

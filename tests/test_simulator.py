@@ -52,6 +52,32 @@ def test_the_same_seed_gives_the_same_curve() -> None:
     assert run() == run()
 
 
+class Recorder(OfflineSystem):
+    """An offline system that logs which verb it was called with, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, str]] = []
+
+    def serve(self, query: SimQuery, session_id: str) -> list[str]:
+        self.log.append(("serve", session_id))
+        return super().serve(query, session_id)
+
+    def feedback(self, query: SimQuery, session_id: str, shown: list[str], clicked: list[int]):
+        self.log.append(("feedback", session_id))
+        super().feedback(query, session_id, shown, clicked)
+
+
+def test_a_round_is_served_before_its_clicks_are_learned_and_after_the_last_rounds() -> None:
+    system = Recorder()
+    simulate(toy_queries(n=3), system, "navigational", 4, [4], seed=1)
+    verbs = [verb for verb, _ in system.log]
+    # three users served together, then their three sessions learned, round after round
+    assert verbs == (["serve"] * 3 + ["feedback"] * 3) * 4
+    rounds = [{sid for _, sid in system.log[i : i + 6]} for i in range(0, 24, 6)]
+    assert all(len(r) == 3 for r in rounds)  # each round serves and learns the same sessions
+
+
 def test_sessions_become_valid_interaction_events_with_stable_ids() -> None:
     events = to_interactions("req-1", ["a", "b", "c"], [1], user_id="u")
     assert [(e.type, e.doc_id, e.position) for e in events] == [
