@@ -12,10 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import settings_env
 
+from models.online_ranker import Candidate as SimCandidate
+from models.simulator import SimQuery, dcg
 from streams.config import Settings
+from streams.simulate_stream import StreamingSystem
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +89,38 @@ def test_streaming_and_offline_simulations_agree(
     # up to int8 batching), the end within the noise of 60 sessions per query.
     assert abs(streaming["start_ndcg@10"] - offline["start_ndcg@10"]) < 0.03
     assert abs(streaming["final_ndcg@10"] - offline["final_ndcg@10"]) < 0.05
+
+
+def test_a_round_goes_out_only_after_the_learner_has_the_previous_one(
+    settings: Settings, start_worker
+) -> None:
+    """The streaming round waits for the learner: no query is served from a stale posterior.
+
+    Sessions close 3 s after their last event, far longer than serving a round takes, so a
+    round sent without waiting would find the previous round's sessions still open.
+    """
+    env = {
+        "STREAMRANK_PIPELINE": "first-stage",
+        "STREAMRANK_ONLINE_LEARNING": "true",
+        "STREAMRANK_SESSION_CLOSE_S": "3",
+        "STREAMRANK_LEARN_TICK_S": "0.2",
+    }
+    start_worker(env)
+    queries, texts = [], {}
+    for q in range(3):
+        docs = [SimCandidate(f"q{q}d{i}", first_stage=10.0 - i) for i in range(5)]
+        queries.append(SimQuery(f"q{q}", f"query {q}", docs, np.array([3, 0, 0, 0, 0]), dcg([3])))
+        texts[f"q{q}"] = (f"query {q}", [f"passage {i}" for i in range(5)])
+    system = StreamingSystem(settings.model_copy(update={"session_close_s": 3.0}), texts)
+    try:
+        for round_ in range(2):
+            sessions = [(query, f"r{round_}-{query.qid}") for query in queries]
+            rankings = system.serve_all(sessions)
+            # everything sent before this round had been learned when it was served
+            assert system._closed() - system.closed_at_start == system.sent_sessions
+            for (query, session_id), ranking in zip(sessions, rankings, strict=True):
+                assert sorted(ranking) == sorted(c.doc_id for c in query.candidates)
+                system.feedback(query, session_id, ranking[:5], [0])
+        assert system.sent_sessions == 6
+    finally:
+        system.close()
