@@ -80,7 +80,7 @@ class StreamingSystem:
         for partition in partitions:  # resolve the end offsets now, before anything is sent
             self.consumer.position(partition)
         self.sessions = SessionStore(redis_client(settings), settings)
-        self.closed_at_start = self._closed()
+        self.closed_at_start = _closed_total(self.sessions)
         self.sent_sessions = 0
 
     # -- the simulator's verbs ------------------------------------------------------------
@@ -125,18 +125,17 @@ class StreamingSystem:
         """Wait until the learner has closed every session this run sent."""
         self.producer.flush()
         deadline = time.monotonic() + self.timeout_s + self.settings.session_close_s
-        while self._closed() - self.closed_at_start < self.sent_sessions:
+        while self.sessions_closed() < self.sent_sessions:
             if time.monotonic() > deadline:
-                closed = self._closed() - self.closed_at_start
                 raise WorkerTimeout(
-                    f"the learner closed {closed} of {self.sent_sessions} sessions in time: "
-                    "is a worker with online learning running?"
+                    f"the learner closed {self.sessions_closed()} of {self.sent_sessions} "
+                    "sessions in time: is a worker with online learning running?"
                 )
             time.sleep(0.1)
 
-    def _closed(self) -> int:
-        counts = self.sessions.counts()
-        return sum(counts.get(name, 0) for name in CLOSED_COUNTERS)
+    def sessions_closed(self) -> int:
+        """How many sessions the learner has closed since this run began."""
+        return _closed_total(self.sessions) - self.closed_at_start
 
     def _id(self, session_id: str) -> str:
         return f"{self.nonce}-{session_id}"
@@ -179,6 +178,12 @@ class StreamingSystem:
     def close(self) -> None:
         self.producer.close()
         self.consumer.close()
+
+
+def _closed_total(sessions: SessionStore) -> int:
+    """Sessions the learner has closed so far: learned, replayed, empty or expired."""
+    counts = sessions.counts()
+    return sum(counts.get(name, 0) for name in CLOSED_COUNTERS)
 
 
 def streaming_system_factory(settings: Settings, candidates_path: str) -> StreamingSystem:

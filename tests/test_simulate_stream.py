@@ -117,7 +117,7 @@ def test_a_round_goes_out_only_after_the_learner_has_the_previous_one(
             sessions = [(query, f"r{round_}-{query.qid}") for query in queries]
             rankings = system.serve_all(sessions)
             # everything sent before this round had been learned when it was served
-            assert system._closed() - system.closed_at_start == system.sent_sessions
+            assert system.sessions_closed() == system.sent_sessions
             for (query, session_id), ranking in zip(sessions, rankings, strict=True):
                 assert sorted(ranking) == sorted(c.doc_id for c in query.candidates)
                 system.feedback(query, session_id, ranking[:5], [0])
