@@ -66,6 +66,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,17 +143,11 @@ class SafeExplorer:
         k = min(self.k, len(exploit))
         if interventions and k > 1 and self.rng.random() < self.shuffle_probability:
             order = np.concatenate([self.rng.permutation(exploit[:k]), exploit[k:]])
-            return Served(order, True, _loss(scored, exploit, order, k), randomized=True)
+            return Served(order, True, _loss_against(scored, exploit, k)(order), randomized=True)
         if k == 0 or self.max_loss == 0.0:
             return Served(exploit, False, 0.0)
-        gains = np.maximum(scored.mean - scored.mean.min(), 0.0)
-        discount = _discount(k)
         ref = exploit if self.reference == "exploit" else np.argsort(-scored.base, kind="stable")
-        best = float(gains[ref[:k]] @ discount)
-
-        def loss(order: np.ndarray) -> float:
-            return 0.0 if best <= 0 else max(0.0, 1.0 - float(gains[order[:k]] @ discount) / best)
-
+        loss = _loss_against(scored, ref, k)
         order = self._proposal(scored, exploit, k)
         for fixed in range(k + 1):  # repair: take the top from exploit until the bound holds
             candidate = _with_prefix(exploit[:fixed], order)
@@ -228,11 +223,16 @@ def _dcg_with_one_more(others: np.ndarray, levels: np.ndarray, discount: np.ndar
     return above[slot] + levels * discount[slot] + below[m] - below[slot]
 
 
-def _loss(scored: Scored, exploit: np.ndarray, order: np.ndarray, k: int) -> float:
+def _loss_against(scored: Scored, reference: np.ndarray, k: int) -> Callable[[np.ndarray], float]:
+    """The bound's measure: an order's relative DCG@k loss against ``reference``."""
     gains = np.maximum(scored.mean - scored.mean.min(), 0.0)
     discount = _discount(k)
-    best = float(gains[exploit[:k]] @ discount)
-    return 0.0 if best <= 0 else max(0.0, 1.0 - float(gains[order[:k]] @ discount) / best)
+    best = float(gains[reference[:k]] @ discount)
+
+    def loss(order: np.ndarray) -> float:
+        return 0.0 if best <= 0 else max(0.0, 1.0 - float(gains[order[:k]] @ discount) / best)
+
+    return loss
 
 
 def _discount(k: int) -> np.ndarray:
