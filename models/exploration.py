@@ -19,7 +19,7 @@ documents it is unsure about. :class:`SafeExplorer` does it in three steps:
 
    Measured on DL19 (200 sessions per query, the cross-encoder as the start, seeds 0-5 and
    6-11, the simulator then learning each session before the next user; with a round's
-   users served together, informational users reach 0.8693 over 30 seeds, see
+   users served together, informational users reach 0.8691 over 60 seeds, see
    docs/learning.md), against the former order, p(1 - p) with p the share of 16 Thompson
    draws that put the document in the top ``k`` (which treats every place in the top ``k``
    alike): informational users 0.8615 -> 0.8724 and 0.8638 -> 0.8701 nDCG@10, navigational
