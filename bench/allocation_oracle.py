@@ -1,0 +1,172 @@
+"""How much could better-placed looks win? An oracle explorer against the default one.
+
+A diagnostic for docs/learning.md ("What limits informational users"), never a product
+setting. The oracle explorer is told the true grades; the learner is not. In every list it
+shows first, in random order, the candidates that are *misplaced*:
+
+- *missing*: outside the exploit top ``k``, with a grade that belongs in the ideal top ``k``;
+- *intruders*: inside it, with a grade that does not.
+
+Below those come the default explorer's choices in its own order (a Thompson draw, ordered by
+look value), and the same loss bound repairs the list. Every variant runs the offline
+simulator with the ``streamrank simulate --offline`` defaults on the same queries and seeds.
+For each it also reports the ``set`` figure: nDCG@10 of the learner's final top ten put in
+the order of its true grades. Where that is above ``final``, the loss is in the order within
+the top ten; where it is below the ideal, the loss is in which passages made the top ten.
+
+Prints one JSON object: per variant, each seed's final nDCG@10, the mean, median and standard
+error, and the difference of means against ``default``. Seeds do not pair runs (the first
+list that differs changes every later draw), so compare means, not seed by seed.
+
+Example: python bench/allocation_oracle.py --seeds 0-11 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import Progress
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.corpus import CACHE_DIR
+from models.exploration import SafeExplorer, _with_prefix
+from models.online_ranker import OnlineRanker, RankerConfig, Scored
+from models.simulate_cli import cached_scores, cross_encoder_scorer
+from models.simulator import K, OfflineSystem, SimQuery, dcg, load_queries, simulate
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl-2019"
+VARIANTS = {
+    # name: (kinds of misplaced candidates shown first, max_loss: 0.3 is the simulator's)
+    "default": ((), 0.3),
+    "oracle": (("missing", "intruders"), 0.3),
+    "oracle-unbounded": (("missing", "intruders"), 1.0),
+    "intruders-unbounded": (("intruders",), 1.0),
+    "missing-unbounded": (("missing",), 1.0),
+}
+
+
+class OracleExplorer(SafeExplorer):
+    """The default explorer, told the true grades (``grades``: query text -> doc -> grade)."""
+
+    def __init__(self, grades: dict[str, dict[str, int]], kinds: Sequence[str], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.grades = grades
+        self.kinds = kinds
+
+    def _proposal(self, scored: Scored, exploit: np.ndarray, k: int) -> np.ndarray:
+        default = super()._proposal(scored, exploit, k)
+        grade = np.array([self.grades[scored.query][d] for d in scored.docs])
+        top = exploit[:k]
+        border = np.sort(grade)[::-1][k - 1]  # the grade the ideal top k reaches down to
+        missing = [d for d in exploit[k:] if grade[d] >= border and grade[d] > grade[top].min()]
+        intruders = [d for d in top if grade[d] < border]
+        forced = np.array(
+            (missing if "missing" in self.kinds else [])
+            + (intruders if "intruders" in self.kinds else []),
+            dtype=int,
+        )
+        self.rng.shuffle(forced)
+        return _with_prefix(forced[:k], default)
+
+
+def run_one(queries: list[SimQuery], variant: str, seed: int, sessions: int, user: str) -> dict:
+    """One simulation: final nDCG@10 and the ``set`` figure of the learner's top tens."""
+    kinds, max_loss = VARIANTS[variant]
+    grades = {
+        q.text: {c.doc_id: int(g) for c, g in zip(q.candidates, q.grades, strict=True)}
+        for q in queries
+    }
+    explorer = OracleExplorer(grades, kinds, k=K, max_loss=max_loss, seed=seed)
+    system = OfflineSystem(OnlineRanker(config=RankerConfig(seed=seed)), explorer)
+    result = simulate(queries, system, user, sessions, [sessions], seed)
+    reordered = [
+        dcg(sorted(q.grades_of(system.exploit(q)[:K]), reverse=True)) / q.ideal_dcg
+        for q in queries
+        if q.ideal_dcg > 0
+    ]
+    final = result["final_ndcg@10"]
+    return {"variant": variant, "seed": seed, "final": final, "set": float(np.mean(reordered))}
+
+
+def summarize(rows: list[dict], variants: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for variant in variants:
+        finals = [r["final"] for r in rows if r["variant"] == variant]
+        out[variant] = {
+            "final_ndcg@10": [round(x, 4) for x in finals],
+            "mean": round(statistics.fmean(finals), 4),
+            "median": round(statistics.median(finals), 4),
+            "standard_error": round(statistics.stdev(finals) / len(finals) ** 0.5, 4)
+            if len(finals) > 1
+            else None,
+            "set_mean": round(
+                statistics.fmean(r["set"] for r in rows if r["variant"] == variant), 4
+            ),
+        }
+    if "default" in out:
+        for variant in variants:
+            out[variant]["minus_default"] = round(out[variant]["mean"] - out["default"]["mean"], 4)
+    return out
+
+
+def seed_range(text: str) -> list[int]:
+    """``0-11`` or ``0,3,5``."""
+    if "-" in text:
+        low, high = text.split("-")
+        return list(range(int(low), int(high) + 1))
+    return [int(x) for x in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", type=Path, default=DATA / "bm25-top100.json")
+    parser.add_argument("--qrels", type=Path, default=DATA / "qrels.txt")
+    parser.add_argument("--click-model", default="informational")
+    parser.add_argument("--sessions-per-query", type=int, default=200)
+    parser.add_argument("--seeds", type=seed_range, default=seed_range("0-11"))
+    parser.add_argument("--variants", default="default,oracle,oracle-unbounded")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", action="store_true", help="Print one JSON object (always).")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
+    if not args.candidates.exists():
+        parser.error(f"{args.candidates} not found: pass --candidates and --qrels")
+    model_dir = Path(os.environ.get("STREAMRANK_MODEL_DIR", CACHE_DIR / "models"))
+    scores = cached_scores(args.candidates, lambda: cross_encoder_scorer(model_dir))
+    queries = load_queries(args.candidates, args.qrels, scores)
+    jobs = [(v, s) for s in args.seeds for v in variants]
+    rows = []
+    with ProcessPoolExecutor(args.processes) as pool, Progress(transient=True) as bar:
+        task = bar.add_task("simulations", total=len(jobs))
+        futures = [
+            pool.submit(run_one, queries, v, s, args.sessions_per_query, args.click_model)
+            for v, s in jobs
+        ]
+        for future in futures:
+            rows.append(future.result())
+            bar.advance(task)
+    report = {
+        "candidates": str(args.candidates),
+        "click_model": args.click_model,
+        "sessions_per_query": args.sessions_per_query,
+        "seeds": args.seeds,
+        "variants": summarize(rows, variants),
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
