@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -99,23 +100,22 @@ def run_one(queries: list[SimQuery], variant: str, seed: int, sessions: int, use
 
 
 def summarize(rows: list[dict], variants: Sequence[str]) -> dict[str, Any]:
+    """Per variant: each seed's final nDCG@10, their mean, median and standard error."""
+    means = {v: statistics.fmean(r["final"] for r in rows if r["variant"] == v) for v in variants}
     out: dict[str, Any] = {}
     for variant in variants:
-        finals = [r["final"] for r in rows if r["variant"] == variant]
+        mine = [r for r in rows if r["variant"] == variant]
+        finals = [r["final"] for r in mine]
+        error = statistics.stdev(finals) / len(finals) ** 0.5 if len(finals) > 1 else None
         out[variant] = {
             "final_ndcg@10": [round(x, 4) for x in finals],
-            "mean": round(statistics.fmean(finals), 4),
+            "mean": round(means[variant], 4),
             "median": round(statistics.median(finals), 4),
-            "standard_error": round(statistics.stdev(finals) / len(finals) ** 0.5, 4)
-            if len(finals) > 1
-            else None,
-            "set_mean": round(
-                statistics.fmean(r["set"] for r in rows if r["variant"] == variant), 4
-            ),
+            "standard_error": None if error is None else round(error, 4),
+            "set_mean": round(statistics.fmean(r["set"] for r in mine), 4),
         }
-    if "default" in out:
-        for variant in variants:
-            out[variant]["minus_default"] = round(out[variant]["mean"] - out["default"]["mean"], 4)
+        if "default" in means:
+            out[variant]["minus_default"] = round(means[variant] - means["default"], 4)
     return out
 
 
@@ -149,7 +149,10 @@ def main() -> None:
     queries = load_queries(args.candidates, args.qrels, scores)
     jobs = [(v, s) for s in args.seeds for v in variants]
     rows = []
-    with ProcessPoolExecutor(args.processes) as pool, Progress(transient=True) as bar:
+    with (
+        ProcessPoolExecutor(args.processes) as pool,
+        Progress(console=Console(stderr=True), transient=True) as bar,
+    ):
         task = bar.add_task("simulations", total=len(jobs))
         futures = [
             pool.submit(run_one, queries, v, s, args.sessions_per_query, args.click_model)
