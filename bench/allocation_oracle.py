@@ -39,7 +39,7 @@ from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.corpus import CACHE_DIR
+from models.cli import default_model_dir
 from models.exploration import SafeExplorer, _with_prefix
 from models.online_ranker import OnlineRanker, RankerConfig, Scored
 from models.simulate_cli import cached_scores, cross_encoder_scorer
@@ -57,16 +57,16 @@ VARIANTS = {
 
 
 class OracleExplorer(SafeExplorer):
-    """The default explorer, told the true grades (``grades``: query text -> doc -> grade)."""
+    """The default explorer, told the true grades (``queries``: the simulated ones by text)."""
 
-    def __init__(self, grades: dict[str, dict[str, int]], kinds: Sequence[str], **kwargs: Any):
+    def __init__(self, queries: Sequence[SimQuery], kinds: Sequence[str], **kwargs: Any):
         super().__init__(**kwargs)
-        self.grades = grades
+        self.queries = {q.text: q for q in queries}
         self.kinds = kinds
 
     def _proposal(self, scored: Scored, exploit: np.ndarray, k: int) -> np.ndarray:
         default = super()._proposal(scored, exploit, k)
-        grade = np.array([self.grades[scored.query][d] for d in scored.docs])
+        grade = np.array(self.queries[scored.query].grades_of(scored.docs))
         top = exploit[:k]
         border = np.sort(grade)[::-1][k - 1]  # the grade the ideal top k reaches down to
         missing = [d for d in exploit[k:] if grade[d] >= border and grade[d] > grade[top].min()]
@@ -83,11 +83,7 @@ class OracleExplorer(SafeExplorer):
 def run_one(queries: list[SimQuery], variant: str, seed: int, sessions: int, user: str) -> dict:
     """One simulation: final nDCG@10 and the ``set`` figure of the learner's top tens."""
     kinds, max_loss = VARIANTS[variant]
-    grades = {
-        q.text: {c.doc_id: int(g) for c, g in zip(q.candidates, q.grades, strict=True)}
-        for q in queries
-    }
-    explorer = OracleExplorer(grades, kinds, k=K, max_loss=max_loss, seed=seed)
+    explorer = OracleExplorer(queries, kinds, k=K, max_loss=max_loss, seed=seed)
     system = OfflineSystem(OnlineRanker(config=RankerConfig(seed=seed)), explorer)
     result = simulate(queries, system, user, sessions, [sessions], seed)
     reordered = [
@@ -101,10 +97,10 @@ def run_one(queries: list[SimQuery], variant: str, seed: int, sessions: int, use
 
 def summarize(rows: list[dict], variants: Sequence[str]) -> dict[str, Any]:
     """Per variant: each seed's final nDCG@10, their mean, median and standard error."""
-    means = {v: statistics.fmean(r["final"] for r in rows if r["variant"] == v) for v in variants}
+    by_variant = {v: [r for r in rows if r["variant"] == v] for v in variants}
+    means = {v: statistics.fmean(r["final"] for r in mine) for v, mine in by_variant.items()}
     out: dict[str, Any] = {}
-    for variant in variants:
-        mine = [r for r in rows if r["variant"] == variant]
+    for variant, mine in by_variant.items():
         finals = [r["final"] for r in mine]
         error = statistics.stdev(finals) / len(finals) ** 0.5 if len(finals) > 1 else None
         out[variant] = {
@@ -144,8 +140,7 @@ def main() -> None:
         parser.error(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
     if not args.candidates.exists():
         parser.error(f"{args.candidates} not found: pass --candidates and --qrels")
-    model_dir = Path(os.environ.get("STREAMRANK_MODEL_DIR", CACHE_DIR / "models"))
-    scores = cached_scores(args.candidates, lambda: cross_encoder_scorer(model_dir))
+    scores = cached_scores(args.candidates, lambda: cross_encoder_scorer(default_model_dir()))
     queries = load_queries(args.candidates, args.qrels, scores)
     jobs = [(v, s) for s in args.seeds for v in variants]
     rows = []
