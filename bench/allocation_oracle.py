@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -39,6 +38,7 @@ from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.seeds import seed_range, summarize
 from models.cli import default_model_dir
 from models.exploration import SafeExplorer, _with_prefix
 from models.online_ranker import OnlineRanker, RankerConfig, Scored
@@ -95,34 +95,6 @@ def run_one(queries: list[SimQuery], variant: str, seed: int, sessions: int, use
     return {"variant": variant, "seed": seed, "final": final, "set": float(np.mean(reordered))}
 
 
-def summarize(rows: list[dict], variants: Sequence[str]) -> dict[str, Any]:
-    """Per variant: each seed's final nDCG@10, their mean, median and standard error."""
-    by_variant = {v: [r for r in rows if r["variant"] == v] for v in variants}
-    means = {v: statistics.fmean(r["final"] for r in mine) for v, mine in by_variant.items()}
-    out: dict[str, Any] = {}
-    for variant, mine in by_variant.items():
-        finals = [r["final"] for r in mine]
-        error = statistics.stdev(finals) / len(finals) ** 0.5 if len(finals) > 1 else None
-        out[variant] = {
-            "final_ndcg@10": [round(x, 4) for x in finals],
-            "mean": round(means[variant], 4),
-            "median": round(statistics.median(finals), 4),
-            "standard_error": None if error is None else round(error, 4),
-            "set_mean": round(statistics.fmean(r["set"] for r in mine), 4),
-        }
-        if "default" in means:
-            out[variant]["minus_default"] = round(means[variant] - means["default"], 4)
-    return out
-
-
-def seed_range(text: str) -> list[int]:
-    """``0-11`` or ``0,3,5``."""
-    if "-" in text:
-        low, high = text.split("-")
-        return list(range(int(low), int(high) + 1))
-    return [int(x) for x in text.split(",")]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=Path, default=DATA / "bm25-top100.json")
@@ -161,7 +133,7 @@ def main() -> None:
         "click_model": args.click_model,
         "sessions_per_query": args.sessions_per_query,
         "seeds": args.seeds,
-        "variants": summarize(rows, variants),
+        "variants": summarize(rows, variants, "default"),
     }
     print(json.dumps(report))
 

@@ -513,7 +513,7 @@ class OnlineRanker:
     ) -> Scored:
         """The posterior for every candidate of one request (the ``predict`` verb)."""
         docs = [c.doc_id for c in candidates]
-        base = _base_scores(candidates)
+        base = base_scores(candidates)
         stats = self.store.pair_stats(query, docs)
         table = self._features(candidates, user or {}, stats)
         log_prior = self.prior.log_proba(table)
@@ -675,7 +675,7 @@ class OnlineRanker:
         self, candidates: Sequence[Candidate], user: Mapping[str, float], stats: Sequence[Stats]
     ) -> FeatureTable:
         n = len(candidates)
-        columns: dict[str, np.ndarray] = {"base_z": _list_features(_base_scores(candidates))[0]}
+        columns: dict[str, np.ndarray] = {"base_z": _list_features(base_scores(candidates))[0]}
         for kind in SCORE_KINDS:
             values = [getattr(c, kind) for c in candidates]
             if all(v is None for v in values):
@@ -833,7 +833,7 @@ def _mix(joints: Mapping[str, tuple[float, np.ndarray]]) -> np.ndarray:
     return sum(weight * joint for weight, joint in parts)
 
 
-def _base_scores(candidates: Sequence[Candidate]) -> np.ndarray:
+def base_scores(candidates: Sequence[Candidate]) -> np.ndarray:
     """The starting ranker's score: cross-encoder, else dense, else first stage, else order."""
     for kind in SCORE_KINDS:
         values = [getattr(c, kind) for c in candidates]

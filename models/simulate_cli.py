@@ -32,6 +32,7 @@ from models.corpus import CACHE_DIR
 from models.exploration import SafeExplorer
 from models.online_ranker import OnlineRanker, RankerConfig
 from models.simulator import K, OfflineSystem, RankingSystem, load_queries, passages, simulate
+from streams.config import get_settings
 
 Scorer = Callable[[str, Sequence[str]], Sequence[float]]
 """(query, passages) -> one relevance score per passage."""
@@ -39,7 +40,6 @@ Scorer = Callable[[str, Sequence[str]], Sequence[float]]
 
 def streaming_system(candidates: Path, errors: Console) -> RankingSystem:
     """The real broker, workers and Redis as the system (:mod:`streams.simulate_stream`)."""
-    from streams.config import get_settings
     from streams.simulate_stream import StreamingSystem
     from streams.topics import UNREACHABLE
 
@@ -53,6 +53,13 @@ def streaming_system(candidates: Path, errors: Console) -> RankingSystem:
             "(`streamrank worker`), or add --offline"
         )
         sys.exit(2)
+
+
+def offline_system(seed: int, max_loss: float, top_k: int | None) -> OfflineSystem:
+    """The system ``--offline`` runs: a fresh online ranker and explorer, seeded."""
+    return OfflineSystem(
+        OnlineRanker(config=RankerConfig(seed=seed)), SafeExplorer(K, max_loss, seed=seed), top_k
+    )
 
 
 class ScorerUnavailable(RuntimeError):
@@ -207,6 +214,14 @@ def summary_table(result: dict[str, Any]) -> Table:
     help="Exploration bound: largest estimated DCG@10 loss against exploit (--offline; a "
     "streaming run uses the worker's STREAMRANK_EXPLORATION_MAX_LOSS).",
 )
+@click.option(
+    "--online-top-k",
+    type=click.IntRange(1),
+    default=lambda: get_settings().online_top_k,
+    show_default="the worker's STREAMRANK_ONLINE_TOP_K, 50",
+    help="How many of the starting ranker's best candidates the online ranker orders, as a "
+    "worker does (--offline; a streaming run uses the worker's own setting).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--plot",
@@ -226,6 +241,7 @@ def simulate_command(
     start: str,
     model_dir: Path,
     max_loss: float,
+    online_top_k: int,
     as_json: bool,
     plot: Path | None,
 ) -> None:
@@ -246,9 +262,7 @@ def simulate_command(
     if not queries:
         raise click.UsageError(f"no query of {candidates} has judgments in {qrels}")
     if offline:
-        system: RankingSystem = OfflineSystem(
-            OnlineRanker(config=RankerConfig(seed=seed)), SafeExplorer(K, max_loss, seed=seed)
-        )
+        system: RankingSystem = offline_system(seed, max_loss, online_top_k)
     else:
         system = streaming_system(candidates, errors)
     with Progress(
@@ -271,6 +285,8 @@ def simulate_command(
             eta=eta,
         )
     result["start"] = start
+    if offline:
+        result["online_top_k"] = online_top_k
     if plot:
         plot_curve([result], plot)
         result["plot"] = str(plot)

@@ -39,7 +39,7 @@ import numpy as np
 from models.click_models import click_model
 from models.corpus import read_qrels
 from models.exploration import SafeExplorer, Served
-from models.online_ranker import Candidate, OnlineRanker, Scored
+from models.online_ranker import Candidate, OnlineRanker, Scored, base_scores
 from streams.events import Interaction
 
 K = 10
@@ -79,21 +79,31 @@ class RankingSystem(Protocol):
 
 
 class OfflineSystem:
-    """The online ranker and safe explorer in-process (``streamrank simulate --offline``)."""
+    """The online ranker and safe explorer in-process (``streamrank simulate --offline``).
+
+    ``top_k``: how many of the starting ranker's best candidates the online ranker orders, as
+    a worker hands it the cascade's top ``STREAMRANK_ONLINE_TOP_K``; the rest follow in the
+    starting ranker's order. None: every candidate.
+    """
 
     def __init__(
-        self, ranker: OnlineRanker | None = None, explorer: SafeExplorer | None = None
+        self,
+        ranker: OnlineRanker | None = None,
+        explorer: SafeExplorer | None = None,
+        top_k: int | None = None,
     ) -> None:
         self.ranker = ranker or OnlineRanker()
         self.explorer = explorer or SafeExplorer(k=K, seed=0)
+        self.top_k = top_k
         self._pending: dict[str, tuple[Scored, Served]] = {}
 
     def serve(self, query: SimQuery, session_id: str) -> list[str]:
-        scored = self.ranker.score_one(query.text, query.candidates)
+        top, rest = self._split(query)
+        scored = self.ranker.score_one(query.text, top)
         wanted = self.ranker.position_bias.wants_interventions
         served = self.explorer.rank_one(scored, interventions=wanted)
         self._pending[session_id] = (scored, served)
-        return [scored.docs[i] for i in served.order]
+        return [scored.docs[i] for i in served.order] + rest
 
     def feedback(self, query: SimQuery, session_id: str, shown: list[str], clicked: list[int]):
         scored, served = self._pending.pop(session_id)
@@ -103,10 +113,19 @@ class OfflineSystem:
         self.ranker.learn_one(impression)
 
     def exploit(self, query: SimQuery) -> list[str]:
-        return self.ranker.rank_one(query.text, query.candidates)
+        top, rest = self._split(query)
+        return self.ranker.rank_one(query.text, top) + rest
 
     def propensities(self) -> list[float]:
         return self.ranker.position_bias.estimates()
+
+    def _split(self, query: SimQuery) -> tuple[list[Candidate], list[str]]:
+        """The candidates the online ranker orders, and the ids of the rest in the start's order."""
+        if self.top_k is None or self.top_k >= len(query.candidates):
+            return query.candidates, []
+        order = np.argsort(-base_scores(query.candidates), kind="stable")
+        top = [query.candidates[i] for i in sorted(order[: self.top_k])]  # in their given order
+        return top, [query.candidates[i].doc_id for i in order[self.top_k :]]
 
 
 def dcg(grades: Sequence[float], k: int = K) -> float:

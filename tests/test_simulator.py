@@ -14,6 +14,7 @@ from models.exploration import SafeExplorer
 from models.online_ranker import Candidate, OnlineRanker
 from models.simulate_cli import CACHE_DIR, NamedScorer, cached_scores, read_scores, simulate_command
 from models.simulator import OfflineSystem, SimQuery, dcg, load_queries, simulate, to_interactions
+from streams.config import get_settings
 from streams.events import Limits, decode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +51,18 @@ def test_the_same_seed_gives_the_same_curve() -> None:
         return simulate(toy_queries(), system, "informational", 20, [10, 20], seed=5)
 
     assert run() == run()
+
+
+def test_the_online_ranker_orders_only_the_starting_rankers_top_k() -> None:
+    queries = toy_queries(n=2, size=30)
+    system = OfflineSystem(OnlineRanker(), SafeExplorer(max_loss=1.0, seed=2), top_k=12)
+    simulate(queries, system, "navigational", 30, [30], seed=2)
+    for query in queries:
+        start = [c.doc_id for c in sorted(query.candidates, key=lambda c: -c.ce)]
+        for ranking in (system.serve(query, "s"), system.exploit(query)):
+            assert sorted(ranking[:12]) == sorted(start[:12])  # re-ordered, never replaced
+            assert ranking[12:] == start[12:]  # the rest in the starting ranker's order
+        assert system.exploit(query)[:12] != start[:12]  # the clicks did move the top
 
 
 class Recorder(OfflineSystem):
@@ -123,6 +136,7 @@ def test_the_cli_prints_json_and_writes_the_plot(tmp_path: Path) -> None:
     out = json.loads(result.output)
     assert set(out) >= KEYS and len(out["propensities"]) == 10
     assert [c["sessions_per_query"] for c in out["checkpoints"]] == [5, 10, 20]
+    assert out["online_top_k"] == get_settings().online_top_k  # a worker's default
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = CliRunner().invoke(simulate_command, args[:-3])
     assert table.exit_code == 0 and "nDCG@10" in table.output
@@ -131,8 +145,6 @@ def test_the_cli_prints_json_and_writes_the_plot(tmp_path: Path) -> None:
 def test_the_streaming_mode_says_how_to_start_the_broker(tmp_path: Path, monkeypatch) -> None:
     candidates, qrels = write_toy_files(tmp_path)
     monkeypatch.setenv("STREAMRANK_KAFKA_BOOTSTRAP", "127.0.0.1:1")  # nothing listens there
-    from streams.config import get_settings
-
     get_settings.cache_clear()
     args = ["--candidates", str(candidates), "--qrels", str(qrels), "--start", "first-stage"]
     try:

@@ -1,0 +1,101 @@
+"""The offline simulator over many seeds, for several sizes of the list the online ranker orders.
+
+A worker hands the online ranker the cascade's top ``STREAMRANK_ONLINE_TOP_K`` (50 by default)
+and serves the rest in the cascade's order; ``streamrank simulate --offline --online-top-k K``
+does the same with the starting ranker's top ``K``. This bench runs that command's system
+(``models.simulate_cli.offline_system``) for every seed and every ``K`` given, in one run, and
+prints one JSON object: per ``K``, each seed's final nDCG@10, mean, median, standard error,
+the difference of means against the first ``K`` given (the baseline), the mean nDCG@10 of
+the lists users saw, and the lowest checkpoint of any seed.
+
+Example: python bench/simulate_seeds.py --online-top-k 100,50 --seeds 0-59 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.seeds import seed_range, summarize
+from models.cli import default_model_dir
+from models.simulate_cli import cached_scores, cross_encoder_scorer, offline_system
+from models.simulator import SimQuery, load_queries, simulate
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl-2019"
+CHECKPOINTS = [5, 10, 25, 50, 100, 200]
+
+
+def run_one(
+    queries: list[SimQuery], top_k: int, seed: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One ``streamrank simulate --offline`` run."""
+    system = offline_system(seed, args.max_loss, top_k)
+    marks = [c for c in CHECKPOINTS if c < args.sessions_per_query] + [args.sessions_per_query]
+    result = simulate(queries, system, args.click_model, args.sessions_per_query, marks, seed)
+    return {
+        "variant": f"top_k={top_k}",
+        "seed": seed,
+        "final": result["final_ndcg@10"],
+        "served": result["served_ndcg@10"],
+        "lowest": result["min_ndcg@10"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", type=Path, default=DATA / "bm25-top100.json")
+    parser.add_argument("--qrels", type=Path, default=DATA / "qrels.txt")
+    parser.add_argument("--click-model", default="informational")
+    parser.add_argument("--sessions-per-query", type=int, default=200)
+    parser.add_argument("--max-loss", type=float, default=0.3)
+    parser.add_argument("--online-top-k", default="100,50", help="Comma-separated; first: baseline")
+    parser.add_argument("--seeds", type=seed_range, default=seed_range("0-11"))
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", action="store_true", help="Print one JSON object (always).")
+    args = parser.parse_args()
+    sizes = [int(k) for k in args.online_top_k.split(",")]
+    if not args.candidates.exists():
+        parser.error(f"{args.candidates} not found: pass --candidates and --qrels")
+    scores = cached_scores(args.candidates, lambda: cross_encoder_scorer(default_model_dir()))
+    queries = load_queries(args.candidates, args.qrels, scores)
+    jobs = [(k, s) for s in args.seeds for k in sizes]
+    with (
+        ProcessPoolExecutor(args.processes) as pool,
+        Progress(console=Console(stderr=True), transient=True) as bar,
+    ):
+        task = bar.add_task("simulations", total=len(jobs))
+        futures = [pool.submit(run_one, queries, k, s, args) for k, s in jobs]
+        rows = []
+        for future in futures:
+            rows.append(future.result())
+            bar.advance(task)
+    variants = [f"top_k={k}" for k in sizes]
+    summary = summarize(rows, variants, variants[0])
+    for variant in variants:
+        mine = [r for r in rows if r["variant"] == variant]
+        summary[variant]["served_mean"] = round(float(np.mean([r["served"] for r in mine])), 4)
+        summary[variant]["lowest_checkpoint"] = round(min(r["lowest"] for r in mine), 4)
+    report = {
+        "candidates": str(args.candidates),
+        "click_model": args.click_model,
+        "sessions_per_query": args.sessions_per_query,
+        "max_loss": args.max_loss,
+        "seeds": args.seeds,
+        "variants": summary,
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
