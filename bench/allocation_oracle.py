@@ -9,7 +9,9 @@ shows first, in random order, the candidates that are *misplaced*:
 
 Below those come the default explorer's choices in its own order (a Thompson draw, ordered by
 look value), and the same loss bound repairs the list. Every variant runs the offline
-simulator with the ``streamrank simulate --offline`` defaults on the same queries and seeds.
+simulator with the ``streamrank simulate --offline`` defaults on the same queries and seeds,
+except that the online ranker orders all the candidates (``--online-top-k 100`` on DL19, as
+the simulator did when these figures were taken; its default is now the worker's 50).
 For each it also reports the ``set`` figure: nDCG@10 of the learner's final top ten put in
 the order of its true grades. Where that is above ``final``, the loss is in the order within
 the top ten; where it is below the ideal, the loss is in which passages made the top ten.

@@ -6,7 +6,11 @@ does the same with the starting ranker's top ``K``. This bench runs that command
 (``models.simulate_cli.offline_system``) for every seed and every ``K`` given, in one run, and
 prints one JSON object: per ``K``, each seed's final nDCG@10, mean, median, standard error,
 the difference of means against the first ``K`` given (the baseline), the mean nDCG@10 of
-the lists users saw, and the lowest checkpoint of any seed.
+the lists users saw, and the lowest checkpoint of any seed. What the final top tens hold,
+summed over seeds and queries: ``intruders``, places held by a passage whose grade does not
+belong in the ideal top ten; ``places_beyond`` and ``intruders_beyond``, places and intruders
+taken by candidates the smallest ``K`` given leaves out. ``set_mean``: the top tens put in
+the order of their true grades (below ``final``'s mean is lost to the order within them).
 
 Example: python bench/simulate_seeds.py --online-top-k 100,50 --seeds 0-59 --json
 """
@@ -29,27 +33,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.seeds import seed_range, summarize
 from models.cli import default_model_dir
+from models.online_ranker import base_scores
 from models.simulate_cli import cached_scores, cross_encoder_scorer, offline_system
-from models.simulator import SimQuery, load_queries, simulate
+from models.simulator import K, SimQuery, dcg, load_queries, simulate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl-2019"
 CHECKPOINTS = [5, 10, 25, 50, 100, 200]
 
 
 def run_one(
-    queries: list[SimQuery], top_k: int, seed: int, args: argparse.Namespace
+    queries: list[SimQuery], top_k: int, seed: int, args: argparse.Namespace, smallest: int
 ) -> dict[str, Any]:
-    """One ``streamrank simulate --offline`` run."""
+    """One ``streamrank simulate --offline`` run, and what its final top tens hold."""
     system = offline_system(seed, args.max_loss, top_k)
     marks = [c for c in CHECKPOINTS if c < args.sessions_per_query] + [args.sessions_per_query]
     result = simulate(queries, system, args.click_model, args.sessions_per_query, marks, seed)
-    return {
+    row = {
         "variant": f"top_k={top_k}",
         "seed": seed,
         "final": result["final_ndcg@10"],
         "served": result["served_ndcg@10"],
         "lowest": result["min_ndcg@10"],
+        "set": 0.0,
+        "intruders": 0,
+        "places_beyond": 0,
+        "intruders_beyond": 0,
     }
+    for query in queries:
+        top = system.exploit(query)[:K]
+        grades = query.grades_of(top)
+        row["set"] += dcg(sorted(grades, reverse=True)) / query.ideal_dcg / len(queries)
+        border = np.sort(query.grades)[::-1][K - 1]  # the grade the ideal top ten reaches
+        start = np.argsort(-base_scores(query.candidates), kind="stable")
+        beyond = {query.candidates[i].doc_id for i in start[smallest:]}
+        for doc, grade in zip(top, grades, strict=True):
+            row["intruders"] += int(grade < border)
+            row["places_beyond"] += int(doc in beyond)
+            row["intruders_beyond"] += int(doc in beyond and grade < border)
+    return row
 
 
 def main() -> None:
@@ -75,7 +96,7 @@ def main() -> None:
         Progress(console=Console(stderr=True), transient=True) as bar,
     ):
         task = bar.add_task("simulations", total=len(jobs))
-        futures = [pool.submit(run_one, queries, k, s, args) for k, s in jobs]
+        futures = [pool.submit(run_one, queries, k, s, args, min(sizes)) for k, s in jobs]
         rows = []
         for future in futures:
             rows.append(future.result())
@@ -86,6 +107,8 @@ def main() -> None:
         mine = [r for r in rows if r["variant"] == variant]
         summary[variant]["served_mean"] = round(float(np.mean([r["served"] for r in mine])), 4)
         summary[variant]["lowest_checkpoint"] = round(min(r["lowest"] for r in mine), 4)
+        for count in ("intruders", "places_beyond", "intruders_beyond"):
+            summary[variant][count] = sum(r[count] for r in mine)
     report = {
         "candidates": str(args.candidates),
         "click_model": args.click_model,

@@ -74,9 +74,8 @@ def test_streaming_and_offline_simulations_agree(
         "STREAMRANK_ONLINE_LEARNING": "true",
         "STREAMRANK_SESSION_CLOSE_S": "0.5",
         "STREAMRANK_LEARN_TICK_S": "0.2",
-        # the offline simulator's defaults: explore within a 0.3 DCG loss over all candidates
+        # the offline simulator's bound (its --online-top-k is the worker's default, 50)
         "STREAMRANK_EXPLORATION_MAX_LOSS": "0.3",
-        "STREAMRANK_ONLINE_TOP_K": "100",
     }
     worker = start_worker(worker_env)
     streaming = simulate(settings_env(settings) | worker_env, few_queries)
