@@ -23,8 +23,8 @@ documents it is unsure about. :class:`SafeExplorer` does it in three steps:
    over 60 seeds, and 0.8706 when the ranker orders the cross-encoder's top 50 as a worker
    does, see docs/learning.md), against the former order, p(1 - p) with p the share of 16
    Thompson draws that put the document in the top ``k`` (which treats every place in the
-   top ``k`` alike): informational users 0.8615 -> 0.8724 and 0.8638 -> 0.8701 nDCG@10, navigational
-   (seeds 0-5) 0.8748 -> 0.8776. ``stop_floor`` 0.01 / 0.05 / 0.2 / 0.3 / 0.5 gave
+   top ``k`` alike): informational users 0.8615 -> 0.8724 and 0.8638 -> 0.8701 nDCG@10,
+   navigational (seeds 0-5) 0.8748 -> 0.8776. ``stop_floor`` 0.01 / 0.05 / 0.2 / 0.3 / 0.5 gave
    0.8673 / 0.8684 / 0.8724 / 0.8692 / 0.8696 (informational, seeds 0-5). Measured and
    dropped: gains convex in attractiveness, exp(8a) / exp(3a), 0.8630 / 0.8680 (linear,
    same floor: 0.8684); the worth of one look instead of perfect information (scaled by the
