@@ -25,29 +25,21 @@ Example: python bench/allocation_oracle.py --seeds 0-11 --json
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.seeds import seed_range, summarize
-from models.cli import default_model_dir
+from bench.seeds import run_all, set_ndcg, simulated_queries, simulation_parser, summarize
 from models.exploration import SafeExplorer, _with_prefix
 from models.online_ranker import OnlineRanker, RankerConfig, Scored
-from models.simulate_cli import cached_scores, cross_encoder_scorer
-from models.simulator import K, OfflineSystem, SimQuery, dcg, load_queries, simulate
+from models.simulator import K, OfflineSystem, SimQuery, simulate
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl-2019"
 VARIANTS = {
     # name: (kinds of misplaced candidates shown first, max_loss: 0.3 is the simulator's)
     "default": ((), 0.3),
@@ -88,48 +80,25 @@ def run_one(queries: list[SimQuery], variant: str, seed: int, sessions: int, use
     explorer = OracleExplorer(queries, kinds, k=K, max_loss=max_loss, seed=seed)
     system = OfflineSystem(OnlineRanker(config=RankerConfig(seed=seed)), explorer)
     result = simulate(queries, system, user, sessions, [sessions], seed)
-    reordered = [
-        dcg(sorted(q.grades_of(system.exploit(q)[:K]), reverse=True)) / q.ideal_dcg
-        for q in queries
-        if q.ideal_dcg > 0
-    ]
     final = result["final_ndcg@10"]
-    return {"variant": variant, "seed": seed, "final": final, "set": float(np.mean(reordered))}
+    return {"variant": variant, "seed": seed, "final": final, "set": set_ndcg(system, queries)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candidates", type=Path, default=DATA / "bm25-top100.json")
-    parser.add_argument("--qrels", type=Path, default=DATA / "qrels.txt")
-    parser.add_argument("--click-model", default="informational")
-    parser.add_argument("--sessions-per-query", type=int, default=200)
-    parser.add_argument("--seeds", type=seed_range, default=seed_range("0-11"))
+    parser = simulation_parser(__doc__.splitlines()[0])
     parser.add_argument("--variants", default="default,oracle,oracle-unbounded")
-    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--json", action="store_true", help="Print one JSON object (always).")
     args = parser.parse_args()
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
-    if not args.candidates.exists():
-        parser.error(f"{args.candidates} not found: pass --candidates and --qrels")
-    scores = cached_scores(args.candidates, lambda: cross_encoder_scorer(default_model_dir()))
-    queries = load_queries(args.candidates, args.qrels, scores)
-    jobs = [(v, s) for s in args.seeds for v in variants]
-    rows = []
-    with (
-        ProcessPoolExecutor(args.processes) as pool,
-        Progress(console=Console(stderr=True), transient=True) as bar,
-    ):
-        task = bar.add_task("simulations", total=len(jobs))
-        futures = [
-            pool.submit(run_one, queries, v, s, args.sessions_per_query, args.click_model)
-            for v, s in jobs
-        ]
-        for future in futures:
-            rows.append(future.result())
-            bar.advance(task)
+    queries = simulated_queries(parser, args)
+    jobs = [
+        (queries, v, s, args.sessions_per_query, args.click_model)
+        for s in args.seeds
+        for v in variants
+    ]
+    rows = run_all(run_one, jobs, args.processes)
     report = {
         "candidates": str(args.candidates),
         "click_model": args.click_model,

@@ -1,4 +1,4 @@
-"""What the simulator benches share: seed lists and a per-variant summary of final nDCG@10.
+"""What the simulator benches share: their options, DL19 loading, parallel runs, summaries.
 
 Seeds do not pair two variants' runs (the first list that differs changes every later draw),
 so variants are compared by their means, with standard errors, not seed by seed.
@@ -6,9 +6,23 @@ so variants are compared by their means, with standard errors, not seed by seed.
 
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+
+from models.cli import default_model_dir
+from models.simulate_cli import cached_scores, cross_encoder_scorer
+from models.simulator import K, RankingSystem, SimQuery, dcg, load_queries
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl-2019"
 
 
 def seed_range(text: str) -> list[int]:
@@ -17,6 +31,55 @@ def seed_range(text: str) -> list[int]:
         low, high = text.split("-")
         return list(range(int(low), int(high) + 1))
     return [int(x) for x in text.split(",")]
+
+
+def simulation_parser(description: str) -> argparse.ArgumentParser:
+    """The options every simulator bench takes (data, users, sessions, seeds, processes)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--candidates", type=Path, default=DATA / "bm25-top100.json")
+    parser.add_argument("--qrels", type=Path, default=DATA / "qrels.txt")
+    parser.add_argument("--click-model", default="informational")
+    parser.add_argument("--sessions-per-query", type=int, default=200)
+    parser.add_argument("--seeds", type=seed_range, default=seed_range("0-11"))
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", action="store_true", help="Print one JSON object (always).")
+    return parser
+
+
+def simulated_queries(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[SimQuery]:
+    """The judged queries with the cross-encoder's scores (cached after the first run)."""
+    if not args.candidates.exists():
+        parser.error(f"{args.candidates} not found: pass --candidates and --qrels")
+    scores = cached_scores(args.candidates, lambda: cross_encoder_scorer(default_model_dir()))
+    return load_queries(args.candidates, args.qrels, scores)
+
+
+def run_all(run: Callable[..., dict], jobs: Sequence[tuple], processes: int) -> list[dict]:
+    """``run(*job)`` for every job, in ``processes`` processes, with a progress bar."""
+    with (
+        ProcessPoolExecutor(processes) as pool,
+        Progress(console=Console(stderr=True), transient=True) as bar,
+    ):
+        task = bar.add_task("simulations", total=len(jobs))
+        futures = [pool.submit(run, *job) for job in jobs]
+        rows = []
+        for future in futures:
+            rows.append(future.result())
+            bar.advance(task)
+    return rows
+
+
+def set_ndcg(system: RankingSystem, queries: Sequence[SimQuery]) -> float:
+    """Mean nDCG@10 of the system's top tens put in the order of their true grades."""
+    return float(
+        np.mean(
+            [
+                dcg(sorted(q.grades_of(system.exploit(q)[:K]), reverse=True)) / q.ideal_dcg
+                for q in queries
+                if q.ideal_dcg > 0
+            ]
+        )
+    )
 
 
 def summarize(rows: list[dict], variants: Sequence[str], baseline: str) -> dict[str, Any]:

@@ -19,25 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.seeds import seed_range, summarize
-from models.cli import default_model_dir
+from bench.seeds import run_all, set_ndcg, simulated_queries, simulation_parser, summarize
 from models.online_ranker import base_scores
-from models.simulate_cli import cached_scores, cross_encoder_scorer, offline_system
-from models.simulator import K, SimQuery, dcg, load_queries, simulate
+from models.simulate_cli import offline_system
+from models.simulator import K, SimQuery, simulate
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl-2019"
 CHECKPOINTS = [5, 10, 25, 50, 100, 200]
 
 
@@ -54,7 +48,7 @@ def run_one(
         "final": result["final_ndcg@10"],
         "served": result["served_ndcg@10"],
         "lowest": result["min_ndcg@10"],
-        "set": 0.0,
+        "set": set_ndcg(system, queries),
         "intruders": 0,
         "places_beyond": 0,
         "intruders_beyond": 0,
@@ -62,7 +56,6 @@ def run_one(
     for query in queries:
         top = system.exploit(query)[:K]
         grades = query.grades_of(top)
-        row["set"] += dcg(sorted(grades, reverse=True)) / query.ideal_dcg / len(queries)
         border = np.sort(query.grades)[::-1][K - 1]  # the grade the ideal top ten reaches
         start = np.argsort(-base_scores(query.candidates), kind="stable")
         beyond = {query.candidates[i].doc_id for i in start[smallest:]}
@@ -74,33 +67,14 @@ def run_one(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candidates", type=Path, default=DATA / "bm25-top100.json")
-    parser.add_argument("--qrels", type=Path, default=DATA / "qrels.txt")
-    parser.add_argument("--click-model", default="informational")
-    parser.add_argument("--sessions-per-query", type=int, default=200)
+    parser = simulation_parser(__doc__.splitlines()[0])
     parser.add_argument("--max-loss", type=float, default=0.3)
     parser.add_argument("--online-top-k", default="100,50", help="Comma-separated; first: baseline")
-    parser.add_argument("--seeds", type=seed_range, default=seed_range("0-11"))
-    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--json", action="store_true", help="Print one JSON object (always).")
     args = parser.parse_args()
     sizes = [int(k) for k in args.online_top_k.split(",")]
-    if not args.candidates.exists():
-        parser.error(f"{args.candidates} not found: pass --candidates and --qrels")
-    scores = cached_scores(args.candidates, lambda: cross_encoder_scorer(default_model_dir()))
-    queries = load_queries(args.candidates, args.qrels, scores)
-    jobs = [(k, s) for s in args.seeds for k in sizes]
-    with (
-        ProcessPoolExecutor(args.processes) as pool,
-        Progress(console=Console(stderr=True), transient=True) as bar,
-    ):
-        task = bar.add_task("simulations", total=len(jobs))
-        futures = [pool.submit(run_one, queries, k, s, args, min(sizes)) for k, s in jobs]
-        rows = []
-        for future in futures:
-            rows.append(future.result())
-            bar.advance(task)
+    queries = simulated_queries(parser, args)
+    jobs = [(queries, k, s, args, min(sizes)) for s in args.seeds for k in sizes]
+    rows = run_all(run_one, jobs, args.processes)
     variants = [f"top_k={k}" for k in sizes]
     summary = summarize(rows, variants, variants[0])
     for variant in variants:
