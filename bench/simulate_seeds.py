@@ -10,7 +10,8 @@ the lists users saw, and the lowest checkpoint of any seed. What the final top t
 summed over seeds and queries: ``intruders``, places held by a passage whose grade does not
 belong in the ideal top ten; ``places_beyond`` and ``intruders_beyond``, places and intruders
 taken by candidates the smallest ``K`` given leaves out. ``set_mean``: the top tens put in
-the order of their true grades (below ``final``'s mean is lost to the order within them).
+the order of their true grades (its gap to the mean final nDCG@10 is what the order within
+them loses).
 
 Example: python bench/simulate_seeds.py --online-top-k 100,50 --seeds 0-59 --json
 """
