@@ -35,7 +35,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.seeds import run_all, set_ndcg, simulated_queries, simulation_parser, summarize
+from bench.seeds import (
+    run_all,
+    set_ndcg,
+    simulated_queries,
+    simulation_parser,
+    summarize,
+    top_tens,
+)
 from models.exploration import SafeExplorer, _with_prefix
 from models.online_ranker import OnlineRanker, RankerConfig, Scored
 from models.simulator import K, OfflineSystem, SimQuery, simulate
@@ -81,7 +88,8 @@ def run_one(queries: list[SimQuery], variant: str, seed: int, sessions: int, use
     system = OfflineSystem(OnlineRanker(config=RankerConfig(seed=seed)), explorer)
     result = simulate(queries, system, user, sessions, [sessions], seed)
     final = result["final_ndcg@10"]
-    return {"variant": variant, "seed": seed, "final": final, "set": set_ndcg(system, queries)}
+    tops = top_tens(system, queries)
+    return {"variant": variant, "seed": seed, "final": final, "set": set_ndcg(queries, tops)}
 
 
 def main() -> None:

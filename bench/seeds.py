@@ -69,13 +69,18 @@ def run_all(run: Callable[..., dict], jobs: Sequence[tuple], processes: int) -> 
     return rows
 
 
-def set_ndcg(system: RankingSystem, queries: Sequence[SimQuery]) -> float:
-    """Mean nDCG@10 of the system's top tens put in the order of their true grades."""
+def top_tens(system: RankingSystem, queries: Sequence[SimQuery]) -> list[list[str]]:
+    """Each query's top ten as the system would serve it now, without exploration."""
+    return [system.exploit(q)[:K] for q in queries]
+
+
+def set_ndcg(queries: Sequence[SimQuery], tops: Sequence[Sequence[str]]) -> float:
+    """Mean nDCG@10 of the top tens (one per query) put in the order of their true grades."""
     return float(
         np.mean(
             [
-                dcg(sorted(q.grades_of(system.exploit(q)[:K]), reverse=True)) / q.ideal_dcg
-                for q in queries
+                dcg(sorted(q.grades_of(top), reverse=True)) / q.ideal_dcg
+                for q, top in zip(queries, tops, strict=True)
                 if q.ideal_dcg > 0
             ]
         )

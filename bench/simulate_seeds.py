@@ -28,7 +28,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.seeds import run_all, set_ndcg, simulated_queries, simulation_parser, summarize
+from bench.seeds import (
+    run_all,
+    set_ndcg,
+    simulated_queries,
+    simulation_parser,
+    summarize,
+    top_tens,
+)
 from models.online_ranker import base_scores
 from models.simulate_cli import offline_system
 from models.simulator import K, SimQuery, simulate
@@ -43,19 +50,19 @@ def run_one(
     system = offline_system(seed, args.max_loss, top_k)
     marks = [c for c in CHECKPOINTS if c < args.sessions_per_query] + [args.sessions_per_query]
     result = simulate(queries, system, args.click_model, args.sessions_per_query, marks, seed)
+    tops = top_tens(system, queries)
     row = {
         "variant": f"top_k={top_k}",
         "seed": seed,
         "final": result["final_ndcg@10"],
         "served": result["served_ndcg@10"],
         "lowest": result["min_ndcg@10"],
-        "set": set_ndcg(system, queries),
+        "set": set_ndcg(queries, tops),
         "intruders": 0,
         "places_beyond": 0,
         "intruders_beyond": 0,
     }
-    for query in queries:
-        top = system.exploit(query)[:K]
+    for query, top in zip(queries, tops, strict=True):
         grades = query.grades_of(top)
         border = np.sort(query.grades)[::-1][K - 1]  # the grade the ideal top ten reaches
         start = np.argsort(-base_scores(query.candidates), kind="stable")
