@@ -35,6 +35,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streamrank.models.evaluation.simulator import K, OfflineSystem, SimQuery, simulate
+from streamrank.models.learning.exploration import SafeExplorer, _with_prefix
+from streamrank.models.learning.online_ranker import OnlineRanker, RankerConfig, Scored
+
 from bench.seeds import (
     run_all,
     set_ndcg,
@@ -43,9 +47,6 @@ from bench.seeds import (
     summarize,
     top_tens,
 )
-from models.exploration import SafeExplorer, _with_prefix
-from models.online_ranker import OnlineRanker, RankerConfig, Scored
-from models.simulator import K, OfflineSystem, SimQuery, simulate
 
 VARIANTS = {
     # name: (kinds of misplaced candidates shown first, max_loss: 0.3 is the simulator's)

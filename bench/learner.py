@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.click_models import click_model
-from models.online_ranker import Impression, InMemoryStore, OnlineRanker
-from models.propensity import PositionBias
+from streamrank.models.learning.click_models import click_model
+from streamrank.models.learning.online_ranker import Impression, InMemoryStore, OnlineRanker
+from streamrank.models.learning.propensity import PositionBias
 
 
 def rss_mb() -> float:

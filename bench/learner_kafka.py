@@ -2,10 +2,10 @@
 
 Sessions are real DL19 candidate lists (``../shared/data/trec-dl-2019/bm25-top100.json`` and
 its qrels; synthetic lists when absent) served with the rerank agent's own code
-(:class:`streams.serving.Reranker` with the online ranker, on a ``first-stage`` cascade: no
+(:class:`streamrank.streams.serving.Reranker` with the online ranker, on a ``first-stage`` cascade: no
 cross-encoder runs, this measures learning), their impressions recorded in Redis as the agent
 records them. A simulated ``navigational`` user clicks; each session is 10 ``impression``
-interactions plus one per click (:func:`models.simulator.to_interactions`).
+interactions plus one per click (:func:`streamrank.models.evaluation.simulator.to_interactions`).
 
 One ``streamrank worker`` process is started; after a warm-up session is learned, every
 interaction is published to Kafka and the clock runs from the first produce until the
@@ -35,18 +35,28 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.cascade import Cascade  # noqa: E402
-from models.click_models import click_model  # noqa: E402
-from models.online_ranker import Impression, InMemoryStore, OnlineRanker, RankerConfig  # noqa: E402
-from models.simulator import to_interactions  # noqa: E402
-from streams.config import Settings  # noqa: E402
-from streams.events import Candidate, Candidates, Interaction  # noqa: E402
-from streams.feature_store import FeatureStore  # noqa: E402
-from streams.online import NEVER, OnlineServing, online_ranker_for  # noqa: E402
-from streams.serving import Reranker  # noqa: E402
-from streams.sessions import Claimed, SessionStore, build_impression, payload_of  # noqa: E402
-from streams.state import key  # noqa: E402
-from streams.topics import admin_client, create_topics  # noqa: E402
+from streamrank.models.evaluation.simulator import to_interactions  # noqa: E402
+from streamrank.models.learning.click_models import click_model  # noqa: E402
+from streamrank.models.learning.online_ranker import (  # noqa: E402
+    Impression,
+    InMemoryStore,
+    OnlineRanker,
+    RankerConfig,
+)
+from streamrank.models.scoring.cascade import Cascade  # noqa: E402
+from streamrank.streams.config import Settings  # noqa: E402
+from streamrank.streams.events import Candidate, Candidates, Interaction  # noqa: E402
+from streamrank.streams.kafka.topics import admin_client, create_topics  # noqa: E402
+from streamrank.streams.online import NEVER, OnlineServing, online_ranker_for  # noqa: E402
+from streamrank.streams.serving import Reranker  # noqa: E402
+from streamrank.streams.state.connections import key  # noqa: E402
+from streamrank.streams.state.feature_store import FeatureStore  # noqa: E402
+from streamrank.streams.state.user_sessions import (  # noqa: E402
+    Claimed,
+    SessionStore,
+    build_impression,
+    payload_of,
+)
 
 DL19 = ROOT.parent / "shared" / "data" / "trec-dl-2019"
 K = 10
@@ -64,7 +74,7 @@ def load_lists(limit: int | None) -> tuple[list[tuple[str, list[Candidate], list
             ]
             synthetic.append((f"query {q}", cands, rng.integers(0, 4, 100).tolist()))
         return synthetic, "synthetic"
-    from models.corpus import read_qrels
+    from streamrank.models.retrieval.corpus import read_qrels
 
     qrels = read_qrels(qrels_path).items
     lists = []
@@ -130,7 +140,7 @@ def start_worker(settings: Settings, env: dict[str, str], log_path: Path) -> sub
         full[f"STREAMRANK_{field.upper()}"] = str(getattr(settings, field))
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "-l", "warning"],
+        [sys.executable, "-m", "streamrank.streams.cli.main", "worker", "-l", "warning"],
         env=full,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -253,7 +263,7 @@ def main() -> None:
             settings, client, args.interactions, args.seed
         )
         in_memory = baseline(impressions, InMemoryStore())
-        from streams.learner_store import RedisLearnerStore
+        from streamrank.streams.state.learner_store import RedisLearnerStore
 
         redis_store = baseline(
             impressions, RedisLearnerStore(client, key(settings, "baseline-ltr:"), 3600)

@@ -1,6 +1,6 @@
 """Cross-encoder throughput: ours against FlashRank, same model, same pairs, one run.
 
-Prints one JSON object: pairs per second of ``models.cross_encoder.CrossEncoder`` and of
+Prints one JSON object: pairs per second of ``streamrank.models.scoring.cross_encoder.CrossEncoder`` and of
 FlashRank 0.2.10 on the same TREC DL 2019 (query, passage) pairs with the same int8
 ms-marco-MiniLM-L-12-v2 (FlashRank reads it from a local folder laid out as its cache, so
 nothing is downloaded), medians over repeats taken in alternation, and the ratio. It also
@@ -33,9 +33,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.cross_encoder import CrossEncoder  # noqa: E402
-from models.evaluate import load_candidates  # noqa: E402
-from models.session import physical_cores  # noqa: E402
+from streamrank.models.evaluation.rerank import load_candidates  # noqa: E402
+from streamrank.models.onnx.sessions import physical_cores  # noqa: E402
+from streamrank.models.scoring.cross_encoder import CrossEncoder  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "trec-dl-2019" / "bm25-top100.json"
 FLASHRANK_NAME = "ms-marco-MiniLM-L-12-v2"
@@ -126,8 +126,7 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"no evaluation data at {DATA}")
     from flashrank import Ranker
-
-    from streams.config import get_settings
+    from streamrank.streams.config import get_settings
 
     reranker = (args.model_dir or get_settings().model_dir) / "reranker_en"
     queries = load_candidates(DATA)[: args.queries]

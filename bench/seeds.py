@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
-
-from models.cli import default_model_dir
-from models.simulate_cli import cached_scores, cross_encoder_scorer
-from models.simulator import K, RankingSystem, SimQuery, dcg, load_queries
+from streamrank.models.evaluation.simulator import K, RankingSystem, SimQuery, dcg, load_queries
+from streamrank.streams.cli.models import default_model_dir
+from streamrank.streams.cli.simulate import cached_scores, cross_encoder_scorer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl-2019"
 

@@ -38,14 +38,13 @@ sys.path.insert(0, str(ROOT))
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from kafka.structs import OffsetAndMetadata  # noqa: E402
-
-from models.evaluate import load_candidates  # noqa: E402
-from shadow.stats import ShadowStats  # noqa: E402
-from streams.config import Settings  # noqa: E402
-from streams.events import Candidate, Candidates, Item, Ranking  # noqa: E402
-from streams.feature_store import FeatureStore  # noqa: E402
-from streams.state import key, redis_client, registry_for  # noqa: E402
-from streams.topics import admin_client, create_topics  # noqa: E402
+from streamrank.models.evaluation.rerank import load_candidates  # noqa: E402
+from streamrank.shadow.evidence import ShadowStats  # noqa: E402
+from streamrank.streams.config import Settings  # noqa: E402
+from streamrank.streams.events import Candidate, Candidates, Item, Ranking  # noqa: E402
+from streamrank.streams.kafka.topics import admin_client, create_topics  # noqa: E402
+from streamrank.streams.state.connections import key, redis_client, registry_for  # noqa: E402
+from streamrank.streams.state.feature_store import FeatureStore  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "trec-dl-2019" / "bm25-top100.json"
 
@@ -64,7 +63,7 @@ def start(settings: Settings, args: list[str], log: Path, env: dict[str, str]) -
         }
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", *args, "-l", "info"],
+        [sys.executable, "-m", "streamrank.streams.cli.main", *args, "-l", "info"],
         env=full,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

@@ -3,7 +3,7 @@
 A worker hands the online ranker the cascade's top ``STREAMRANK_ONLINE_TOP_K`` (50 by default)
 and serves the rest in the cascade's order; ``streamrank simulate --offline --online-top-k K``
 does the same with the starting ranker's top ``K``. This bench runs that command's system
-(``models.simulate_cli.offline_system``) for every seed and every ``K`` given, in one run, and
+(``streamrank.streams.cli.simulate.offline_system``) for every seed and every ``K`` given, in one run, and
 prints one JSON object: per ``K``, each seed's final nDCG@10, mean, median, standard error,
 the difference of means against the first ``K`` given (the baseline), the mean nDCG@10 of
 the lists users saw, and the lowest checkpoint of any seed. What the final top tens hold,
@@ -28,6 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streamrank.models.evaluation.simulator import K, SimQuery, simulate
+from streamrank.models.learning.online_ranker import base_scores
+from streamrank.streams.cli.simulate import offline_system
+
 from bench.seeds import (
     run_all,
     set_ndcg,
@@ -36,9 +40,6 @@ from bench.seeds import (
     summarize,
     top_tens,
 )
-from models.online_ranker import base_scores
-from models.simulate_cli import offline_system
-from models.simulator import K, SimQuery, simulate
 
 CHECKPOINTS = [5, 10, 25, 50, 100, 200]
 

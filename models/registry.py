@@ -14,8 +14,8 @@ of the active pointer is pushed on a history list, so a rollback returns to the 
 
 Examples
 --------
->>> from streams.config import get_settings
->>> from streams.state import redis_client
+>>> from streamrank.streams.config import get_settings
+>>> from streamrank.streams.state.connections import redis_client
 >>> client = redis_client(get_settings())  # $STREAMRANK_REDIS_URL, else local Redis
 >>> registry = ModelRegistry(client, prefix="doctest-registry:", key=b"secret")
 >>> digest = registry.put_artifact(b'{"weights": [0.5, 1.5]}')

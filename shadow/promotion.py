@@ -1,11 +1,11 @@
 """Promotion and rollback: move the registry's ``active`` pointer, say why, tell every worker.
 
 ``streamrank promote VERSION`` refuses unless the caller holds the operator token and the
-shadow's evidence says ``promote`` (:func:`shadow.report.summarize`: a significant
+shadow's evidence says ``promote`` (:func:`streamrank.shadow.report.summarize`: a significant
 interleaving win under the sequential test, after enough sessions); ``--force`` overrides the
 evidence, never the token, and is written down. Either way an audit entry records who, when,
 why and the statistics at that moment, then the pointer moves and a ``control`` message goes
-out. Workers follow ``control`` (:mod:`streams.control`) and switch within seconds; a worker
+out. Workers follow ``control`` (:mod:`streamrank.streams.agents.control`) and switch within seconds; a worker
 that missed the message finds the pointer when it next polls it.
 
 Examples
@@ -13,7 +13,7 @@ Examples
 >>> check_token("", "anything")
 Traceback (most recent call last):
 ...
-shadow.promotion.PromotionError: no operator token is configured: set STREAMRANK_OPERATOR_TOKEN
+streamrank.shadow.promotion.PromotionError: no operator token is configured: set STREAMRANK_OPERATOR_TOKEN
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-
-from models.registry import ModelRegistry
-from shadow.report import PROMOTE, summarize
-from shadow.stats import ShadowStats
-from streams.config import Settings
-from streams.events import Control
+from streamrank.models.registry import ModelRegistry
+from streamrank.shadow.evidence import ShadowStats
+from streamrank.shadow.report import PROMOTE, summarize
+from streamrank.streams.config import Settings
+from streamrank.streams.events import Control
 
 
 class PromotionError(RuntimeError):

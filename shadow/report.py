@@ -1,6 +1,6 @@
 """The verdict on a shadow version: its evidence summarized, and whether to promote it.
 
-:func:`summarize` turns a :class:`~shadow.stats.Snapshot` into plain numbers (what ``shadow
+:func:`summarize` turns a :class:`~streamrank.shadow.evidence.Snapshot` into plain numbers (what ``shadow
 report`` prints, the dashboard draws and ``promote`` records in its audit entry):
 
 - interleaving: sessions, shadow wins / losses / ties, Delta with a 95 % bootstrap interval,
@@ -15,7 +15,7 @@ The verdict uses the sequential test, the one that may be checked after every se
 
 Examples
 --------
->>> from shadow.stats import Snapshot
+>>> from streamrank.shadow.evidence import Snapshot
 >>> summary = summarize(Snapshot("v2", interleaving=[1] * 150 + [-1] * 80 + [0] * 70),
 ...                     min_sessions=200)
 >>> summary["verdict"], round(summary["delta"], 3)
@@ -28,15 +28,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from shadow.statistics import (
+from streamrank.shadow.evidence import Snapshot
+from streamrank.shadow.statistics import (
     SequentialTest,
     bootstrap_interval,
     preference,
     sign_test,
     two_sample_p_value,
 )
-from shadow.stats import Snapshot
 
 PROMOTE, REJECT, COLLECT = "promote", "reject", "keep collecting"
 

@@ -11,8 +11,7 @@ import tempfile
 from pathlib import Path
 
 import faust
-
-from streams.config import Settings, get_settings
+from streamrank.streams.config import Settings
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -31,6 +30,8 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
 
 
 def create_app(settings: Settings) -> faust.App:
+    """A Faust app for ``settings``, without agents (:func:`streamrank.streams.worker.build`
+    and :func:`streamrank.streams.agents.shadow.build_shadow` add them)."""
     # Faust makes a data directory even with in-memory tables; it holds nothing here, so it
     # goes under the temp dir instead of littering whatever directory the worker runs in
     # (Faust creates only the last level of the path)
@@ -56,10 +57,7 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
-settings = get_settings()
-app = create_app(settings)
 
-
-def topic(kind: str) -> faust.TopicT:
-    """A streamrank topic by kind ('candidates', 'rankings', ...), as raw bytes."""
+def topic(app: faust.App, settings: Settings, kind: str) -> faust.TopicT:
+    """A streamrank topic of ``app`` by kind ('candidates', 'rankings', ...), as raw bytes."""
     return app.topic(settings.topic(kind), key_type=bytes, value_type=bytes)

@@ -21,9 +21,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from models.corpus import CACHE_DIR
-from streams.events import Limits
+from streamrank.models.retrieval.corpus import CACHE_DIR
+from streamrank.streams.events import Limits
 
 
 class Settings(BaseSettings):

@@ -24,12 +24,11 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-
-from models.corpus import CACHE_DIR
-from models.metrics import ndcg_at_k
-from streams.config import Settings
-from streams.events import Query, Ranking
-from streams.topics import create_topics
+from streamrank.models.evaluation.metrics import ndcg_at_k
+from streamrank.models.retrieval.corpus import CACHE_DIR
+from streamrank.streams.config import Settings
+from streamrank.streams.events import Query, Ranking
+from streamrank.streams.kafka.topics import create_topics
 
 DEMO_INDEX = CACHE_DIR / "indexes" / "wiki-bm25"
 
@@ -57,10 +56,10 @@ class Board:
 
 def prepare(settings: Settings, console: Console) -> DemoData:
     """Models, corpus and index: fetched and built once, reused afterwards."""
-    from models.corpus import read_qrels, read_queries
-    from models.fetch import fetch_models
-    from models.retrieval import build_index
-    from models.wiki import DEFAULT_OUT, fetch_wiki
+    from streamrank.models.assets.model_files import fetch_models
+    from streamrank.models.assets.wiki import DEFAULT_OUT, fetch_wiki
+    from streamrank.models.retrieval.corpus import read_qrels, read_queries
+    from streamrank.models.retrieval.first_stage import build_index
 
     fetch_models(settings.model_dir)
     wiki = DEFAULT_OUT
@@ -84,7 +83,7 @@ def prepare(settings: Settings, console: Console) -> DemoData:
 def start_worker(settings: Settings, log_path: Path, env: dict[str, str]) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
+        [sys.executable, "-m", "streamrank.streams.cli.main", "worker", "-l", "info"],
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
         env=dict(os.environ) | env,
@@ -221,10 +220,10 @@ def learn_from_users(
     streaming mode: navigational users, top 10 shown, clicks to ``interactions``), and shows
     nDCG@10 of what the worker would serve at each checkpoint, as a table and a PNG.
     """
-    from models.online_ranker import Candidate as SimCandidate
-    from models.simulate_cli import plot_curve, summary_table
-    from models.simulator import SimQuery, dcg, simulate
-    from streams.simulate_stream import StreamingSystem
+    from streamrank.models.evaluation.simulator import SimQuery, dcg, simulate
+    from streamrank.models.learning.online_ranker import Candidate as SimCandidate
+    from streamrank.streams.cli.simulate import plot_curve, summary_table
+    from streamrank.streams.streaming_simulator import StreamingSystem
 
     picked, texts = [], {}
     for request_id, ranking in board.results.items():

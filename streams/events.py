@@ -203,7 +203,7 @@ TOPIC_KINDS = tuple(EVENT_TYPES)
 
 
 class Limits(BaseModel):
-    """Size limits on one message; defaults match :class:`streams.config.Settings`."""
+    """Size limits on one message; defaults match :class:`streamrank.streams.config.Settings`."""
 
     max_candidates: int = 2000
     max_query_chars: int = 1000

@@ -1,17 +1,17 @@
 """The online ranker inside a worker: the served order of the top of a list, and learning.
 
-:class:`OnlineServing` wraps one :class:`models.online_ranker.OnlineRanker` whose click
-statistics live in Redis (:class:`streams.learner_store.RedisLearnerStore`), so every worker
+:class:`OnlineServing` wraps one :class:`streamrank.models.learning.online_ranker.OnlineRanker` whose click
+statistics live in Redis (:class:`streamrank.streams.state.learner_store.RedisLearnerStore`), so every worker
 ranks with the clicks every other worker has learned from. The ranker's model state (River
 prior, satisfaction table, position-bias estimates) is per process and is persisted only as
-signed checkpoints in the model registry (:mod:`streams.learn`), never as unsigned state in
+signed checkpoints in the model registry (:mod:`streamrank.streams.agents.learn`), never as unsigned state in
 Redis.
 
 The rerank agent's threads call :meth:`OnlineServing.order`; the learn agent's thread calls
 :meth:`OnlineServing.learn`. Both go through one lock: River's model and the position-bias
 window are not safe to read while another thread updates them.
 
-Exploration (:class:`models.exploration.SafeExplorer`) is seeded by the request id, so a
+Exploration (:class:`streamrank.models.learning.exploration.SafeExplorer`) is seeded by the request id, so a
 replayed request is served the same list as long as the learner has not moved since.
 """
 
@@ -24,12 +24,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-
-from models.exploration import SafeExplorer
-from models.online_ranker import Candidate, Impression, OnlineRanker, RankerConfig
-from streams.config import Settings
-from streams.learner_store import BatchingStore, RedisLearnerStore
-from streams.state import key
+from streamrank.models.learning.exploration import SafeExplorer
+from streamrank.models.learning.online_ranker import (
+    Candidate,
+    Impression,
+    OnlineRanker,
+    RankerConfig,
+)
+from streamrank.streams.config import Settings
+from streamrank.streams.state.connections import key
+from streamrank.streams.state.learner_store import BatchingStore, RedisLearnerStore
 
 NEVER = 2**62
 """``sync_every`` for the worker's ranker: its state goes to signed checkpoints, not Redis."""
@@ -82,7 +86,7 @@ class OnlineServing:
     ranker
         The online ranker (its store should be shared by all workers).
     max_loss
-        Exploration bound of :class:`~models.exploration.SafeExplorer`; 0 serves the exploit
+        Exploration bound of :class:`~streamrank.models.learning.exploration.SafeExplorer`; 0 serves the exploit
         order (and never a randomized intervention).
     """
 
@@ -116,7 +120,7 @@ class OnlineServing:
     def learn(self, impressions: Sequence[Impression]) -> list[bool]:
         """Learn each impression once; False for one whose event id was learned before.
 
-        With a :class:`~streams.learner_store.BatchingStore`, the whole list costs two Redis
+        With a :class:`~streamrank.streams.state.learner_store.BatchingStore`, the whole list costs two Redis
         round trips; the statistics are written when this returns.
         """
         store = self.ranker.store

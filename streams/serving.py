@@ -3,8 +3,8 @@
 The :class:`Reranker` is what the rerank agent calls, in an executor thread. It fills in texts
 the producer left out from the feature store, runs the cascade within the latency budget
 (scores come from the Redis score cache where a head query was seen before; cross-encoder
-calls of concurrent requests are merged by :class:`models.batching.CrossRequestBatcher`), lets
-the online ranker (:mod:`streams.online`) order the top of the cascade's list when online
+calls of concurrent requests are merged by :class:`streamrank.models.scoring.batching.CrossRequestBatcher`), lets
+the online ranker (:mod:`streamrank.streams.online`) order the top of the cascade's list when online
 learning is on, and returns the ranking together with the impression the learner will join
 clicks against.
 
@@ -22,20 +22,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
-
-from models.batching import CrossRequestBatcher
-from models.candidate import Candidate as Document
-from models.cascade import Cascade, CascadeResult
-from models.cascade import RankedItem as CascadeItem
-from models.confidence import ConfidenceRule
-from models.factory import build_cascade
-from models.online_ranker import Candidate as OnlineCandidate
-from streams.caches import RedisScoreCache, RedisVectorCache
-from streams.config import Settings
-from streams.events import Candidates, RankedItem, Ranking
-from streams.feature_store import FeatureStore
-from streams.online import OnlineServing, served_ranks
-from streams.state import key
+from streamrank.models.learning.online_ranker import Candidate as OnlineCandidate
+from streamrank.models.scoring.batching import CrossRequestBatcher
+from streamrank.models.scoring.cascade import Cascade, CascadeResult
+from streamrank.models.scoring.cascade import RankedItem as CascadeItem
+from streamrank.models.scoring.confidence import ConfidenceRule
+from streamrank.models.scoring.factory import build_cascade
+from streamrank.models.types import Candidate as Document
+from streamrank.streams.config import Settings
+from streamrank.streams.events import Candidates, RankedItem, Ranking
+from streamrank.streams.online import OnlineServing, served_ranks
+from streamrank.streams.state.connections import key
+from streamrank.streams.state.feature_store import FeatureStore
+from streamrank.streams.state.redis_cache import RedisScoreCache, RedisVectorCache
 
 log = logging.getLogger(__name__)
 

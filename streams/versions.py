@@ -2,7 +2,7 @@
 
 Without a registry (no ``registry_key``), the worker serves ``settings.pipeline`` and this
 module is a thin wrapper. With one, :class:`VersionedServing` holds the active version in a
-:class:`~streams.control.RankerSlot` (switched by :func:`streams.control.follow_control`) and,
+:class:`~streamrank.streams.agents.control.RankerSlot` (switched by :func:`streamrank.streams.agents.control.follow_control`) and,
 when interleaving or an A/B split is configured, a ranker per shadow version, so that an
 experiment request can be ranked by both (:mod:`streams.experiments`).
 """
@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from models.registry import ModelRegistry
-from streams.config import Settings
-from streams.control import RankerSlot
-from streams.events import Candidates, RankedItem, Ranking
+from streamrank.models.registry import ModelRegistry
+from streamrank.streams.agents.control import RankerSlot
+from streamrank.streams.config import Settings
+from streamrank.streams.events import Candidates, RankedItem, Ranking
+from streamrank.streams.serving import Reranker
+
 from streams.experiments import AB_SHADOW, INTERLEAVE, assign, interleave
-from streams.serving import Reranker
 
 log = logging.getLogger(__name__)
 UNVERSIONED = ""

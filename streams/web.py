@@ -22,12 +22,11 @@ from typing import Any
 import faust
 import redis
 from faust.web import Request, Response, View
-
-from shadow.report import summarize
-from shadow.stats import ShadowStats
-from streams.config import Settings
-from streams.metrics import ServiceMetrics
-from streams.state import registry_for
+from streamrank.shadow.evidence import ShadowStats
+from streamrank.shadow.report import summarize
+from streamrank.streams.config import Settings
+from streamrank.streams.state.connections import registry_for
+from streamrank.streams.state.service_metrics import ServiceMetrics
 
 PAGE = (Path(__file__).parent / "dashboard.html").read_text()
 

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from streams.config import Settings
+from streamrank.streams.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -92,7 +91,7 @@ def check_reachable(bootstrap: str, redis_url: str) -> None:
 @pytest.fixture
 def settings(endpoints: Endpoints) -> Iterator[Settings]:
     """Settings with a fresh topic prefix and app id; topics created, deleted afterwards."""
-    from streams.topics import admin_client, create_topics
+    from streamrank.streams.kafka.topics import admin_client, create_topics
 
     run = uuid.uuid4().hex[:10]
     isolated = Settings(
@@ -129,7 +128,7 @@ class Worker:
         self.log_path = log_path
         self.log_file = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
+            [sys.executable, "-m", "streamrank.streams.cli.main", "worker", "-l", "info"],
             env=settings_env(settings) | extra_env,
             stdout=self.log_file,
             stderr=subprocess.STDOUT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from streams.config import Settings
+from streamrank.streams.config import Settings
 
 
 def produce(settings: Settings, kind: str, values: list[bytes], key: bytes | None = None) -> None:

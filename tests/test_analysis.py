@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
-
-from models.analysis import (
+from streamrank.models.evaluation.recall_analysis import (
     k_sweep,
     per_query_table,
     plot_sweep,
@@ -17,8 +16,8 @@ from models.analysis import (
     sweep_table,
     totals_table,
 )
-from models.corpus import Document, write_corpus
-from models.data_cli import analyze, index_group
+from streamrank.models.retrieval.corpus import Document, write_corpus
+from streamrank.streams.cli.data import analyze, index_group
 
 QRELS = {
     "q1": {"a": 1, "b": 2, "c": 1, "d": 1, "x": 0},
@@ -137,6 +136,7 @@ def test_index_build_command_and_bad_corpus(tmp_path: Path):
 
 
 def test_cli_method_choices_match_the_retriever():
-    from models import data_cli, retrieval
+    from streamrank.streams.cli import data as data_cli
+    from streamrank.streams.cli import retrieval
 
     assert data_cli.METHODS == retrieval.METHODS

@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
-from models.batching import CrossRequestBatcher
+from streamrank.models.scoring.batching import CrossRequestBatcher
 
 
 def text_length_model(pairs: list[tuple[str, str]]) -> np.ndarray:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models.budget import CostModel
+from streamrank.models.scoring.budget import CostModel
 
 
 def test_the_configured_safety_holds_until_enough_calls_are_measured():

@@ -7,9 +7,8 @@ import time
 import numpy as np
 import pytest
 import redis
-
-from streams.caches import RedisScoreCache, RedisVectorCache
-from streams.config import Settings
+from streamrank.streams.config import Settings
+from streamrank.streams.state.redis_cache import RedisScoreCache, RedisVectorCache
 
 pytestmark = pytest.mark.integration
 

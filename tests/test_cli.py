@@ -10,15 +10,14 @@ from pathlib import Path
 import pytest
 from conftest import REPO, settings_env
 from helpers import consume
-
-from streams.config import Settings
+from streamrank.streams.config import Settings
 
 pytestmark = pytest.mark.integration
 
 
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "streamrank.streams.cli.main", *args],
         env=settings_env(settings) | {"COLUMNS": "200"},
         capture_output=True,
         cwd=REPO,

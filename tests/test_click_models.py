@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models.click_models import CLICK_MODELS, click_model
+from streamrank.models.learning.click_models import CLICK_MODELS, click_model
 
 SESSIONS = 20_000
 

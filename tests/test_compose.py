@@ -7,8 +7,7 @@ import re
 
 import pytest
 from conftest import REPO
-
-from streams.config import Settings
+from streamrank.streams.config import Settings
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read docker-compose.yml")
 

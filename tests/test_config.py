@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from streams.config import Settings
+from streamrank.streams.config import Settings
 
 
 def test_environment_variables_use_the_streamrank_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,7 +71,7 @@ def test_the_worker_keeps_its_data_directory_out_of_the_working_directory() -> N
     must not leave ``<app id>-data`` folders there."""
     import tempfile
 
-    from streams.app import create_app
+    from streamrank.streams.app import create_app
 
     app = create_app(Settings(app_id="streamrank-datadir-check"))
     datadir = Path(app.conf.datadir)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from streams.events import (
+from streamrank.streams.events import (
     EVENT_TYPES,
     Candidates,
     ContractError,

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models.exploration import SafeExplorer, look_values
-from models.online_ranker import Candidate, OnlineRanker, Scored
+from streamrank.models.learning.exploration import SafeExplorer, look_values
+from streamrank.models.learning.online_ranker import Candidate, OnlineRanker, Scored
 
 
 def scored_list(n: int = 40, seed: int = 0, clicks: int = 60) -> Scored:

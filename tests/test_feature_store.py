@@ -7,11 +7,10 @@ import time
 import pytest
 import redis
 from helpers import produce
-
-from models.cache import text_hash
-from streams.config import Settings
-from streams.events import Item, User
-from streams.feature_store import FeatureStore
+from streamrank.models.scoring.score_cache import text_hash
+from streamrank.streams.config import Settings
+from streamrank.streams.events import Item, User
+from streamrank.streams.state.feature_store import FeatureStore
 
 pytestmark = pytest.mark.integration
 

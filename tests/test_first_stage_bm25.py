@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from models.bm25_index import BM25Index, tokenize
-from models.corpus import Document
+from streamrank.models.retrieval.bm25 import BM25Index, tokenize
+from streamrank.models.retrieval.corpus import Document
 
 DOCS = [
     Document("volga", "Volga", "The Volga is the longest river in Europe, flowing through Russia."),
@@ -99,7 +98,7 @@ def test_load_from_an_empty_directory_names_the_build_command(tmp_path: Path):
 
 
 def test_compaction_is_suggested_once_changes_pile_up(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("models.bm25_index.COMPACT_MINIMUM", 2)
+    monkeypatch.setattr("streamrank.models.retrieval.bm25.COMPACT_MINIMUM", 2)
     index = BM25Index.build(DOCS)
     index.upsert([Document("x1", "x", "new")])
     index.delete(["alps"])

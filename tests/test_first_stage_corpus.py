@@ -5,8 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from models.corpus import CollectionError, Document, read_corpus, read_qrels, read_queries
+from streamrank.models.retrieval.corpus import (
+    CollectionError,
+    Document,
+    read_corpus,
+    read_qrels,
+    read_queries,
+)
 
 
 def write(path: Path, text: str | bytes) -> Path:

@@ -12,12 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from models.corpus import Document, write_corpus
-from models.data_cli import BI_ENCODER_FOLDER, MODEL_DIR, bi_encoder_available, load_bi_encoder
-from models.dense_index import DenseIndex, HashingEncoder
-from models.hits import Hit, reciprocal_rank_fusion, top_k
-from models.retrieval import FirstStage, Fusion, build_index
+from streamrank.models.retrieval.corpus import Document, write_corpus
+from streamrank.models.retrieval.dense import DenseIndex, HashingEncoder
+from streamrank.models.retrieval.first_stage import FirstStage, Fusion, build_index
+from streamrank.models.retrieval.hits import Hit, reciprocal_rank_fusion, top_k
+from streamrank.streams.cli.data import (
+    BI_ENCODER_FOLDER,
+    MODEL_DIR,
+    bi_encoder_available,
+    load_bi_encoder,
+)
 
 DOCS = [
     Document("volga", "Volga", "The Volga is the longest river in Europe, flowing through Russia."),
@@ -146,8 +150,8 @@ def test_real_bi_encoder_if_fetched():
             f"bi-encoder model not fetched ({MODEL_DIR / BI_ENCODER_FOLDER}): "
             "run `streamrank models fetch`"
         )
-    if importlib.util.find_spec("models.bi_encoder") is None:
-        pytest.skip("models/bi_encoder.py is not there yet")
+    if importlib.util.find_spec("streamrank.models.scoring.bi_encoder") is None:
+        pytest.skip("models/scoring/bi_encoder.py is not there yet")
     encoder = load_bi_encoder(MODEL_DIR)
     vectors = encoder.encode([doc.content for doc in DOCS[:2]])
     assert vectors.dtype == np.float32 and vectors.shape[0] == 2

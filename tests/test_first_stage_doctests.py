@@ -8,14 +8,14 @@ import importlib
 import pytest
 
 MODULES = [
-    "models.corpus",
-    "models.hits",
-    "models.bm25_index",
-    "models.dense_index",
-    "models.retrieval",
-    "models.first_stage_eval",
-    "models.analysis",
-    "models.wiki",
+    "streamrank.models.retrieval.corpus",
+    "streamrank.models.retrieval.hits",
+    "streamrank.models.retrieval.bm25",
+    "streamrank.models.retrieval.dense",
+    "streamrank.models.retrieval.first_stage",
+    "streamrank.models.evaluation.first_stage",
+    "streamrank.models.evaluation.recall_analysis",
+    "streamrank.models.assets.wiki",
 ]
 
 

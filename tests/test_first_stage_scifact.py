@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from models.corpus import Document, read_corpus, read_qrels, read_queries
-from models.first_stage_eval import evaluate_first_stage, judged_queries
-from models.retrieval import FirstStage
+from streamrank.models.evaluation.first_stage import evaluate_first_stage, judged_queries
+from streamrank.models.retrieval.corpus import Document, read_corpus, read_qrels, read_queries
+from streamrank.models.retrieval.first_stage import FirstStage
 
 SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
 

@@ -1,6 +1,6 @@
 """The online-learning path through the real services: serving, sessions, orphans, a crash.
 
-In-process tests drive :mod:`streams.sessions` and :class:`streams.serving.Reranker` against
+In-process tests drive :mod:`streamrank.streams.state.user_sessions` and :class:`streamrank.streams.serving.Reranker` against
 the real Redis; the worker tests run real ``streamrank worker`` processes on the real broker,
 one of them killed with SIGKILL in the middle of the stream.
 """
@@ -19,19 +19,24 @@ import numpy as np
 import pytest
 import redis
 from helpers import consume
-
-from models.cascade import Cascade
-from models.online_ranker import Candidate as OnlineCandidate
-from models.registry import ModelRegistry
-from models.simulator import to_interactions
-from models.tiers import FunctionTier
-from streams.config import Settings
-from streams.events import Candidate, Candidates, DeadLetter, Interaction, Ranking
-from streams.feature_store import FeatureStore
-from streams.online import OnlineServing, online_ranker_for
-from streams.serving import Reranker
-from streams.sessions import Checkpoints, Claimed, Incoming, SessionStore, build_impression
-from streams.state import key, registry_for
+from streamrank.models.evaluation.simulator import to_interactions
+from streamrank.models.learning.online_ranker import Candidate as OnlineCandidate
+from streamrank.models.registry import ModelRegistry
+from streamrank.models.scoring.cascade import Cascade
+from streamrank.models.scoring.tiers import FunctionTier
+from streamrank.streams.config import Settings
+from streamrank.streams.events import Candidate, Candidates, DeadLetter, Interaction, Ranking
+from streamrank.streams.online import OnlineServing, online_ranker_for
+from streamrank.streams.serving import Reranker
+from streamrank.streams.state.connections import key, registry_for
+from streamrank.streams.state.feature_store import FeatureStore
+from streamrank.streams.state.user_sessions import (
+    Checkpoints,
+    Claimed,
+    Incoming,
+    SessionStore,
+    build_impression,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -181,7 +186,7 @@ def test_a_session_is_learned_once_even_when_claimed_twice(settings: Settings) -
     served_impression(FeatureStore(client, settings), "r2", ["a", "b", "c"])
     sessions.accumulate([incoming(e) for e in to_interactions("r2", ["a", "b"], [0])])
     online = OnlineServing(online_ranker_for(settings, client), max_loss=0.0)
-    from streams.sessions import learn_sessions
+    from streamrank.streams.state.user_sessions import learn_sessions
 
     later = time.time() + 60
     first = learn_sessions(online, sessions.claim(0, later, 10))
@@ -203,7 +208,7 @@ def test_a_session_is_learned_once_even_when_claimed_twice(settings: Settings) -
 
 
 def test_closed_sessions_count_once_in_the_ctr_minute(settings: Settings) -> None:
-    from streams.metrics import ServiceMetrics
+    from streamrank.streams.state.service_metrics import ServiceMetrics
 
     metrics = ServiceMetrics(redis.Redis.from_url(settings.redis_url), settings)
     at = 1_000_000 * 60.0
@@ -350,7 +355,7 @@ def due_sessions(client: redis.Redis, settings: Settings) -> int:
 
 def learner_totals(settings: Settings, client: redis.Redis) -> tuple[float, float]:
     """Impressions and clicks in the learner's statistics, over every document."""
-    from streams.online import learner_store_for
+    from streamrank.streams.online import learner_store_for
 
     stats = learner_store_for(settings, client).doc_stats(list(DOCS))
     return sum(s.impressions for s in stats), sum(s.clicks for s in stats)
@@ -435,8 +440,7 @@ def test_the_learn_consumer_resumes_after_its_commits_or_where_faust_left_off(
     from kafka import KafkaConsumer
     from kafka import TopicPartition as KafkaPartition
     from kafka.structs import OffsetAndMetadata
-
-    from streams.learn_consumer import LearnConsumer
+    from streamrank.streams.agents.learn_consumer import LearnConsumer
 
     topic = settings.topic("interactions")
     events = [to_interactions(f"m{n}", ["a", "b"], [])[0] for n in range(20)]

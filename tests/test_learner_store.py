@@ -6,10 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
-
-from models.online_ranker import InMemoryStore, Stats
-from streams.config import Settings
-from streams.learner_store import RedisLearnerStore
+from streamrank.models.learning.online_ranker import InMemoryStore, Stats
+from streamrank.streams.config import Settings
+from streamrank.streams.state.learner_store import RedisLearnerStore
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +55,7 @@ def test_state_round_trips_and_entries_expire(settings: Settings) -> None:
 
 
 def test_a_batch_reads_and_writes_like_the_store_itself(store: RedisLearnerStore) -> None:
-    from streams.learner_store import BatchingStore
+    from streamrank.streams.state.learner_store import BatchingStore
 
     memory = InMemoryStore()
     batching = BatchingStore(store)

@@ -8,14 +8,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-
-from models.cache import InMemoryCache, score_key
-from models.candidate import Candidate, CandidateLike
-from models.cascade import Cascade, PipelineError, Stage, parse_pipeline
-from models.confidence import ConfidenceRule
-from models.fetch import ModelFilesError, verify_models
-from models.tiers import FunctionTier, TierScores
-from streams.config import Settings
+from streamrank.models.assets.model_files import ModelFilesError, verify_models
+from streamrank.models.scoring.cascade import Cascade, PipelineError, Stage, parse_pipeline
+from streamrank.models.scoring.confidence import ConfidenceRule
+from streamrank.models.scoring.score_cache import InMemoryCache, score_key
+from streamrank.models.scoring.tiers import FunctionTier, TierScores
+from streamrank.models.types import Candidate, CandidateLike
+from streamrank.streams.config import Settings
 
 MODEL_DIR = Settings().model_dir
 
@@ -248,7 +247,7 @@ TEXTS = [
 def real_tiers() -> dict:
     if not models_fetched():
         pytest.skip(f"models not fetched into {MODEL_DIR}: run `streamrank models fetch`")
-    from models.factory import build_tiers
+    from streamrank.models.scoring.factory import build_tiers
 
     return build_tiers(
         "dense>ce:3", MODEL_DIR, score_cache=InMemoryCache(), vector_cache=InMemoryCache()
@@ -316,8 +315,8 @@ class SlowCache(InMemoryCache):
 
 @needs_models
 def test_cache_lookup_time_comes_out_of_the_cross_encoders_budget(real_tiers: dict):
-    from models.budget import CostModel
-    from models.tiers import CrossEncoderTier
+    from streamrank.models.scoring.budget import CostModel
+    from streamrank.models.scoring.tiers import CrossEncoderTier
 
     encoder = real_tiers["ce"].encoder
     cheap = CostModel(seconds_per_unit=1e-9)  # the model itself looks free
@@ -346,9 +345,9 @@ class CountingEncoder:
 
 @needs_models
 def test_cross_encoder_tier_tokenizes_a_request_once_under_a_deadline(real_tiers: dict):
-    from models.batching import CrossRequestBatcher
-    from models.budget import CostModel
-    from models.tiers import CrossEncoderTier
+    from streamrank.models.scoring.batching import CrossRequestBatcher
+    from streamrank.models.scoring.budget import CostModel
+    from streamrank.models.scoring.tiers import CrossEncoderTier
 
     encoder = CountingEncoder(real_tiers["ce"].encoder)
     batcher = CrossRequestBatcher(encoder.predict_encoded)

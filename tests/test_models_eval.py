@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from models.cli import eval_group
-from models.fetch import ModelFilesError, verify_models
-from streams.config import Settings
+from streamrank.models.assets.model_files import ModelFilesError, verify_models
+from streamrank.streams.cli.models import eval_group
+from streamrank.streams.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DL19 = REPO.parent / "shared" / "data" / "trec-dl-2019"
@@ -73,24 +72,23 @@ class CountingTier:
     name = version = "counting"
 
     def __init__(self, min_calls: int) -> None:
-        from models.budget import CostModel
+        from streamrank.models.scoring.budget import CostModel
 
         self.cost = CostModel(seconds_per_unit=1e-6, min_calls=min_calls)
         self.calls = 0
 
     def score(self, query, candidates, budget_s):
         import numpy as np
-
-        from models.tiers import TierScores
+        from streamrank.models.scoring.tiers import TierScores
 
         self.calls += 1
         return TierScores(np.arange(len(candidates), dtype=float), inferred=len(candidates))
 
 
 def test_a_deadline_run_warms_the_cost_models_up_untimed_first():
-    from models.candidate import Candidate
-    from models.cascade import Cascade
-    from models.evaluate import Query, run_cascade
+    from streamrank.models.evaluation.rerank import Query, run_cascade
+    from streamrank.models.scoring.cascade import Cascade
+    from streamrank.models.types import Candidate
 
     queries = [Query(str(i), f"q{i}", [Candidate("a", "x", 1.0)]) for i in range(12)]
     tier = CountingTier(min_calls=5)

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from models.fetch import ModelFilesError, verify_models
-from streams.config import Settings
+from streamrank.models.assets.model_files import ModelFilesError, verify_models
+from streamrank.streams.config import Settings
 
 MODEL_DIR = Settings().model_dir
 EXTRA = "the [export] extra is not installed (pip install 'streamrank[export]')"
@@ -38,8 +37,8 @@ def minilm_folder() -> Path:
 
 def test_export_local_bert_with_fresh_head(tmp_path: Path):
     require_extra()
-    from models.cross_encoder import CrossEncoder
-    from models.export import export_cross_encoder
+    from streamrank.models.onnx.export import export_cross_encoder
+    from streamrank.models.scoring.cross_encoder import CrossEncoder
 
     report = export_cross_encoder(minilm_folder(), tmp_path / "out")
     assert report["layers"] == 6 and report["fresh_head"] and report["quantized"]
@@ -52,7 +51,7 @@ def test_export_local_bert_with_fresh_head(tmp_path: Path):
 
 
 def test_export_rejects_what_it_cannot_do(tmp_path: Path):
-    from models.export import ExportError, export_cross_encoder
+    from streamrank.models.onnx.export import ExportError, export_cross_encoder
 
     with pytest.raises(ExportError):
         export_cross_encoder(tmp_path / "nothing-here", tmp_path / "out")
@@ -118,8 +117,8 @@ def test_export_reproduces_the_shipped_reranker(tmp_path: Path):
         verify_models(MODEL_DIR)
     except ModelFilesError:
         pytest.skip(f"models not fetched into {MODEL_DIR}: run `streamrank models fetch`")
-    from models.cross_encoder import CrossEncoder
-    from models.export import export_cross_encoder
+    from streamrank.models.onnx.export import export_cross_encoder
+    from streamrank.models.scoring.cross_encoder import CrossEncoder
 
     shipped = MODEL_DIR / "reranker_en"
     checkpoint = checkpoint_from_shipped_reranker(shipped, tmp_path / "hf")

@@ -6,10 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from models import fetch
-from models.fetch import MODELS, ModelFilesError, fetch_models, verify_models
-from streams.config import Settings
+from streamrank.models.assets import model_files as fetch
+from streamrank.models.assets.model_files import (
+    MODELS,
+    ModelFilesError,
+    fetch_models,
+    verify_models,
+)
+from streamrank.streams.config import Settings
 
 MODEL_DIR = Settings().model_dir
 

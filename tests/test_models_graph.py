@@ -1,4 +1,4 @@
-"""The cross-encoder's offline graph rewrites (models/graph.py) on the shipped int8 reranker."""
+"""The cross-encoder's offline graph rewrites (models/onnx/graph_rewrites.py) on the shipped int8 reranker."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from models.fetch import OPTIMIZED, PROVENANCE_FILE, ModelFilesError, verify_models
-from streams.config import Settings
+from streamrank.models.assets.model_files import (
+    OPTIMIZED,
+    PROVENANCE_FILE,
+    ModelFilesError,
+    verify_models,
+)
+from streamrank.streams.config import Settings
 
 onnx = pytest.importorskip("onnx", reason="the [export] extra (onnx) is not installed")
 
@@ -37,8 +41,8 @@ def shipped() -> Path:
 def test_optimized_graph_runs_attention_in_int8_and_scores_like_the_original(
     shipped: Path, tmp_path: Path
 ) -> None:
-    from models.cross_encoder import CrossEncoder
-    from models.graph import write_optimized_graph
+    from streamrank.models.onnx.graph_rewrites import write_optimized_graph
+    from streamrank.models.scoring.cross_encoder import CrossEncoder
 
     folder = tmp_path / "reranker_en"
     folder.mkdir()
@@ -65,8 +69,11 @@ def test_optimized_graph_runs_attention_in_int8_and_scores_like_the_original(
 
 def test_a_graph_without_the_bert_layout_is_refused() -> None:
     from onnx import TensorProto, helper
-
-    from models.graph import GraphRewriteError, cls_only_last_layer, int8_attention
+    from streamrank.models.onnx.graph_rewrites import (
+        GraphRewriteError,
+        cls_only_last_layer,
+        int8_attention,
+    )
 
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"], name="/encoder/layer.0/relu")],
@@ -82,7 +89,7 @@ def test_a_graph_without_the_bert_layout_is_refused() -> None:
 def test_fetch_replaces_an_earlier_optimized_graph(shipped: Path, tmp_path: Path) -> None:
     """A model directory from before int8 attention gets the new graph on the next fetch,
     and the old file and its provenance entry are removed."""
-    from models.fetch import write_optimized
+    from streamrank.models.assets.model_files import write_optimized
 
     folder = tmp_path / "reranker_en"
     folder.mkdir()

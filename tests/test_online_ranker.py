@@ -7,9 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
-from models.click_models import click_model
-from models.online_ranker import (
+from streamrank.models.learning.click_models import click_model
+from streamrank.models.learning.online_ranker import (
     Candidate,
     Impression,
     InMemoryStore,
@@ -17,7 +16,7 @@ from models.online_ranker import (
     RankerConfig,
     Stats,
 )
-from models.propensity import PositionBias
+from streamrank.models.learning.propensity import PositionBias
 
 
 def candidates(n: int = 30, seed: int = 0) -> list[Candidate]:

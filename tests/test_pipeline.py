@@ -7,11 +7,10 @@ import json
 import pytest
 import redis
 from helpers import consume, json_values, produce
-
-from streams.config import Settings
-from streams.deadletter import counter_key
-from streams.events import Candidate, Candidates, Item, Ranking
-from streams.feature_store import FeatureStore
+from streamrank.streams.config import Settings
+from streamrank.streams.events import Candidate, Candidates, Item, Ranking
+from streamrank.streams.kafka.deadletter import counter_key
+from streamrank.streams.state.feature_store import FeatureStore
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +103,7 @@ def test_a_worker_without_models_refuses_to_start(settings: Settings, tmp_path) 
 
     env = settings_env(settings) | {"STREAMRANK_MODEL_DIR": str(tmp_path / "no-models")}
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "worker"],
+        [sys.executable, "-m", "streamrank.streams.cli.main", "worker"],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -150,7 +149,7 @@ def test_three_kinds_of_bad_message_go_to_the_dead_letter_topic(
         assert letter["error"]
         assert letter["agent"] == "rerank"
         # The original bytes are kept whole, so the message can be fixed and replayed.
-        from streams.events import DeadLetter
+        from streamrank.streams.events import DeadLetter
 
         assert DeadLetter.model_validate(letter).original == bad[reason]
     assert (

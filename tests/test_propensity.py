@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
-from models.click_models import click_model
-from models.propensity import PositionBias, pair_key
+from streamrank.models.learning.click_models import click_model
+from streamrank.models.learning.propensity import PositionBias, pair_key
 
 
 def simulate_sessions(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import redis
-
-from models.registry import ModelRegistry, RegistryError
-from streams.config import Settings
+from streamrank.models.registry import ModelRegistry, RegistryError
+from streamrank.streams.config import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 from helpers import consume, produce
-
-from models.retrieval import build_index
-from streams.config import Settings
-from streams.events import Item, Query
+from streamrank.models.retrieval.first_stage import build_index
+from streamrank.streams.config import Settings
+from streamrank.streams.events import Item, Query
 
 pytestmark = pytest.mark.integration
 

@@ -24,12 +24,11 @@ import redis
 from conftest import settings_env
 from helpers import consume as consume_records
 from helpers import produce as produce_bytes
-
-from models.simulator import to_interactions
-from shadow.stats import ShadowStats
-from streams.config import Settings
-from streams.events import Candidate, Candidates, Comparison, Ranking
-from streams.state import registry_for
+from streamrank.models.evaluation.simulator import to_interactions
+from streamrank.shadow.evidence import ShadowStats
+from streamrank.streams.config import Settings
+from streamrank.streams.events import Candidate, Candidates, Comparison, Ranking
+from streamrank.streams.state.connections import registry_for
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +85,7 @@ def cli(operator: Settings, *args: str, token: str | None = TOKEN) -> subprocess
         "STREAMRANK_TOKEN": token or "",  # the one the operator presents
     }
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "streamrank.streams.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -123,7 +122,7 @@ def test_shadow_worker_mirrors_requests_to_comparisons(
     primary = start_worker(operator_env)
     shadow_log = (tmp_path / "shadow.log").open("wb")
     shadow = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "shadow", "worker", v2, "-l", "info"],
+        [sys.executable, "-m", "streamrank.streams.cli.main", "shadow", "worker", v2, "-l", "info"],
         env=settings_env(operator) | operator_env,
         stdout=shadow_log,
         stderr=subprocess.STDOUT,

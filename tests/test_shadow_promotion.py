@@ -7,14 +7,13 @@ import re
 import numpy as np
 import pytest
 import redis
-
-from shadow.promotion import PromotionError, promote, rollback
-from shadow.report import COLLECT, PROMOTE, REJECT, summarize
-from shadow.stats import ShadowStats, session_metrics
-from streams.config import Settings
-from streams.metrics import ServiceMetrics
-from streams.state import registry_for
-from streams.web import dashboard_data, preference_series, prometheus_text
+from streamrank.shadow.evidence import ShadowStats, session_metrics
+from streamrank.shadow.promotion import PromotionError, promote, rollback
+from streamrank.shadow.report import COLLECT, PROMOTE, REJECT, summarize
+from streamrank.streams.config import Settings
+from streamrank.streams.state.connections import registry_for
+from streamrank.streams.state.service_metrics import ServiceMetrics
+from streamrank.streams.web import dashboard_data, preference_series, prometheus_text
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +36,7 @@ def outcomes(wins: int, losses: int, ties: int, seed: int = 0) -> list[int]:
 
 
 def test_verdicts_follow_the_sequential_test() -> None:
-    from shadow.stats import Snapshot
+    from streamrank.shadow.evidence import Snapshot
 
     better = summarize(Snapshot("v2", interleaving=outcomes(170, 90, 40)), min_sessions=200)
     assert better["verdict"] == PROMOTE and better["delta"] > 0

@@ -9,11 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from models.fetch import ModelFilesError, verify_models
-from shadow.cli import shadow_group
-from shadow.interleaving import PRIMARY, SHADOW, team_draft
-from shadow.simulate import (
+from streamrank.models.assets.model_files import ModelFilesError, verify_models
+from streamrank.shadow.experiment_simulator import (
     Moments,
     ShadowQuery,
     TeamDrafts,
@@ -26,8 +23,10 @@ from shadow.simulate import (
     simulate_shadow,
     welch_p_value,
 )
-from shadow.statistics import two_sample_p_value
-from streams.config import Settings
+from streamrank.shadow.interleaving import PRIMARY, SHADOW, team_draft
+from streamrank.shadow.statistics import two_sample_p_value
+from streamrank.streams.cli.shadow import shadow_group
+from streamrank.streams.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DL19 = REPO.parent / "shared" / "data" / "trec-dl-2019"

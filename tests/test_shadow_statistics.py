@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from shadow.agreement import kendall_tau, overlap_at_k, rank_biased_overlap
-from shadow.interleaving import PRIMARY, SHADOW, team_draft
-from shadow.statistics import (
+from streamrank.shadow.agreement import kendall_tau, overlap_at_k, rank_biased_overlap
+from streamrank.shadow.interleaving import PRIMARY, SHADOW, team_draft
+from streamrank.shadow.statistics import (
     SequentialTest,
     bootstrap_interval,
     preference,

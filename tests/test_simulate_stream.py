@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import settings_env
-
-from models.online_ranker import Candidate as SimCandidate
-from models.simulator import SimQuery, dcg
-from streams.config import Settings
-from streams.simulate_stream import StreamingSystem
+from streamrank.models.evaluation.simulator import SimQuery, dcg
+from streamrank.models.learning.online_ranker import Candidate as SimCandidate
+from streamrank.streams.config import Settings
+from streamrank.streams.streaming_simulator import StreamingSystem
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +42,7 @@ def simulate(env: dict[str, str], candidates: Path, *extra: str) -> dict:
     command = [
         sys.executable,
         "-m",
-        "streams.cli",
+        "streamrank.streams.cli.main",
         "simulate",
         "--candidates",
         str(candidates),

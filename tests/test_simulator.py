@@ -9,13 +9,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from models.exploration import SafeExplorer
-from models.online_ranker import Candidate, OnlineRanker
-from models.simulate_cli import CACHE_DIR, NamedScorer, cached_scores, read_scores, simulate_command
-from models.simulator import OfflineSystem, SimQuery, dcg, load_queries, simulate, to_interactions
-from streams.config import get_settings
-from streams.events import Limits, decode
+from streamrank.models.evaluation.simulator import (
+    OfflineSystem,
+    SimQuery,
+    dcg,
+    load_queries,
+    simulate,
+    to_interactions,
+)
+from streamrank.models.learning.exploration import SafeExplorer
+from streamrank.models.learning.online_ranker import Candidate, OnlineRanker
+from streamrank.streams.cli.simulate import (
+    CACHE_DIR,
+    NamedScorer,
+    cached_scores,
+    read_scores,
+    simulate_command,
+)
+from streamrank.streams.config import get_settings
+from streamrank.streams.events import Limits, decode
 
 REPO = Path(__file__).resolve().parents[1]
 DL19 = REPO.parent / "shared" / "data" / "trec-dl-2019"

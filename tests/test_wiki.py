@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from models import wiki
-from models.corpus import read_corpus, read_qrels, read_queries
-from models.data_cli import data_group
+from streamrank.models.assets import wiki
+from streamrank.models.retrieval.corpus import read_corpus, read_qrels, read_queries
+from streamrank.streams.cli.data import data_group
 
 SUMMARIES = {
     "Volga": {

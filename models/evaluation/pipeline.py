@@ -1,0 +1,250 @@
+"""Evaluating a whole pipeline: first-stage retrieval from a corpus, then a re-ranking cascade.
+
+A pipeline spec is the first stage, optionally with its K1, then the cascade's own spec
+(:mod:`streamrank.models.scoring.cascade`): ``bm25``, ``hybrid:1000``, ``hybrid:1000>dense:100>ce:20``.
+
+Latency per query is the first stage plus the cascade, as a live request would see it; the
+one-time encoding of documents for the vector tiers is reported apart (``doc_encode_seconds``),
+because in service documents are encoded once, when they arrive, and cached.
+
+Examples
+--------
+>>> split_pipeline("hybrid:1000>dense:100>ce:20")
+('hybrid', 1000, 'dense:100>ce:20')
+>>> split_pipeline("bm25")
+('bm25', 1000, None)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+from streamrank.models.evaluation.first_stage import judged_queries, percentiles, recall_at_k
+from streamrank.models.evaluation.metrics import mean_metrics
+from streamrank.models.evaluation.rerank import Query, encode_documents
+from streamrank.models.retrieval.first_stage import METHODS, FirstStage
+from streamrank.models.scoring.cascade import Cascade, PipelineError
+from streamrank.models.types import Candidate
+
+DEFAULT_K1 = 1000
+
+
+def split_pipeline(spec: str) -> tuple[str, int, str | None]:
+    """(first-stage method, K1, cascade spec or None)."""
+    head, _, rest = spec.partition(">")
+    method, _, k1 = head.partition(":")
+    if method not in METHODS:
+        raise PipelineError(
+            f"a pipeline starts with a first stage ({', '.join(METHODS)}), not {method!r}"
+        )
+    try:
+        k = int(k1) if k1 else DEFAULT_K1
+    except ValueError:
+        raise PipelineError(f"K1 must be a whole number in {head!r}") from None
+    return method, k, rest or None
+
+
+def retrieve_all(
+    stage: FirstStage, queries: dict[str, str], method: str, k1: int
+) -> tuple[list[Query], list[float]]:
+    """First-stage candidates (with their texts) for every query, and the time each took."""
+    retrieved, latencies = [], []
+    for qid, text in queries.items():
+        started = time.perf_counter()
+        hits = stage.retrieve(text, k1, method)  # type: ignore[arg-type]
+        candidates = []
+        for hit in hits:
+            doc = stage.get(hit.doc_id)
+            candidates.append(Candidate(hit.doc_id, doc.content if doc else None, hit.score))
+        latencies.append(1000 * (time.perf_counter() - started))
+        retrieved.append(Query(qid, text, candidates))
+    return retrieved, latencies
+
+
+def evaluate_pipeline(
+    stage: FirstStage,
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    spec: str,
+    cascade_factory: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Metrics of one pipeline over the judged queries.
+
+    ``cascade_factory(spec) -> Cascade`` builds the re-ranking part (the real models by
+    default); returns ``ndcg@10``, ``mrr@10``, ``recall@100``, ``recall@1000`` (first stage),
+    ``pairs_scored``, ``latency_ms`` (p50/p95/p99, first stage + cascade per query) and
+    ``doc_encode_seconds``.
+    """
+    method, k1, cascade_spec = split_pipeline(spec)
+    selected = judged_queries(queries, qrels)
+    retrieved, first_ms = retrieve_all(stage, selected, method, k1)
+    first_ranking = {query.qid: [c.doc_id for c in query.candidates] for query in retrieved}
+    result: dict[str, Any] = {"pipeline": spec, "queries": len(retrieved)}
+    result["recall@100"] = _mean_recall(first_ranking, qrels, 100)
+    result["recall@1000"] = _mean_recall(first_ranking, qrels, 1000)
+    if cascade_spec is None:
+        metrics = mean_metrics(first_ranking, qrels, k=10)
+        result |= {
+            "ndcg@10": round(metrics["ndcg@10"], 4),
+            "mrr@10": round(metrics["mrr@10"], 4),
+            "pairs_scored": 0,
+            "latency_ms": percentiles(first_ms),
+            "doc_encode_seconds": 0.0,
+        }
+        return result
+    cascade = cascade_factory(cascade_spec)
+    rankings, cascade_ms, pairs, encode_s = rerank_all(cascade, retrieved, progress)
+    metrics = mean_metrics(rankings, qrels, k=10)
+    result |= {
+        "ndcg@10": round(metrics["ndcg@10"], 4),
+        "mrr@10": round(metrics["mrr@10"], 4),
+        "pairs_scored": pairs,
+        "latency_ms": percentiles([a + b for a, b in zip(first_ms, cascade_ms, strict=True)]),
+        "doc_encode_seconds": round(encode_s, 2),
+    }
+    return result
+
+
+def rerank_all(
+    cascade: Cascade, queries: list[Query], progress: bool
+) -> tuple[dict[str, list[str]], list[float], int, float]:
+    """Rankings, cascade milliseconds per query, cross-encoder pairs, and encoding seconds."""
+    rankings: dict[str, list[str]] = {}
+    latencies, pairs = [], 0
+    with Progress(disable=not progress, transient=True) as bar:
+        encode_s = encode_documents(cascade, queries, bar)
+        task = bar.add_task(f"re-ranking ({cascade.spec})", total=len(queries))
+        for query in queries:
+            started = time.perf_counter()
+            ranked = cascade.rank(query.text, query.candidates)
+            latencies.append(1000 * (time.perf_counter() - started))
+            rankings[query.qid] = ranked.doc_ids
+            pairs += ranked.pairs_scored
+            bar.advance(task)
+    return rankings, latencies, pairs, encode_s
+
+
+def _mean_recall(run: dict[str, list[str]], qrels: dict[str, dict[str, int]], k: int) -> float:
+    values = [recall_at_k(ranking, qrels.get(qid, {}), k) for qid, ranking in run.items()]
+    return round(sum(values) / len(values), 4) if values else 0.0
+
+
+def load_stage(corpus: Path, index_dir: Path | None, method: str, model_dir: Path) -> FirstStage:
+    """The corpus's first stage: loaded from ``index_dir`` or built there (densely if needed)."""
+    from streamrank.models.retrieval.first_stage import build_index, default_index_dir
+
+    index_dir = index_dir or default_index_dir(corpus)
+    encoder = None
+    if method != "bm25":
+        from streamrank.models.scoring.bi_encoder import BiEncoder
+
+        encoder = BiEncoder(Path(model_dir) / "bge_small_en")
+    if not index_dir.exists() or (encoder is not None and not (index_dir / "dense").exists()):
+        build_index(corpus, index_dir, encoder=encoder)
+    return FirstStage.load(index_dir, encoder=encoder)
+
+
+def pipeline_command() -> Any:
+    """``streamrank eval pipeline``: built lazily so the CLI starts fast."""
+    import json
+
+    import click
+    from rich.console import Console
+    from rich.table import Table
+
+    @click.command("pipeline")
+    @click.option(
+        "--corpus",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        required=True,
+        help="BEIR corpus.jsonl",
+    )
+    @click.option(
+        "--queries",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        required=True,
+        help="BEIR queries.jsonl",
+    )
+    @click.option(
+        "--qrels",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        required=True,
+        help="TREC or BEIR qrels",
+    )
+    @click.option(
+        "--pipeline",
+        "specs",
+        multiple=True,
+        required=True,
+        help="e.g. bm25, hybrid:1000, hybrid:1000>dense:100>ce:20 (repeatable)",
+    )
+    @click.option(
+        "--index",
+        "index_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="index directory (default: the cache; built when missing)",
+    )
+    @click.option("--max-length", default=256, show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="one JSON object per pipeline")
+    def command(
+        corpus: Path,
+        queries: Path,
+        qrels: Path,
+        specs: tuple[str, ...],
+        index_dir: Path | None,
+        max_length: int,
+        as_json: bool,
+    ) -> None:
+        """Evaluate first stage + cascade pipelines on a BEIR collection.
+
+        Example: streamrank eval pipeline --corpus ../shared/data/scifact/corpus.jsonl
+        --queries ../shared/data/scifact/queries.jsonl
+        --qrels ../shared/data/scifact/qrels-test.txt --pipeline hybrid:1000>dense:100>ce:20
+        """
+        from streamrank.models.retrieval.corpus import read_qrels, read_queries
+        from streamrank.models.scoring.factory import build_cascade
+        from streamrank.streams.config import get_settings
+
+        console = Console()
+        model_dir = get_settings().model_dir
+        try:
+            methods = {split_pipeline(spec)[0] for spec in specs}
+        except PipelineError as error:
+            raise click.UsageError(str(error)) from None
+        method = "hybrid" if methods - {"bm25"} else "bm25"
+        stage = load_stage(corpus, index_dir, method, model_dir)
+        query_texts = read_queries(queries).items
+        judgments = read_qrels(qrels).items
+        results = [
+            evaluate_pipeline(
+                stage,
+                query_texts,
+                judgments,
+                spec,
+                lambda cascade_spec: build_cascade(cascade_spec, model_dir, max_length),
+                progress=not as_json,
+            )
+            for spec in specs
+        ]
+        if as_json:
+            for result in results:
+                click.echo(json.dumps(result))
+            return
+        table = Table("pipeline", "nDCG@10", "R@100", "R@1000", "pairs", "p50 ms", "p95 ms")
+        for r in results:
+            table.add_row(
+                r["pipeline"],
+                f"{r['ndcg@10']:.4f}",
+                f"{r['recall@100']:.3f}",
+                f"{r['recall@1000']:.3f}",
+                str(r["pairs_scored"]),
+                f"{r['latency_ms']['p50']:.0f}",
+                f"{r['latency_ms']['p95']:.0f}",
+            )
+        console.print(table)
+
+    return command

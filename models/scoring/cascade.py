@@ -1,0 +1,280 @@
+"""A re-ranking cascade: cheap tiers narrow the candidates, the cross-encoder orders the top.
+
+A pipeline is a spec string, so stages and K values are configuration, not code:
+
+==================== ==========================================================================
+``first-stage``      the candidates' own order
+``dense``            the bi-encoder re-scores every candidate
+``ce``               the cross-encoder re-scores every candidate
+``dense>ce:30``      dense re-scores all; the cross-encoder re-scores dense's top 30
+``colbert>ce:30``    the same with ColBERT as the cheap tier
+``dense:100>ce:20``  dense re-scores the first stage's top 100; the cross-encoder dense's top 20
+==================== ==========================================================================
+
+``tier:K`` means the tier re-scores the top ``K`` of the order it receives (the previous
+tier keeps its top ``K`` for it); without ``:K`` it re-scores them all. After each tier the
+candidates it scored come first, by its score, and the rest follow in the previous order.
+
+:meth:`Cascade.rank` also
+
+- keeps a latency budget (``deadline_s``): each tier gets the time left and scores only what
+  it estimates will fit (from measured throughput); the rest keep the previous order, and the
+  ranking says ``degraded`` with the reason. A tier that fails is treated the same way: a
+  request never goes unanswered because a stage was slow or broken;
+- skips the cross-encoder when the :class:`~streamrank.models.scoring.confidence.ConfidenceRule` says so;
+- ranks a candidate without text at its first-stage position, flagged ``no_text``.
+
+Examples
+--------
+>>> parse_pipeline("dense:100>ce:20")
+(Stage(tier='dense', k=100), Stage(tier='ce', k=20))
+>>> from streamrank.models.types import Candidate
+>>> from streamrank.models.scoring.tiers import FunctionTier
+>>> length = FunctionTier("ce", lambda query, texts: np.array([len(t) for t in texts]))
+>>> cascade = Cascade("ce:2", {"ce": length})
+>>> docs = [Candidate("a", "x", 9.0), Candidate("b", "xxx", 8.0), Candidate("c", "xxxxx", 7.0)]
+>>> [item.doc_id for item in cascade.rank("q", docs).items]
+['b', 'a', 'c']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from streamrank.models.scoring.confidence import ConfidenceRule
+from streamrank.models.scoring.tiers import TierScores
+from streamrank.models.types import CandidateLike, has_text
+
+TIERS = ("dense", "colbert", "ce")
+FIRST_STAGE = "first-stage"
+
+
+class PipelineError(ValueError):
+    """A pipeline spec that does not parse, or names a tier that is not there."""
+
+
+class Tier(Protocol):
+    """A scorer the cascade can run (see :mod:`streamrank.models.scoring.tiers`)."""
+
+    name: str
+    version: str
+
+    def score(
+        self, query: str, candidates: Sequence[CandidateLike], budget_s: float | None
+    ) -> TierScores: ...
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a pipeline: a tier and how many of the top candidates it re-scores."""
+
+    tier: str
+    k: int | None = None
+
+
+def parse_pipeline(spec: str) -> tuple[Stage, ...]:
+    """Stages of a pipeline spec (``first-stage`` alone is the empty cascade).
+
+    Raises
+    ------
+    PipelineError
+        On an unknown tier, a bad K, or an empty stage.
+    """
+    stages = []
+    for number, part in enumerate(spec.strip().split(">")):
+        name, _, k = part.strip().partition(":")
+        if name == FIRST_STAGE and number == 0 and not k:
+            continue
+        if name not in TIERS:
+            raise PipelineError(f"unknown tier {name!r} in {spec!r}; tiers: {', '.join(TIERS)}")
+        if k and not (k.isdigit() and int(k) > 0):
+            raise PipelineError(f"bad K {k!r} in {spec!r}: a positive integer")
+        stages.append(Stage(name, int(k) if k else None))
+    return tuple(stages)
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    """One candidate in the final order.
+
+    Attributes
+    ----------
+    score
+        The score of the last tier that scored it (first-stage score if none did): scores
+        of different tiers are on different scales, only the order is comparable.
+    stage
+        Which tier's score placed it (``first-stage`` when none).
+    flags
+        ``no_text`` (nothing to score: ranked by its first-stage position) or
+        ``not_scored`` (a tier had no time for it).
+    """
+
+    doc_id: str
+    score: float
+    position: int
+    stage: str
+    flags: tuple[str, ...] = ()
+
+
+@dataclass
+class CascadeResult:
+    """A ranking with what it took to make it."""
+
+    items: list[RankedItem]
+    model_version: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    degraded: bool = False
+    degraded_reason: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    pairs_scored: int = 0
+    cache_hits: int = 0
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """Document ids in the final order."""
+        return [item.doc_id for item in self.items]
+
+
+class Cascade:
+    """Runs a pipeline spec over the tiers it names.
+
+    Parameters
+    ----------
+    spec
+        Pipeline spec, see the module docstring.
+    tiers
+        The tier objects by name (``dense``, ``colbert``, ``ce``); only those the spec names
+        are needed.
+    confidence
+        When to skip the cross-encoder; off by default.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        tiers: Mapping[str, Tier],
+        confidence: ConfidenceRule | None = None,
+    ) -> None:
+        self.spec = spec
+        self.stages = parse_pipeline(spec)
+        missing = sorted({s.tier for s in self.stages} - set(tiers))
+        if missing:
+            raise PipelineError(f"pipeline {spec!r} needs tiers that were not given: {missing}")
+        self.tiers = {s.tier: tiers[s.tier] for s in self.stages}
+        self.confidence = confidence or ConfidenceRule()
+        versions = [f"{s.tier}={self.tiers[s.tier].version}" for s in self.stages]
+        self.model_version = ";".join([spec, *versions])
+
+    def rank(
+        self, query: str, candidates: Sequence[CandidateLike], deadline_s: float | None = None
+    ) -> CascadeResult:
+        """Re-rank ``candidates`` (given in first-stage order) for ``query``.
+
+        Parameters
+        ----------
+        deadline_s
+            Seconds this call may take; ``None`` for no limit.
+        """
+        started = time.perf_counter()
+        run = _Run(candidates, self.model_version)
+        skip = self.confidence.skip_reason([c.first_stage_score for c in candidates])
+        for stage in self.stages:
+            if stage.tier == "ce" and skip:
+                run.result.skipped["ce"] = skip
+                continue
+            left = None if deadline_s is None else deadline_s - (time.perf_counter() - started)
+            run.apply(stage, self.tiers[stage.tier], query, left)
+        run.result.timings_ms["total"] = 1000 * (time.perf_counter() - started)
+        return run.finish()
+
+    async def rank_async(
+        self,
+        query: str,
+        candidates: Sequence[CandidateLike],
+        deadline_s: float | None = None,
+        executor: Executor | None = None,
+    ) -> CascadeResult:
+        """:meth:`rank` in an executor thread, so an event loop never waits on inference."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self.rank, query, candidates, deadline_s)
+
+
+class _Run:
+    """The state of one :meth:`Cascade.rank` call."""
+
+    def __init__(self, candidates: Sequence[CandidateLike], model_version: str) -> None:
+        self.candidates = candidates
+        self.order = [i for i, c in enumerate(candidates) if has_text(c)]
+        self.scores = {i: float(c.first_stage_score) for i, c in enumerate(candidates)}
+        self.stage = dict.fromkeys(range(len(candidates)), FIRST_STAGE)
+        self.unscored: set[int] = set()
+        self.reasons: list[str] = []
+        self.result = CascadeResult([], model_version)
+
+    def apply(self, stage: Stage, tier: Tier, query: str, left: float | None) -> None:
+        head = self.order[: stage.k] if stage.k else list(self.order)
+        if not head:
+            return
+        began = time.perf_counter()
+        if left is not None and left <= 0:
+            scores = TierScores(np.full(len(head), np.nan))
+        else:
+            scores = self._score(tier, query, head, left)
+        self.result.timings_ms[stage.tier] = 1000 * (time.perf_counter() - began)
+        self._reorder(stage.tier, head, scores)
+
+    def _score(self, tier: Tier, query: str, head: list[int], left: float | None) -> TierScores:
+        try:
+            return tier.score(query, [self.candidates[i] for i in head], left)
+        except Exception as error:  # serve the previous order rather than nothing
+            self.reasons.append(f"{tier.name} failed: {type(error).__name__}: {error}")
+            return TierScores(np.full(len(head), np.nan))
+
+    def _reorder(self, name: str, head: list[int], result: TierScores) -> None:
+        scores = np.asarray(result.scores, dtype=np.float64)
+        done = [i for i, s in zip(head, scores, strict=True) if not np.isnan(s)]
+        left_out = [i for i, s in zip(head, scores, strict=True) if np.isnan(s)]
+        if left_out and not any(r.startswith(f"{name} failed") for r in self.reasons):
+            self.reasons.append(
+                f"{name}: deadline, scored {len(done)} of {len(head)}, "
+                "the rest keep the previous order"
+            )
+        by_index = dict(zip(head, scores, strict=True))
+        done.sort(key=lambda i: -by_index[i])  # stable: ties keep the previous order
+        for i in done:
+            self.scores[i] = float(by_index[i])
+            self.stage[i] = name
+            self.unscored.discard(i)
+        self.unscored.update(left_out)
+        self.order = done + left_out + self.order[len(head) :]
+        if name == "ce":
+            self.result.pairs_scored += result.inferred
+            self.result.cache_hits += result.cached
+
+    def finish(self) -> CascadeResult:
+        slots: list[int | None] = [None] * len(self.candidates)
+        for i, c in enumerate(self.candidates):
+            if not has_text(c):
+                slots[i] = i  # no text: keeps its first-stage position
+        fill = iter(self.order)
+        final = [slot if slot is not None else next(fill) for slot in slots]
+        self.result.items = [self._item(i, position) for position, i in enumerate(final, 1)]
+        if self.reasons:
+            self.result.degraded = True
+            self.result.degraded_reason = "; ".join(self.reasons)
+        return self.result
+
+    def _item(self, i: int, position: int) -> RankedItem:
+        flags = ()
+        if not has_text(self.candidates[i]):
+            flags = ("no_text",)
+        elif i in self.unscored:
+            flags = ("not_scored",)
+        doc_id = self.candidates[i].doc_id
+        return RankedItem(doc_id, self.scores[i], position, self.stage[i], flags)

@@ -1,0 +1,98 @@
+"""Build a cascade's tiers from the model directory: only the models the pipeline names load.
+
+Examples
+--------
+>>> sorted(tiers_needed("dense:100>ce:20"))
+['ce', 'dense']
+>>> cascade = build_cascade("ce", "~/.cache/streamrank/models")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from streamrank.models.assets.model_files import MODELS, verify_models
+from streamrank.models.scoring.cascade import Cascade, Tier, parse_pipeline
+from streamrank.models.scoring.confidence import ConfidenceRule
+from tokenizers import Encoding
+
+FOLDERS = {"ce": "reranker_en", "dense": "bge_small_en", "colbert": "colbert"}
+
+
+def tiers_needed(spec: str) -> set[str]:
+    """Names of the tiers a pipeline spec uses."""
+    return {stage.tier for stage in parse_pipeline(spec)}
+
+
+def build_tiers(
+    spec: str,
+    model_dir: str | Path,
+    max_length: int = 256,
+    score_cache: object | None = None,
+    vector_cache: object | None = None,
+    predict_wrapper: Callable[[Callable[[list[Encoding]], np.ndarray]], Callable] | None = None,
+) -> dict[str, Tier]:
+    """Load the models a pipeline needs, verified, as tiers.
+
+    Parameters
+    ----------
+    spec
+        Pipeline spec (:func:`streamrank.models.scoring.cascade.parse_pipeline`).
+    model_dir
+        The model directory (``Settings.model_dir``).
+    max_length
+        The cross-encoder's max tokens per pair.
+    score_cache, vector_cache
+        Caches for cross-encoder scores and document vectors (``None``: the cross-encoder
+        has none; the vector tiers keep an in-memory one).
+    predict_wrapper
+        Wraps the cross-encoder's ``predict_encoded``, e.g.
+        ``lambda p: CrossRequestBatcher(p).predict``.
+
+    Raises
+    ------
+    streamrank.models.assets.model_files.ModelFilesError
+        When a needed model is missing or corrupt (names the path and the fetch command).
+    """
+    from streamrank.models.scoring.tiers import ColBERTTier, CrossEncoderTier, DenseTier
+
+    needed = tiers_needed(spec)
+    root = Path(model_dir).expanduser()
+    verify_models(root, tuple(m for m in MODELS if m.folder in {FOLDERS[t] for t in needed}))
+    tiers: dict[str, Tier] = {}
+    if "ce" in needed:
+        from streamrank.models.scoring.cross_encoder import CrossEncoder
+
+        encoder = CrossEncoder(root / FOLDERS["ce"], max_length=max_length)
+        predict = predict_wrapper(encoder.predict_encoded) if predict_wrapper else None
+        tiers["ce"] = CrossEncoderTier(encoder, score_cache, predict)  # type: ignore[arg-type]
+    if "dense" in needed:
+        from streamrank.models.scoring.bi_encoder import QUERY_INSTRUCTION, BiEncoder
+
+        # bge's retrieval instruction on queries: the cascade keeps more relevant passages in
+        # its top K2 with it (DL19, grade >= 2 recall@20 0.712 vs 0.696; docs/models.md).
+        encoder = BiEncoder(root / FOLDERS["dense"], query_instruction=QUERY_INSTRUCTION)
+        tiers["dense"] = DenseTier(encoder, vector_cache)  # type: ignore[arg-type]
+    if "colbert" in needed:
+        from streamrank.models.scoring.colbert import ColBERT
+
+        tiers["colbert"] = ColBERTTier(ColBERT(root / FOLDERS["colbert"]), vector_cache)  # type: ignore[arg-type]
+    return tiers
+
+
+def build_cascade(
+    spec: str,
+    model_dir: str | Path,
+    max_length: int = 256,
+    confidence: ConfidenceRule | None = None,
+    **caches: object,
+) -> Cascade:
+    """A :class:`~streamrank.models.scoring.cascade.Cascade` for ``spec`` over verified models in ``model_dir``.
+
+    Keyword arguments go to :func:`build_tiers` (``score_cache``, ``vector_cache``,
+    ``predict_wrapper``).
+    """
+    tiers = build_tiers(spec, model_dir, max_length, **caches)  # type: ignore[arg-type]
+    return Cascade(spec, tiers, confidence)

@@ -1,0 +1,281 @@
+"""The model tiers of a cascade: cross-encoder, dense (bi-encoder) and ColBERT.
+
+A tier scores a query against candidates in the order it is given them and may stop early:
+``score(query, candidates, budget_s)`` returns a :class:`TierScores` whose ``scores`` hold
+NaN for the candidates it had no time for. Each tier asks its cache first (cross-encoder
+scores; document vectors), estimates what the rest costs with a :class:`~streamrank.models.scoring.budget.CostModel`
+calibrated at start and updated from every call, and computes only what fits in the budget.
+
+Examples
+--------
+A tier can be anything with ``name``, ``version`` and ``score``; tests use tiny ones:
+
+>>> import numpy as np
+>>> from streamrank.models.types import Candidate
+>>> tier = FunctionTier("length", lambda query, texts: np.array([len(t) for t in texts]))
+>>> tier.score("q", [Candidate("a", "xx"), Candidate("b", "x")], None).scores.tolist()
+[2.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from streamrank.models.scoring.bi_encoder import BiEncoder
+from streamrank.models.scoring.budget import CostModel
+from streamrank.models.scoring.colbert import ColBERT
+from streamrank.models.scoring.cross_encoder import CrossEncoder, token_lengths
+from streamrank.models.scoring.score_cache import (
+    InMemoryCache,
+    ScoreCache,
+    VectorCache,
+    score_key,
+    vector_key,
+)
+from streamrank.models.types import CandidateLike
+from tokenizers import Encoding
+
+CALIBRATION_TEXT = " ".join(["the quick brown fox jumps over the lazy dog"] * 10)
+
+
+@dataclass
+class TierScores:
+    """One tier's answer for one request.
+
+    Attributes
+    ----------
+    scores
+        One score per candidate given, NaN where the tier did not score it (no time).
+    inferred
+        Candidates (pairs or documents) that needed the model in this call.
+    cached
+        Candidates answered from a cache.
+    """
+
+    scores: np.ndarray
+    inferred: int = 0
+    cached: int = 0
+
+
+def _texts(candidates: Sequence[CandidateLike]) -> list[str]:
+    return [c.text or "" for c in candidates]
+
+
+def _calibrate(run: Callable[[], object], units: float) -> float:
+    """Seconds per unit of a warm call (the first call also warms the session up)."""
+    run()
+    started = time.perf_counter()
+    run()
+    return (time.perf_counter() - started) / units
+
+
+class FunctionTier:
+    """A tier from a plain function ``(query, texts) -> scores``; no budget, no cache."""
+
+    def __init__(self, name: str, function: Callable[[str, list[str]], np.ndarray]) -> None:
+        self.name = name
+        self.version = name
+        self.function = function
+
+    def score(
+        self, query: str, candidates: Sequence[CandidateLike], budget_s: float | None
+    ) -> TierScores:
+        scores = np.asarray(self.function(query, _texts(candidates)), dtype=np.float64)
+        return TierScores(scores, inferred=len(candidates))
+
+
+class CrossEncoderTier:
+    """Cross-encoder scores, from the score cache when there, else from the model.
+
+    Parameters
+    ----------
+    encoder
+        The cross-encoder.
+    cache
+        Score cache (``get_many`` / ``set_many``); ``None`` for none.
+    predict_encoded
+        What runs the model on tokenized pairs; default ``encoder.predict_encoded``. Pass
+        ``CrossRequestBatcher(encoder.predict_encoded).predict`` to merge concurrent requests.
+        The tier tokenizes each request once: the token counts that decide what fits a
+        deadline come from the same encodings the model runs on.
+    cost
+        Seconds per token; default: calibrated on start.
+    """
+
+    name = "ce"
+
+    def __init__(
+        self,
+        encoder: CrossEncoder,
+        cache: ScoreCache | None = None,
+        predict_encoded: Callable[[list[Encoding]], np.ndarray] | None = None,
+        cost: CostModel | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.cache = cache
+        self.predict_encoded = predict_encoded or encoder.predict_encoded
+        self.version = encoder.version
+        if cost is None:
+            pairs = [("calibration query about foxes", CALIBRATION_TEXT)] * 16
+            tokens = float(encoder.token_counts(pairs).sum())
+            cost = CostModel(_calibrate(lambda: encoder.predict(pairs), tokens), overhead_s=0.002)
+        self.cost = cost
+
+    def score(
+        self, query: str, candidates: Sequence[CandidateLike], budget_s: float | None
+    ) -> TierScores:
+        started = time.perf_counter()
+        scores = np.full(len(candidates), np.nan)
+        keys = [score_key(self.version, query, c.doc_id, c.text or "") for c in candidates]
+        cached = self._from_cache(keys, scores)
+        todo = np.flatnonzero(np.isnan(scores))
+        encodings = self.encoder.encode([(query, candidates[i].text or "") for i in todo])
+        tokens = None
+        if budget_s is not None and len(todo):
+            counts = token_lengths(encodings)
+            # the cache lookup and the tokenizing above came out of this request's budget too
+            fit = self.cost.fits(counts, budget_s - (time.perf_counter() - started))
+            todo, encodings, tokens = todo[:fit], encodings[:fit], float(counts[:fit].sum())
+        if len(todo):
+            scores[todo] = self._predict(encodings, tokens)
+            if self.cache is not None:
+                self.cache.set_many({keys[i]: float(scores[i]) for i in todo})
+        return TierScores(scores, inferred=len(todo), cached=cached)
+
+    def _from_cache(self, keys: list[str], scores: np.ndarray) -> int:
+        if self.cache is None or not keys:
+            return 0
+        found = self.cache.get_many(keys)
+        for i, value in enumerate(found):
+            if value is not None:
+                scores[i] = value
+        return sum(value is not None for value in found)
+
+    def _predict(self, encodings: list[Encoding], tokens: float | None) -> np.ndarray:
+        """Scores from the model; the time it took updates the cost model.
+
+        With ``tokens`` (this request's, counted for a deadline) the estimate learns the
+        latency this request saw, waiting for merged concurrent requests included; without,
+        it learns the encoder's own seconds per token.
+        """
+        scored, seconds = self.encoder.tokens_scored, self.encoder.seconds
+        started = time.perf_counter()
+        scores = np.asarray(self.predict_encoded(encodings), dtype=np.float64)
+        if tokens:
+            self.cost.observe(tokens, time.perf_counter() - started)
+        elif self.encoder.tokens_scored > scored:
+            self.cost.observe(self.encoder.tokens_scored - scored, self.encoder.seconds - seconds)
+        return scores
+
+
+class _VectorTier:
+    """Shared logic of the tiers that score cached document vectors against a query."""
+
+    name = "vectors"
+    version = "vectors"
+
+    def __init__(self, cache: VectorCache | None, cost: CostModel) -> None:
+        self.cache = cache if cache is not None else InMemoryCache(max_items=50_000)
+        self.cost = cost
+
+    def _encode_docs(self, texts: list[str]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def _encode_query(self, query: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def _similarity(self, query: np.ndarray, docs: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def ensure_vectors(self, candidates: Sequence[CandidateLike]) -> int:
+        """Encode and cache the documents not cached yet (on ingestion or ahead of a run)."""
+        vectors = self._vectors(candidates, budget_s=None, started=time.perf_counter())
+        return vectors[1]
+
+    def _vectors(
+        self, candidates: Sequence[CandidateLike], budget_s: float | None, started: float
+    ) -> tuple[list[np.ndarray | None], int, int]:
+        keys = [vector_key(self.version, c.doc_id, c.text or "") for c in candidates]
+        found: list[np.ndarray | None] = list(self.cache.get_many(keys)) if keys else []
+        missing = [i for i, v in enumerate(found) if v is None]
+        cached = len(candidates) - len(missing)
+        if budget_s is not None and missing:
+            left = budget_s - (time.perf_counter() - started)
+            costs = [len(candidates[i].text or "") for i in missing]
+            missing = missing[: self.cost.fits(costs, left)]
+        if missing:
+            texts = [candidates[i].text or "" for i in missing]
+            begun = time.perf_counter()
+            encoded = self._encode_docs(texts)
+            self.cost.observe(sum(map(len, texts)), time.perf_counter() - begun)
+            for i, vector in zip(missing, encoded, strict=True):
+                found[i] = vector
+            self.cache.set_many({keys[i]: found[i] for i in missing})
+        return found, len(missing), cached
+
+    def score(
+        self, query: str, candidates: Sequence[CandidateLike], budget_s: float | None
+    ) -> TierScores:
+        started = time.perf_counter()
+        query_vector = self._encode_query(query)
+        found, inferred, cached = self._vectors(candidates, budget_s, started)
+        scores = np.full(len(candidates), np.nan)
+        have = [i for i, v in enumerate(found) if v is not None]
+        if have:
+            scores[have] = self._similarity(query_vector, [found[i] for i in have])
+        return TierScores(scores, inferred=inferred, cached=cached)
+
+
+class DenseTier(_VectorTier):
+    """Bi-encoder tier: dot product of the query vector with cached document vectors."""
+
+    name = "dense"
+
+    def __init__(
+        self, encoder: BiEncoder, cache: VectorCache | None = None, cost: CostModel | None = None
+    ) -> None:
+        self.encoder = encoder
+        self.version = encoder.version
+        if cost is None:
+            texts = [CALIBRATION_TEXT] * 8
+            per_char = _calibrate(lambda: encoder.encode(texts), sum(map(len, texts)))
+            cost = CostModel(per_char, overhead_s=0.004)
+        super().__init__(cache, cost)
+
+    def _encode_docs(self, texts: list[str]) -> list[np.ndarray]:
+        return list(self.encoder.encode(texts))
+
+    def _encode_query(self, query: str) -> np.ndarray:
+        return self.encoder.encode_queries([query])[0]
+
+    def _similarity(self, query: np.ndarray, docs: list[np.ndarray]) -> np.ndarray:
+        return np.stack(docs) @ query
+
+
+class ColBERTTier(_VectorTier):
+    """Late-interaction tier: MaxSim of the query's token vectors with cached document ones."""
+
+    name = "colbert"
+
+    def __init__(
+        self, encoder: ColBERT, cache: VectorCache | None = None, cost: CostModel | None = None
+    ) -> None:
+        self.encoder = encoder
+        self.version = encoder.version
+        if cost is None:
+            texts = [CALIBRATION_TEXT] * 8
+            per_char = _calibrate(lambda: encoder.encode_documents(texts), sum(map(len, texts)))
+            cost = CostModel(per_char, overhead_s=0.004)
+        super().__init__(cache, cost)
+
+    def _encode_docs(self, texts: list[str]) -> list[np.ndarray]:
+        return self.encoder.encode_documents(texts)
+
+    def _encode_query(self, query: str) -> np.ndarray:
+        return self.encoder.encode_queries([query])[0]
+
+    def _similarity(self, query: np.ndarray, docs: list[np.ndarray]) -> np.ndarray:
+        return self.encoder.score(query, docs)

@@ -1,0 +1,93 @@
+"""The feature store in Redis: document texts and features, user features, and impressions.
+
+Documents and users arrive on the ``items`` and ``users`` topics; any worker can then fill in a
+candidate that came without text, and add item or user features to a ranking. Impressions (what
+was shown to whom, at which positions, with which features and model version) are kept with a
+TTL so the online learner can join clicks to them.
+
+All calls are synchronous: they run in the executor threads that also run inference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from streamrank.streams.config import Settings
+from streamrank.streams.events import Item, User
+from streamrank.streams.state.connections import key
+
+
+class FeatureStore:
+    """Documents, users and impressions, in Redis under the deployment's prefix."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    # -- documents ------------------------------------------------------------------------
+
+    def _doc_key(self, doc_id: str) -> str:
+        return key(self.settings, "doc", doc_id)
+
+    def apply_item(self, item: Item) -> None:
+        """Upsert or delete a document; applying the same event twice changes nothing."""
+        doc_key = self._doc_key(item.doc_id)
+        if item.op == "delete":
+            self.client.delete(doc_key)
+            return
+        fields: dict[str, str] = {"updated": repr(item.timestamp)}
+        if item.title is not None:
+            fields["title"] = item.title
+        if item.text is not None:
+            fields["text"] = item.text
+        if item.features:
+            fields["features"] = json.dumps(item.features)
+        self.client.hset(doc_key, mapping=fields)
+
+    def texts(self, doc_ids: Sequence[str]) -> list[str | None]:
+        """Stored text of each document (title and text joined), None where unknown."""
+        pipe = self.client.pipeline(transaction=False)
+        for doc_id in doc_ids:
+            pipe.hmget(self._doc_key(doc_id), "title", "text")
+        texts: list[str | None] = []
+        for title, text in pipe.execute():
+            parts = [part.decode() for part in (title, text) if part]
+            texts.append(" ".join(parts) if parts else None)
+        return texts
+
+    def item_features(self, doc_ids: Sequence[str]) -> list[dict[str, float]]:
+        pipe = self.client.pipeline(transaction=False)
+        for doc_id in doc_ids:
+            pipe.hget(self._doc_key(doc_id), "features")
+        return [json.loads(raw) if raw else {} for raw in pipe.execute()]
+
+    # -- users ----------------------------------------------------------------------------
+
+    def apply_user(self, user: User) -> None:
+        self.client.set(key(self.settings, "user", user.user_id), json.dumps(user.features))
+
+    def user_features(self, user_id: str | None) -> dict[str, float]:
+        if user_id is None:
+            return {}
+        raw = self.client.get(key(self.settings, "user", user_id))
+        return json.loads(raw) if raw else {}
+
+    # -- impressions ----------------------------------------------------------------------
+
+    def impression_key(self, request_id: str) -> str:
+        """The Redis key of a request's impression (the learn agent joins on it)."""
+        return key(self.settings, "impression", request_id)
+
+    def record_impression(self, request_id: str, impression: dict[str, Any]) -> None:
+        self.client.set(
+            self.impression_key(request_id),
+            json.dumps(impression),
+            ex=self.settings.impression_ttl_s,
+        )
+
+    def impression(self, request_id: str) -> dict[str, Any] | None:
+        raw = self.client.get(self.impression_key(request_id))
+        return json.loads(raw) if raw else None

@@ -1,0 +1,582 @@
+"""Sessions of interactions in Redis: the join to impressions, closing, orphans, checkpoints.
+
+The learn agent (:mod:`streamrank.streams.agents.learn`) is a thin Faust shell around this module, which needs
+only Redis, so tests and benchmarks drive it directly.
+
+Every key lives under ``<prefix>learn:``:
+
+==================== ==========================================================================
+``session:<rid>``    hash: event id -> ``type|position|doc`` for each interaction of a request;
+                     the field ``_learned`` freezes it once the session is being learned
+``due:<p>``          sorted set: request ids with interactions from partition ``p``, scored
+                     by when the session closes (``session_close_s`` after its last new event)
+``orphans:<p>``      sorted set: event ids whose impression was missing, by first-seen time;
+                     ``orphan:<p>`` holds each one's original message for a dead letter
+``offsets``          hash: partition -> the highest offset applied (the close barrier reads it)
+``counts``           hash: counters (``interactions``, ``duplicates``, ``sessions_learned``, ...)
+``checkpoints``      list: the newest learner checkpoints, newest first (see :class:`Checkpoints`)
+==================== ==========================================================================
+
+Exactly once, with at-least-once delivery:
+
+- a batch of interactions is applied by one Lua script: each event is stored with ``HSETNX``
+  under its event id, so a replayed or duplicated event changes nothing, and the partition's
+  applied offset is raised in the same step;
+- a session is learned once: :meth:`SessionStore.claim` freezes it (``_learned``) but keeps it
+  due until :meth:`SessionStore.finish`, and the learner applies its click statistics under
+  the event id ``request_id`` atomically with a dedupe marker
+  (:class:`streamrank.streams.state.learner_store.RedisLearnerStore`). A crash anywhere in between learns the
+  session again, and the statistics refuse the second application;
+- a session closes only behind a :class:`Barriers` barrier: every message that was in the
+  partition when its close time passed has been applied, so a restarted worker re-reads its
+  backlog before it closes anything, and a lagging consumer never closes a session whose
+  later events are still waiting in the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from pydantic_core import from_json
+from streamrank.models.learning.online_ranker import Impression
+from streamrank.models.registry import ModelRegistry, RegistryError
+from streamrank.streams.config import Settings
+from streamrank.streams.events import DeadLetter, Interaction, Limits, decode
+from streamrank.streams.online import OnlineServing
+from streamrank.streams.state.connections import key
+
+log = logging.getLogger(__name__)
+
+LEARNED = "_learned"
+CLICK_TYPES = frozenset({"click", "add_to_cart", "purchase"})
+"""Interaction types that count as a click on the document; the others as a look at it."""
+STATUSES = ("new", "duplicate", "late", "orphan")
+
+# KEYS: counts, offsets, then per event: impression, session, due zset, orphan zset, orphan hash.
+# ARGV: now, close_s, session ttl, event count, then per event: event id, request id, payload,
+#       orphan record; then (partition, offset) pairs.
+ACCUMULATE_SCRIPT = """
+local now, close, ttl, n = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local counts = {new = 0, duplicate = 0, late = 0, orphan = 0}
+local out = {}
+for i = 1, n do
+  local k, a = 2 + (i - 1) * 5, 4 + (i - 1) * 4
+  local event_id = ARGV[a + 1]
+  local status
+  if redis.call('EXISTS', KEYS[k + 1]) == 0 then
+    status = 'orphan'
+    if redis.call('ZADD', KEYS[k + 4], 'NX', now, event_id) == 1 then
+      redis.call('HSET', KEYS[k + 5], event_id, ARGV[a + 4])
+      counts.orphan = counts.orphan + 1
+    end
+  elseif redis.call('HEXISTS', KEYS[k + 2], '_learned') == 1 then
+    if redis.call('HEXISTS', KEYS[k + 2], event_id) == 1 then
+      status = 'duplicate'
+    else
+      status = 'late'
+    end
+    counts[status] = counts[status] + 1
+  elseif redis.call('HSETNX', KEYS[k + 2], event_id, ARGV[a + 3]) == 1 then
+    redis.call('EXPIRE', KEYS[k + 2], ttl)
+    redis.call('ZADD', KEYS[k + 3], now + close, ARGV[a + 2])
+    status = 'new'
+    counts.new = counts.new + 1
+  else
+    status = 'duplicate'
+    counts.duplicate = counts.duplicate + 1
+  end
+  out[i] = status
+end
+local at = 4 + n * 4
+while at < #ARGV do
+  local current = tonumber(redis.call('HGET', KEYS[2], ARGV[at + 1]) or '-1')
+  if tonumber(ARGV[at + 2]) > current then
+    redis.call('HSET', KEYS[2], ARGV[at + 1], ARGV[at + 2])
+  end
+  at = at + 2
+end
+redis.call('HINCRBY', KEYS[1], 'interactions', counts.new)
+redis.call('HINCRBY', KEYS[1], 'duplicates', counts.duplicate)
+redis.call('HINCRBY', KEYS[1], 'late', counts.late)
+redis.call('HINCRBY', KEYS[1], 'orphans', counts.orphan)
+return out
+"""
+
+# KEYS: due zset. ARGV: close-before time, limit, session key prefix, impression key prefix,
+# session ttl. Returns, per due session: request id, impression (or false), its events as a
+# flat list.
+CLAIM_SCRIPT = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, rid in ipairs(ids) do
+  local session = ARGV[3] .. rid
+  redis.call('HSET', session, '_learned', '1')
+  redis.call('EXPIRE', session, ARGV[5])
+  table.insert(out, {rid, redis.call('GET', ARGV[4] .. rid), redis.call('HGETALL', session)})
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One decoded interaction with where it came from."""
+
+    interaction: Interaction
+    raw: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A session taken for learning: its request id, impression record and events."""
+
+    request_id: str
+    record: dict[str, Any] | None
+    events: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """An interaction that waits for its impression, as stored in ``orphan:<p>``."""
+
+    event_id: str
+    request_id: str
+    payload: str
+    raw: bytes
+    topic: str
+    partition: int
+    offset: int
+    first_seen: float
+
+    def dead_letter(self, window_s: float) -> DeadLetter:
+        """The dead letter for an orphan whose window has passed (the original, whole)."""
+        error = f"no impression for request {self.request_id!r} within {window_s:g} s"
+        return dead_letter(self.raw, self.topic, self.partition, self.offset, "orphan", error)
+
+
+def dead_letter(
+    raw: bytes, topic: str, partition: int, offset: int, reason: str, error: str
+) -> DeadLetter:
+    """A learn-agent dead letter for a message that decoded but cannot be learned from."""
+    return DeadLetter(
+        original_b64=base64.b64encode(raw).decode("ascii"),
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        reason=reason,
+        error=error,
+        agent="learn",
+    )
+
+
+def late_letters(batch: Sequence[Incoming], statuses: Sequence[str]) -> list[DeadLetter]:
+    """Dead letters for interactions whose session had been learned already (``late``)."""
+    return [
+        dead_letter(
+            item.raw,
+            item.topic,
+            item.partition,
+            item.offset,
+            "late",
+            f"session {item.interaction.request_id!r} was learned before this interaction came",
+        )
+        for item, status in zip(batch, statuses, strict=True)
+        if status == "late"
+    ]
+
+
+def payload_of(interaction: Interaction) -> str:
+    """What a session keeps of an interaction: ``type|position|doc``."""
+    position = "" if interaction.position is None else str(interaction.position)
+    return f"{interaction.type}|{position}|{interaction.doc_id}"
+
+
+def orphan_record(incoming: Incoming) -> bytes:
+    """What an orphan keeps: where it came from and the original message, ``p|offset|topic|raw``
+    (topic names cannot hold ``|``)."""
+    where = f"{incoming.partition}|{incoming.offset}|{incoming.topic}|".encode()
+    return where + incoming.raw
+
+
+def parse_orphan(event_id: str, record: bytes, first_seen: float) -> Orphan:
+    partition, offset, topic, raw = record.split(b"|", 3)
+    interaction = decode("interactions", raw, Limits())
+    assert isinstance(interaction, Interaction)
+    return Orphan(
+        event_id=event_id,
+        request_id=interaction.request_id,
+        payload=payload_of(interaction),
+        raw=raw,
+        topic=topic.decode(),
+        partition=int(partition),
+        offset=int(offset),
+        first_seen=first_seen,
+    )
+
+
+def clicked_docs(claimed: Claimed) -> list[str]:
+    """The documents clicked in a closed session, in the order the events arrived."""
+    docs = []
+    for event_id, payload in claimed.events.items():
+        if event_id == LEARNED:
+            continue
+        kind, _, doc = payload.split("|", 2)
+        if kind in CLICK_TYPES and doc not in docs:
+            docs.append(doc)
+    return docs
+
+
+def build_impression(claimed: Claimed) -> Impression | None:
+    """The learner's :class:`Impression` for a closed session (None: nothing to learn).
+
+    The shown list is the served list down to the deepest result the user interacted with;
+    events on documents that were not served are ignored. Each shown document keeps the
+    prior-model features it was served with.
+    """
+    record = claimed.record
+    if record is None or record.get("learn") is False:  # experiment traffic: not learned from
+        return None
+    items = record.get("items", [])
+    rank_of = {item["doc_id"]: rank for rank, item in enumerate(items)}
+    seen: set[int] = set()
+    clicked: set[int] = set()
+    for event_id, payload in claimed.events.items():
+        if event_id == LEARNED:
+            continue
+        kind, _, doc = payload.split("|", 2)
+        rank = rank_of.get(doc)
+        if rank is None:
+            continue
+        seen.add(rank)
+        if kind in CLICK_TYPES:
+            clicked.add(rank)
+    if not seen:
+        return None
+    depth = max(seen) + 1
+    return Impression(
+        event_id=claimed.request_id,
+        query=record["query"],
+        docs=tuple(items[r]["doc_id"] for r in range(depth)),
+        clicked=tuple(sorted(clicked)),
+        features=tuple(items[r].get("ranker_features", {}) for r in range(depth)),
+        randomized=bool(record.get("randomized", False)),
+    )
+
+
+class Barriers:
+    """When the sessions of a partition may close: behind a (time, highwater) barrier.
+
+    At a tick without a barrier, the partition's end offset ``highwater`` is read at ``now``
+    and becomes the barrier. Sessions due by ``now`` close once every message below
+    ``highwater`` has been applied: any of their events that was already in the log by then
+    has been joined. A new barrier is taken at the next tick.
+
+    Examples
+    --------
+    >>> barriers = Barriers()
+    >>> barriers.close_before(0, now=10.0, highwater=100, applied=49)  # 50 still to apply
+    >>> barriers.close_before(0, now=11.0, highwater=120, applied=99)  # barrier 100 reached
+    10.0
+    >>> barriers.close_before(0, now=12.0, highwater=120, applied=119)
+    12.0
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[int, tuple[float, int]] = {}
+
+    def close_before(
+        self, partition: int, now: float, highwater: int, applied: int
+    ) -> float | None:
+        """The time before which due sessions may close now, or None (not caught up yet)."""
+        at, target = self._pending.setdefault(partition, (now, highwater))
+        if applied + 1 < target:
+            return None
+        del self._pending[partition]
+        return at
+
+    def keep_only(self, partitions: Iterable[int]) -> None:
+        """Forget barriers of partitions this worker no longer owns."""
+        owned = set(partitions)
+        self._pending = {p: b for p, b in self._pending.items() if p in owned}
+
+
+class SessionStore:
+    """Interactions by session, due sessions and orphans, in Redis.
+
+    Parameters
+    ----------
+    client
+        The Redis client (synchronous: callers on an event loop use a thread).
+    settings
+        Key prefix, ``session_close_s``, ``orphan_window_s`` and ``impression_ttl_s``.
+    """
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self._accumulate = client.register_script(ACCUMULATE_SCRIPT)
+        self._claim = client.register_script(CLAIM_SCRIPT)
+        self._impression_prefix = key(settings, "impression", "")
+        self._session_prefix = self.key("session", "")
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def key(self, *parts: str | int) -> str:
+        return key(self.settings, "learn", *map(str, parts))
+
+    def impression_key(self, request_id: str) -> str:
+        return self._impression_prefix + request_id
+
+    @property
+    def counts_key(self) -> str:
+        return self.key("counts")
+
+    @property
+    def offsets_key(self) -> str:
+        return self.key("offsets")
+
+    # -- accumulating ---------------------------------------------------------------------
+
+    def _script_input(
+        self, batch: Sequence[Incoming], offsets: Mapping[int, int]
+    ) -> tuple[list[str], list[Any]]:
+        keys = [self.counts_key, self.offsets_key]
+        args: list[Any] = [
+            repr(time.time()),
+            repr(self.settings.session_close_s),
+            self.settings.impression_ttl_s,
+            len(batch),
+        ]
+        per_partition = {
+            p: (self.key("due", p), self.key("orphans", p), self.key("orphan", p))
+            for p in {item.partition for item in batch}
+        }
+        for item in batch:
+            rid = item.interaction.request_id
+            keys += [self._impression_prefix + rid, self._session_prefix + rid]
+            keys += per_partition[item.partition]
+            args += [item.interaction.event_id, rid, payload_of(item.interaction)]
+            args.append(orphan_record(item))
+        for partition, offset in offsets.items():
+            args += [partition, offset]
+        return keys, args
+
+    def accumulate(
+        self, batch: Sequence[Incoming], offsets: Mapping[int, int] | None = None
+    ) -> list[str]:
+        """Apply a batch atomically; one status per event (see :data:`STATUSES`).
+
+        ``offsets`` (partition -> highest offset in the batch, malformed messages included)
+        raise the applied offsets in the same step. It blocks: the learn agent runs it in an
+        executor thread, because the synchronous client packs the script's arguments (nine
+        per event) with hiredis in C, where the asyncio client packs them in Python, which
+        cost more than the script itself.
+        """
+        if not batch and not offsets:
+            return []
+        keys, args = self._script_input(batch, offsets or {})
+        return [s.decode() for s in self._accumulate(keys=keys, args=args)]
+
+    # -- closing --------------------------------------------------------------------------
+
+    def claim(self, partition: int, before: float, limit: int) -> list[Claimed]:
+        """Freeze and read up to ``limit`` sessions of a partition that were due ``before``."""
+        rows = self._claim(
+            keys=[self.key("due", partition)],
+            args=[
+                repr(before),
+                limit,
+                self.key("session", ""),
+                self.impression_key(""),
+                self.settings.impression_ttl_s,
+            ],
+        )
+        claimed = []
+        for rid, record, flat in rows:
+            events = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+            # pydantic's JSON parser: the same values as json.loads, in less than half the time
+            # (an impression holds every shown result's features: most of a claim's cost)
+            claimed.append(Claimed(rid.decode(), from_json(record) if record else None, events))
+        return claimed
+
+    def finish(self, partition: int, claimed: Sequence[Claimed], counts: Mapping[str, int]) -> None:
+        """Take learned sessions off the due set and count what was learned."""
+        pipe = self.client.pipeline(transaction=True)
+        if claimed:
+            pipe.zrem(self.key("due", partition), *[c.request_id for c in claimed])
+        for name, value in counts.items():
+            if value:
+                pipe.hincrby(self.counts_key, name, value)
+        pipe.execute()
+
+    # -- orphans --------------------------------------------------------------------------
+
+    def orphans(self, partition: int, limit: int = 1000) -> list[Orphan]:
+        """The oldest orphans of a partition, with their stored originals."""
+        members = self.client.zrange(self.key("orphans", partition), 0, limit - 1, withscores=True)
+        if not members:
+            return []
+        ids = [member for member, _ in members]
+        records = self.client.hmget(self.key("orphan", partition), ids)
+        orphans = []
+        for (event_id, first_seen), record in zip(members, records, strict=True):
+            if record is None:  # the record went with a finished retry: only the member is left
+                self.client.zrem(self.key("orphans", partition), event_id)
+                continue
+            orphans.append(parse_orphan(event_id.decode(), record, float(first_seen)))
+        return orphans
+
+    def with_impressions(self, orphans: Sequence[Orphan]) -> list[bool]:
+        """Whether each orphan's impression is in Redis now."""
+        pipe = self.client.pipeline(transaction=False)
+        for orphan in orphans:
+            pipe.exists(self.impression_key(orphan.request_id))
+        return [bool(found) for found in pipe.execute()]
+
+    def forget_orphans(self, partition: int, orphans: Sequence[Orphan], counter: str) -> None:
+        """Remove resolved or dead-lettered orphans and count them under ``counter``."""
+        if not orphans:
+            return
+        ids = [orphan.event_id for orphan in orphans]
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(self.key("orphans", partition), *ids)
+        pipe.hdel(self.key("orphan", partition), *ids)
+        pipe.hincrby(self.counts_key, counter, len(orphans))
+        pipe.execute()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """All counters, as integers."""
+        raw = self.client.hgetall(self.counts_key)
+        return {name.decode(): int(value) for name, value in raw.items()}
+
+    def applied_offsets(self) -> dict[int, int]:
+        raw = self.client.hgetall(self.offsets_key)
+        return {int(p): int(offset) for p, offset in raw.items()}
+
+
+def orphan_as_incoming(orphan: Orphan) -> Incoming:
+    """A resolved orphan, ready to be accumulated like a fresh interaction."""
+    kind, position, doc = orphan.payload.split("|", 2)
+    interaction = Interaction(
+        event_id=orphan.event_id,
+        request_id=orphan.request_id,
+        doc_id=doc,
+        type=kind,  # type: ignore[arg-type]
+        position=int(position) if position else None,
+    )
+    return Incoming(interaction, orphan.raw, orphan.topic, orphan.partition, orphan.offset)
+
+
+def learn_sessions(online: OnlineServing, claimed: Sequence[Claimed]) -> dict[str, int]:
+    """Learn each claimed session once; the counters to add to ``counts``.
+
+    ``sessions_replayed`` are sessions whose statistics had been applied before (a claim
+    repeated after a crash); ``sessions_expired`` lost their impression before closing;
+    ``sessions_empty`` had no event on a served document.
+    """
+    impressions = [build_impression(c) for c in claimed]
+    todo = [imp for imp in impressions if imp is not None]
+    learned = online.learn(todo)
+    done = [imp for imp, ok in zip(todo, learned, strict=True) if ok]
+    expired = sum(1 for c in claimed if c.record is None)
+    return {
+        "sessions_learned": len(done),
+        "sessions_replayed": len(todo) - len(done),
+        "sessions_expired": expired,
+        "sessions_empty": len(claimed) - len(todo) - expired,
+        "impressions_learned": sum(len(imp.docs) for imp in done),
+        "clicks_learned": sum(len(imp.clicked) for imp in done),
+    }
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+class Checkpoints:
+    """The learner's model state as signed registry artifacts, newest first.
+
+    A checkpoint is one JSON artifact: the ranker's ``state_dict()`` (River prior, satisfaction
+    table, position-bias estimates), how many sessions it has learned and the applied offsets
+    of the ``interactions`` partitions it covers. The list ``checkpoints`` keeps the newest
+    ``keep``; older artifacts are deleted. Loading takes the newest one whose hash and
+    signature verify, and records the load under ``checkpoint-loads``.
+    """
+
+    def __init__(self, store: SessionStore, registry: ModelRegistry, keep: int = 5) -> None:
+        self.store = store
+        self.registry = registry
+        self.keep = keep
+
+    @property
+    def list_key(self) -> str:
+        return self.store.key("checkpoints")
+
+    @property
+    def loads_key(self) -> str:
+        return self.store.key("checkpoint-loads")
+
+    def save(self, online: OnlineServing) -> dict[str, Any]:
+        """Write a checkpoint of ``online``'s model; returns its pointer record."""
+        state = online.state_dict()
+        record: dict[str, Any] = {
+            "sessions_learned": online.sessions_learned,
+            "offsets": self.store.applied_offsets(),
+            "created_at": time.time(),
+            "pid": os.getpid(),
+        }
+        blob = json.dumps(record | {"state": state}).encode()
+        record["digest"] = self.registry.put_artifact(blob)
+        client = self.store.client
+        pipe = client.pipeline(transaction=True)
+        pipe.lpush(self.list_key, json.dumps(record))
+        pipe.lrange(self.list_key, self.keep, -1)
+        pipe.ltrim(self.list_key, 0, self.keep - 1)
+        dropped = pipe.execute()[1]
+        kept = {r["digest"] for r in self.records()}
+        for raw in dropped:
+            digest = json.loads(raw)["digest"]
+            if digest not in kept:
+                self.registry.delete_artifact(digest)
+        return record
+
+    def records(self) -> list[dict[str, Any]]:
+        """The pointer records, newest first."""
+        return [json.loads(raw) for raw in self.store.client.lrange(self.list_key, 0, -1)]
+
+    def load_latest(self, online: OnlineServing) -> dict[str, Any] | None:
+        """Load the newest checkpoint that verifies into ``online``; its record, or None."""
+        for record in self.records():
+            try:
+                blob = self.registry.get_artifact(record["digest"])
+            except RegistryError as error:
+                log.error("refusing learner checkpoint %s: %s", record["digest"], error)
+                continue
+            online.load_state_dict(json.loads(blob)["state"])
+            loaded = {"digest": record["digest"], "pid": os.getpid(), "at": time.time()}
+            self.store.client.lpush(self.loads_key, json.dumps(loaded))
+            self.store.client.ltrim(self.loads_key, 0, 99)
+            log.info(
+                "loaded learner checkpoint %s (%d sessions learned, offsets %s)",
+                record["digest"],
+                record["sessions_learned"],
+                record["offsets"],
+            )
+            return record
+        return None
+
+    def loads(self) -> list[dict[str, Any]]:
+        """Which checkpoints workers loaded, newest first."""
+        return [json.loads(raw) for raw in self.store.client.lrange(self.loads_key, 0, -1)]
