@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-.PHONY: setup demo test services services-down lint
+.PHONY: setup demo test test-unit services services-down lint
 
 setup:
 	bash deploy/setup.sh
@@ -7,8 +7,13 @@ setup:
 demo:
 	bash deploy/demo.sh
 
+# All three tiers, with the services, models and demo corpus they need (deploy/test.sh).
 test:
 	bash deploy/test.sh
+
+# The unit tier alone: no services, no shared data, under a minute.
+test-unit:
+	.venv/bin/python -m pytest tests/unit
 
 services: setup
 	.venv/bin/streamrank services up

@@ -1,8 +1,8 @@
 """How much could better-placed looks win? An oracle explorer against the default one.
 
-A diagnostic for docs/learning.md ("What limits informational users"), never a product
-setting. The oracle explorer is told the true grades; the learner is not. In every list it
-shows first, in random order, the candidates that are *misplaced*:
+A diagnostic for docs/notes/2026-11-26-informational-gap.md (what limits informational
+users), never a product setting. The oracle explorer is told the true grades; the learner is not. In
+every list it shows first, in random order, the candidates that are *misplaced*:
 
 - *missing*: outside the exploit top ``k``, with a grade that belongs in the ideal top ``k``;
 - *intruders*: inside it, with a grade that does not.

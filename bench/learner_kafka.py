@@ -2,10 +2,10 @@
 
 Sessions are real DL19 candidate lists (``../shared/data/trec-dl-2019/bm25-top100.json`` and
 its qrels; synthetic lists when absent) served with the rerank agent's own code
-(:class:`streamrank.streams.serving.Reranker` with the online ranker, on a ``first-stage`` cascade: no
-cross-encoder runs, this measures learning), their impressions recorded in Redis as the agent
+(:class:`streamrank.streams.serving.Reranker` with the online ranker, on a ``first-stage`` cascade:
+no cross-encoder runs, this measures learning), their impressions recorded in Redis as the agent
 records them. A simulated ``navigational`` user clicks; each session is 10 ``impression``
-interactions plus one per click (:func:`streamrank.models.evaluation.simulator.to_interactions`).
+interactions plus one per click (:func:`streamrank.streams.streaming_simulator.to_interactions`).
 
 One ``streamrank worker`` process is started; after a warm-up session is learned, every
 interaction is published to Kafka and the clock runs from the first produce until the
@@ -35,7 +35,6 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streamrank.models.evaluation.simulator import to_interactions  # noqa: E402
 from streamrank.models.learning.click_models import click_model  # noqa: E402
 from streamrank.models.learning.online_ranker import (  # noqa: E402
     Impression,
@@ -57,6 +56,7 @@ from streamrank.streams.state.user_sessions import (  # noqa: E402
     build_impression,
     payload_of,
 )
+from streamrank.streams.streaming_simulator import to_interactions  # noqa: E402
 
 DL19 = ROOT.parent / "shared" / "data" / "trec-dl-2019"
 K = 10
@@ -140,7 +140,7 @@ def start_worker(settings: Settings, env: dict[str, str], log_path: Path) -> sub
         full[f"STREAMRANK_{field.upper()}"] = str(getattr(settings, field))
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamrank.streams.cli.main", "worker", "-l", "warning"],
+        [sys.executable, "-m", "streamrank.streams.cli", "worker", "-l", "warning"],
         env=full,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -1,7 +1,7 @@
 """Cross-encoder throughput: ours against FlashRank, same model, same pairs, one run.
 
-Prints one JSON object: pairs per second of ``streamrank.models.scoring.cross_encoder.CrossEncoder`` and of
-FlashRank 0.2.10 on the same TREC DL 2019 (query, passage) pairs with the same int8
+Prints one JSON object: pairs per second of ``streamrank.models.scoring.cross_encoder.CrossEncoder``
+and of FlashRank 0.2.10 on the same TREC DL 2019 (query, passage) pairs with the same int8
 ms-marco-MiniLM-L-12-v2 (FlashRank reads it from a local folder laid out as its cache, so
 nothing is downloaded), medians over repeats taken in alternation, and the ratio. It also
 measures this machine's int8 ``MatMulInteger`` throughput (a one-node ONNX graph) and the
@@ -126,9 +126,9 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"no evaluation data at {DATA}")
     from flashrank import Ranker
-    from streamrank.streams.config import get_settings
+    from streamrank.models.assets.model_files import default_model_dir
 
-    reranker = (args.model_dir or get_settings().model_dir) / "reranker_en"
+    reranker = (args.model_dir or default_model_dir()) / "reranker_en"
     queries = load_candidates(DATA)[: args.queries]
     requests = [[(q.text, c.text or "") for c in q.candidates] for q in queries]
     ours = CrossEncoder(reranker, max_length=args.max_length)

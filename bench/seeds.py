@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
+from streamrank.models.assets.model_files import default_model_dir
 from streamrank.models.evaluation.simulator import K, RankingSystem, SimQuery, dcg, load_queries
-from streamrank.streams.cli.models import default_model_dir
-from streamrank.streams.cli.simulate import cached_scores, cross_encoder_scorer
+from streamrank.models.evaluation.start_scores import cached_scores, cross_encoder_scorer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl-2019"
 

@@ -39,11 +39,15 @@ sys.path.insert(0, str(ROOT))
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from kafka.structs import OffsetAndMetadata  # noqa: E402
 from streamrank.models.evaluation.rerank import load_candidates  # noqa: E402
-from streamrank.shadow.evidence import ShadowStats  # noqa: E402
 from streamrank.streams.config import Settings  # noqa: E402
 from streamrank.streams.events import Candidate, Candidates, Item, Ranking  # noqa: E402
 from streamrank.streams.kafka.topics import admin_client, create_topics  # noqa: E402
-from streamrank.streams.state.connections import key, redis_client, registry_for  # noqa: E402
+from streamrank.streams.state.connections import (  # noqa: E402
+    key,
+    redis_client,
+    registry_for,
+    shadow_stats_for,
+)
 from streamrank.streams.state.feature_store import FeatureStore  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "trec-dl-2019" / "bm25-top100.json"
@@ -63,7 +67,7 @@ def start(settings: Settings, args: list[str], log: Path, env: dict[str, str]) -
         }
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamrank.streams.cli.main", *args, "-l", "info"],
+        [sys.executable, "-m", "streamrank.streams.cli", *args, "-l", "info"],
         env=full,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -258,7 +262,7 @@ def main() -> None:
         alone.append(run_phase(settings, requests, args.rate, warmup))
         # a shadow that ranked nothing would cost nothing: show that they did their work
         client = redis_client(settings)
-        compared = {v: ShadowStats(client, settings, v).snapshot().requests for v in shadows}
+        compared = {v: shadow_stats_for(settings, client, v).snapshot().requests for v in shadows}
     finally:
         primary.terminate()
         primary.wait(timeout=30)

@@ -2,16 +2,15 @@
 
 A worker hands the online ranker the cascade's top ``STREAMRANK_ONLINE_TOP_K`` (50 by default)
 and serves the rest in the cascade's order; ``streamrank simulate --offline --online-top-k K``
-does the same with the starting ranker's top ``K``. This bench runs that command's system
-(``streamrank.streams.cli.simulate.offline_system``) for every seed and every ``K`` given, in one run, and
-prints one JSON object: per ``K``, each seed's final nDCG@10, mean, median, standard error,
-the difference of means against the first ``K`` given (the baseline), the mean nDCG@10 of
-the lists users saw, and the lowest checkpoint of any seed. What the final top tens hold,
-summed over seeds and queries: ``intruders``, places held by a passage whose grade does not
-belong in the ideal top ten; ``places_beyond`` and ``intruders_beyond``, places and intruders
-taken by candidates the smallest ``K`` given leaves out. ``set_mean``: the top tens put in
-the order of their true grades (its gap to the mean final nDCG@10 is what the order within
-them loses).
+does the same with the starting ranker's top ``K``. This bench runs the system that command
+builds offline for every seed and every ``K`` given, in one run, and prints one JSON object: per
+``K``, each seed's final nDCG@10, mean, median, standard error, the difference of means against the
+first ``K`` given (the baseline), the mean nDCG@10 of the lists users saw, and the lowest checkpoint
+of any seed. What the final top tens hold, summed over seeds and queries: ``intruders``, places held
+by a passage whose grade does not belong in the ideal top ten; ``places_beyond`` and
+``intruders_beyond``, places and intruders taken by candidates the smallest ``K`` given leaves out.
+``set_mean``: the top tens put in the order of their true grades (its gap to the mean final nDCG@10
+is what the order within them loses).
 
 Example: python bench/simulate_seeds.py --online-top-k 100,50 --seeds 0-59 --json
 """
@@ -28,9 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamrank.models.evaluation.simulator import K, SimQuery, simulate
+from streamrank.models.evaluation.simulator import K, SimQuery, offline_system, simulate
 from streamrank.models.learning.online_ranker import base_scores
-from streamrank.streams.cli.simulate import offline_system
 
 from bench.seeds import (
     run_all,

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Runs the whole test suite against the real Kafka broker and Redis. Services that were not
-# running are started for the run and stopped afterwards; arguments go to pytest.
+# Runs the whole test suite, all three tiers (tests/unit, tests/integration against the real
+# Kafka broker and Redis, tests/data on ../shared/data and the fetched models). Services that
+# were not running are started for the run and stopped afterwards. Arguments go to pytest:
+# options are added to the three tiers, and test paths (tests/unit, a file, file::test),
+# when given, replace them.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$(dirname "$here")"
@@ -23,4 +26,8 @@ trap cleanup EXIT
 export STREAMRANK_KAFKA_BOOTSTRAP="${STREAMRANK_KAFKA_BOOTSTRAP:-127.0.0.1:${STREAMRANK_KAFKA_PORT:-9092}}"
 export STREAMRANK_REDIS_URL="${STREAMRANK_REDIS_URL:-redis://127.0.0.1:${STREAMRANK_REDIS_PORT:-6379}/0}"
 .venv/bin/ruff check .
-.venv/bin/python -m pytest "$@"
+tiers=(tests/unit tests/integration tests/data)
+for argument in "$@"; do
+  [[ "$argument" != -* && -e "${argument%%::*}" ]] && { tiers=(); break; }
+done
+.venv/bin/python -m pytest "${tiers[@]}" "$@"

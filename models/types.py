@@ -1,12 +1,13 @@
 """What the cascade ranks: a document id, its text (maybe missing) and its first-stage score.
 
-Any object with these three attributes will do, ``streamrank.streams.events.Candidate`` included.
+Any object with these three attributes will do (:class:`CandidateLike`): the streaming side
+hands the cascade its wire-contract candidates as they are, without copying them.
 
 Examples
 --------
->>> Candidate("d1", "Fleas are insects.", 12.5).has_text
+>>> TextCandidate("d1", "Fleas are insects.", 12.5).has_text
 True
->>> Candidate("d2", "   ", 3.0).has_text
+>>> TextCandidate("d2", "   ", 3.0).has_text
 False
 """
 
@@ -30,8 +31,8 @@ class CandidateLike(Protocol):
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """A first-stage hit."""
+class TextCandidate:
+    """A first-stage hit with the text the cascade's scorers read."""
 
     doc_id: str
     text: str | None

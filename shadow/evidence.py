@@ -14,20 +14,28 @@ Per shadow version:
 Every write is idempotent: a request id or an event id is claimed first (``SET NX``), so a
 replayed message adds nothing.
 
+This module knows Redis and nothing of the deployment: the caller passes the key prefix and
+the lifetimes (the streaming side derives them from its settings), so the experiment logic
+can be read, tested and reused without the runtime.
+
 Examples
 --------
->>> from streamrank.streams.config import Settings, get_settings
->>> from streamrank.streams.state.connections import redis_client
->>> client = redis_client(get_settings())  # $STREAMRANK_REDIS_URL, else local Redis
->>> stats = ShadowStats(client, Settings(topic_prefix="doctest-shadow."), "v2")
->>> stats.clear()
->>> stats.record_click("e1", "d3", primary=["d1", "d2", "d3"], shadow=["d3", "d1"])
+>>> import os
+>>> import redis
+>>> url = os.environ.get("STREAMRANK_REDIS_URL", "redis://127.0.0.1:6379/0")
+>>> client = redis.Redis.from_url(url)  # $STREAMRANK_REDIS_URL, else local Redis
+>>> stats = ShadowStats(
+...     client, "doctest-shadow.shadow:", "v2", dedupe_ttl_s=3600, ranking_ttl_s=3600
+... )
+>>> primary, shadow = ["d1", "d2", "d3"], ["d3", "d1"]
+>>> stats.clear()  # doctest: +SKIP
+>>> stats.record_click("e1", "d3", primary, shadow)  # doctest: +SKIP
 True
->>> stats.record_click("e1", "d3", primary=["d1", "d2", "d3"], shadow=["d3", "d1"])
+>>> stats.record_click("e1", "d3", primary, shadow)  # a replay  # doctest: +SKIP
 False
->>> stats.snapshot().click_preference
+>>> stats.snapshot().click_preference  # doctest: +SKIP
 {'shadow_higher': 1, 'primary_higher': 0, 'same': 0}
->>> stats.clear()
+>>> stats.clear()  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -36,12 +44,9 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis
-from streamrank.streams.config import Settings
-from streamrank.streams.events import Comparison
-from streamrank.streams.state.connections import key
 
 SAMPLES_KEPT = 10_000
 """Agreement samples kept per shadow (the report's percentiles are over these)."""
@@ -60,22 +65,64 @@ class Snapshot:
     ab: dict[str, list[dict[str, float]]] = field(default_factory=dict)
 
 
-class ShadowStats:
-    """Reads and writes one shadow version's evidence under the deployment's key prefix."""
+class AgreementMeasures(Protocol):
+    """What :meth:`ShadowStats.record_comparison` reads of one comparison of two lists.
 
-    def __init__(self, client: redis.Redis, settings: Settings, version: str) -> None:
+    The streaming side's ``Comparison`` event has these attributes and is passed as it is.
+    """
+
+    @property
+    def kendall_tau(self) -> float | None: ...
+
+    @property
+    def rbo(self) -> float | None: ...
+
+    @property
+    def overlap_at_10(self) -> float | None: ...
+
+
+class ShadowStats:
+    """Reads and writes one shadow version's evidence under a Redis key prefix.
+
+    Parameters
+    ----------
+    client
+        The Redis every worker of the deployment shares.
+    prefix
+        Prepended to every key, before the version: keys are ``<prefix><version>:<parts>``.
+    version
+        The shadow version whose evidence this is.
+    dedupe_ttl_s
+        How long a claimed request or event id is remembered (how late a replay is still
+        recognised).
+    ranking_ttl_s
+        How long the shadow's ranking of a request is kept for the clicks on the primary's
+        list to be compared against (as long as the primary keeps its impression).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        version: str,
+        *,
+        dedupe_ttl_s: int,
+        ranking_ttl_s: int,
+    ) -> None:
         self.client = client
-        self.settings = settings
+        self.prefix = prefix
         self.version = version
+        self.dedupe_ttl_s = dedupe_ttl_s
+        self.ranking_ttl_s = ranking_ttl_s
 
     def _key(self, *parts: str) -> str:
-        return key(self.settings, "shadow", self.version, *parts)
+        return self.prefix + ":".join((self.version, *parts))
 
     def _claim(self, *parts: str) -> bool:
         """True the first time these parts are claimed (within the dedupe TTL)."""
         claimed = self.client.set(self._key("seen", *parts), b"1", nx=True)
         if claimed:
-            self.client.expire(self._key("seen", *parts), self.settings.dedupe_ttl_s)
+            self.client.expire(self._key("seen", *parts), self.dedupe_ttl_s)
         return bool(claimed)
 
     # -- mirroring ------------------------------------------------------------------------
@@ -87,7 +134,7 @@ class ShadowStats:
         self.client.set(
             self._key("ranking", request_id),
             json.dumps(list(docs)),
-            ex=self.settings.impression_ttl_s,
+            ex=self.ranking_ttl_s,
         )
 
     def ranking(self, request_id: str) -> list[str] | None:
@@ -98,7 +145,7 @@ class ShadowStats:
         self.client.hincrby(self._key("counts"), "unmatched", 1)
 
     def record_comparison(
-        self, comparison: Comparison, shadow_ms: float, primary_ms: float | None
+        self, comparison: AgreementMeasures, shadow_ms: float, primary_ms: float | None
     ) -> None:
         sample = {
             "tau": comparison.kendall_tau,

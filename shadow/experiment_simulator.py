@@ -4,16 +4,16 @@ How many sessions does each way of comparing two rankers need before it names th
 (p < alpha) and names it right? Each *seed* is one simulated experiment:
 
 - **interleaving**: a session picks a random query, team-drafts the two rankers' top ``k``
-  (:func:`streamrank.shadow.interleaving.team_draft`), a simulated user (:mod:`streamrank.models.learning.click_models`)
-  clicks, and the ranker with more credited clicks wins the session. The always-valid
-  :class:`~streamrank.shadow.statistics.SequentialTest` (mSPRT) decides; the binomial
-  :func:`~streamrank.shadow.statistics.sign_test` is checked at the same peeks for comparison (a
-  fixed-horizon test, so peeking inflates its false positives).
+  (:func:`streamrank.shadow.interleaving.team_draft`), a simulated user
+  (:mod:`streamrank.models.learning.click_models`) clicks, and the ranker with more credited clicks
+  wins the session. The always-valid :class:`~streamrank.shadow.statistics.SequentialTest` (mSPRT)
+  decides; the binomial :func:`~streamrank.shadow.statistics.sign_test` is checked at the same peeks
+  for comparison (a fixed-horizon test, so peeking inflates its false positives).
 - **A/B**: a session's simulated user id is hashed to one arm (50/50), which alone shows that
   user its top ``k``. The metric is CTR (sessions with at least one click), with clicks@k and
   the reciprocal rank of the first click (MRR) beside it; each is tested with Welch's t-test
-  (:func:`~streamrank.shadow.statistics.two_sample_p_value`, here from running sums) at the same peeks,
-  and CTR also with an always-valid two-sample mSPRT (:class:`TwoSampleSequentialTest`).
+  (:func:`~streamrank.shadow.statistics.two_sample_p_value`, here from running sums) at the same
+  peeks, and CTR also with an always-valid two-sample mSPRT (:class:`TwoSampleSequentialTest`).
 
 Both methods see the same sequence of queries. A test *decides* at the first peek where its
 p-value is below alpha, and stops there, as an operator would; the decision is *correct* when
@@ -53,6 +53,7 @@ import numpy as np
 from scipy import stats
 from streamrank.models.evaluation.metrics import ndcg_at_k
 from streamrank.models.learning.click_models import click_model
+from streamrank.models.progress import ProgressReporter, SilentProgress
 from streamrank.models.retrieval.corpus import CACHE_DIR
 from streamrank.shadow.interleaving import PRIMARY, SHADOW, Interleaving, team_draft
 from streamrank.shadow.statistics import SequentialTest, sign_test
@@ -160,7 +161,10 @@ class Moments:
 
 
 def welch_p_value(first: Moments, second: Moments) -> float:
-    """:func:`streamrank.shadow.statistics.two_sample_p_value` (Welch's t-test) from running sums."""
+    """Welch's t-test from running sums.
+
+    The same p-value as :func:`streamrank.shadow.statistics.two_sample_p_value`.
+    """
     if first.n < 2 or second.n < 2:
         return 1.0
     var_a, var_b = first.variance, second.variance
@@ -233,8 +237,8 @@ def _leader(first: float, second: float) -> str | None:
 
 
 class _Coins:
-    """Stands in for the generator :func:`~streamrank.shadow.interleaving.team_draft` flips coins with:
-    its flips are the bits of one number (bit set: the primary picks first)."""
+    """Stands in for the generator :func:`~streamrank.shadow.interleaving.team_draft` flips coins
+    with: its flips are the bits of one number (bit set: the primary picks first)."""
 
     def __init__(self, bits: int) -> None:
         self.bits = bits
@@ -588,7 +592,7 @@ def pipeline_rankings(
     max_length: int = 256,
     cache_dir: Path = CACHE_DIR / "shadow",
     score_dir: Path = CACHE_DIR / "simulate",
-    progress: bool = True,
+    progress: ProgressReporter | None = None,
     vector_cache: Any = None,
 ) -> PipelineRankings:
     """Each query's ranking by ``spec`` with the real cascade, computed once and cached.
@@ -611,7 +615,7 @@ def pipeline_rankings(
         version keys): the cascade's score cache starts from it, and a run that scored every
         candidate writes it when it is missing.
     progress
-        Rich progress bars on stderr.
+        Told about each stage (encoding, ranking); silent by default.
     vector_cache
         Document vectors for the dense and ColBERT tiers; pass one cache to several calls
         so pipelines that share a tier encode the documents once.
@@ -631,7 +635,7 @@ def pipeline_rankings(
     if path.exists():
         saved = json.loads(path.read_text())
         return PipelineRankings(spec, saved["rankings"], saved["model_version"], str(path), True)
-    from streamrank.models.evaluation.rerank import _progress, encode_documents, load_candidates
+    from streamrank.models.evaluation.rerank import encode_documents, load_candidates
 
     queries = load_candidates(candidates)
     if parse_pipeline(spec):
@@ -650,12 +654,12 @@ def pipeline_rankings(
         cascade, scores = Cascade(spec, {}), None
     score_file = _seed_scores(cascade, scores, queries, candidates, score_dir)
     rankings: dict[str, list[str]] = {}
-    with _progress(progress) as bar:
-        encode_documents(cascade, queries, bar)
-        task = bar.add_task(f"ranking ({spec})", total=len(queries))
+    progress = progress or SilentProgress()
+    encode_documents(cascade, queries, progress)
+    with progress.stage(f"ranking ({spec})", len(queries)) as advance:
         for query in queries:
             rankings[query.qid] = cascade.rank(query.text, query.candidates).doc_ids
-            bar.advance(task)
+            advance(1)
     if score_file is not None and not score_file.exists():
         _save_scores(cascade, scores, queries, score_file)
     _write_json(

@@ -4,32 +4,38 @@
 shadow's evidence says ``promote`` (:func:`streamrank.shadow.report.summarize`: a significant
 interleaving win under the sequential test, after enough sessions); ``--force`` overrides the
 evidence, never the token, and is written down. Either way an audit entry records who, when,
-why and the statistics at that moment, then the pointer moves and a ``control`` message goes
-out. Workers follow ``control`` (:mod:`streamrank.streams.agents.control`) and switch within seconds; a worker
-that missed the message finds the pointer when it next polls it.
+why and the statistics at that moment, then the pointer moves and the decision carries the
+command every worker must obey. The caller publishes it on the ``control`` topic; workers
+follow ``control`` and switch within seconds, and a worker that missed the message finds the
+pointer when it next polls it.
+
+What a promotion must satisfy comes in as a :class:`PromotionPolicy` (the deployment's
+settings fill it in), and the command goes out as a plain :class:`ControlCommand`: this
+module decides, the streaming side owns the wire.
 
 Examples
 --------
->>> check_token("", "anything")
-Traceback (most recent call last):
-...
-streamrank.shadow.promotion.PromotionError: no operator token is configured: set STREAMRANK_OPERATOR_TOKEN
+>>> try:
+...     check_token("", "anything")
+... except PromotionError as error:
+...     print(error)
+no operator token is configured: set STREAMRANK_OPERATOR_TOKEN
 """
 
 from __future__ import annotations
 
 import getpass
 import hmac
+import time
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-import redis
 from streamrank.models.registry import ModelRegistry
 from streamrank.shadow.evidence import ShadowStats
 from streamrank.shadow.report import PROMOTE, summarize
-from streamrank.streams.config import Settings
-from streamrank.streams.events import Control
+
+Action = Literal["promote", "rollback"]
 
 
 class PromotionError(RuntimeError):
@@ -37,10 +43,38 @@ class PromotionError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What a promotion or rollback did: the control message it published and the audit entry."""
+class PromotionPolicy:
+    """What a promotion must satisfy: the operator token, and the evidence the test needs.
 
-    control: Control
+    ``min_sessions`` interleaved sessions at least, and a sequential p-value below ``alpha``.
+    """
+
+    operator_token: str
+    min_sessions: int
+    alpha: float
+
+
+@dataclass(frozen=True)
+class ControlCommand:
+    """The command every worker obeys after a promotion or rollback.
+
+    Its fields are those of the ``control`` topic's message, so the publisher turns it into
+    that message field for field; ``timestamp`` is when the decision was taken.
+    """
+
+    command_id: str
+    action: Action
+    version: str
+    issued_by: str
+    reason: str
+    timestamp: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a promotion or rollback did: the command to publish and the audit entry."""
+
+    control: ControlCommand
     audit: dict[str, Any]
 
 
@@ -55,30 +89,26 @@ def check_token(configured: str, given: str | None) -> None:
 
 
 def promote(
-    settings: Settings,
+    policy: PromotionPolicy,
     registry: ModelRegistry,
-    client: redis.Redis,
-    version: str,
+    evidence: ShadowStats,
     token: str | None,
     reason: str,
     force: bool = False,
 ) -> Decision:
-    """Make ``version`` active after checking the token and the evidence; returns the decision."""
-    check_token(settings.operator_token, token)
+    """Make the evidence's version active after checking the token and the evidence."""
+    check_token(policy.operator_token, token)
+    version = evidence.version
     registry.get(version)  # unknown or tampered versions stop here
     if registry.active() == version:
         raise PromotionError(f"{version} is already the active version")
-    summary = summarize(
-        ShadowStats(client, settings, version).snapshot(),
-        min_sessions=settings.promotion_min_sessions,
-        alpha=settings.promotion_alpha,
-    )
+    summary = summarize(evidence.snapshot(), min_sessions=policy.min_sessions, alpha=policy.alpha)
     if summary["verdict"] != PROMOTE and not force:
         raise PromotionError(
             f"{version}'s evidence says {summary['verdict']!r} ({summary['sessions']} "
             f"interleaved sessions, Delta {summary['delta']:+.3f}, sequential p "
-            f"{summary['sequential_p']:.3g}; promotion needs p < {settings.promotion_alpha} "
-            f"with >= {settings.promotion_min_sessions} sessions): keep collecting, "
+            f"{summary['sequential_p']:.3g}; promotion needs p < {policy.alpha} "
+            f"with >= {policy.min_sessions} sessions): keep collecting, "
             "or pass --force (recorded in the audit log)"
         )
     previous = registry.activate(version)
@@ -86,10 +116,10 @@ def promote(
 
 
 def rollback(
-    settings: Settings, registry: ModelRegistry, token: str | None, reason: str
+    operator_token: str, registry: ModelRegistry, token: str | None, reason: str
 ) -> Decision:
-    """Return ``active`` to the version before it."""
-    check_token(settings.operator_token, token)
+    """Return ``active`` to the version before it (``operator_token``: the configured one)."""
+    check_token(operator_token, token)
     current = registry.active()
     try:
         previous = registry.rollback()
@@ -100,7 +130,7 @@ def rollback(
 
 def _record(
     registry: ModelRegistry,
-    action: str,
+    action: Action,
     version: str,
     replaced: str | None,
     reason: str,
@@ -118,9 +148,9 @@ def _record(
         "statistics": stats,
     }
     registry.audit(entry)
-    control = Control(
+    control = ControlCommand(
         command_id=uuid.uuid4().hex,
-        action=action,  # type: ignore[arg-type]
+        action=action,
         version=version,
         issued_by=who,
         reason=reason,

@@ -1,7 +1,7 @@
 """The verdict on a shadow version: its evidence summarized, and whether to promote it.
 
-:func:`summarize` turns a :class:`~streamrank.shadow.evidence.Snapshot` into plain numbers (what ``shadow
-report`` prints, the dashboard draws and ``promote`` records in its audit entry):
+:func:`summarize` turns a :class:`~streamrank.shadow.evidence.Snapshot` into plain numbers (what
+``shadow report`` prints, the dashboard draws and ``promote`` records in its audit entry):
 
 - interleaving: sessions, shadow wins / losses / ties, Delta with a 95 % bootstrap interval,
   the sign test's p-value and the always-valid sequential p-value (mSPRT);

@@ -57,7 +57,6 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
-
 def topic(app: faust.App, settings: Settings, kind: str) -> faust.TopicT:
     """A streamrank topic of ``app`` by kind ('candidates', 'rankings', ...), as raw bytes."""
     return app.topic(settings.topic(kind), key_type=bytes, value_type=bytes)

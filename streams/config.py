@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from streamrank.models.retrieval.corpus import CACHE_DIR
+from streamrank.models.assets.model_files import default_model_dir
 from streamrank.streams.events import Limits
 
 
@@ -92,7 +92,9 @@ class Settings(BaseSettings):
 
     # Shadow rankers
     shadow_version: str | None = Field(
-        None, description="set by `streamrank shadow worker VERSION`: the version it mirrors"
+        None,
+        description="the version a shadow worker mirrors when none is given "
+        "(`streamrank shadow worker VERSION` passes its own)",
     )
     shadow_nice: bool = Field(True, description="run shadow workers at the lowest CPU priority")
     shadow_concurrency: int = Field(2, ge=1, description="requests a shadow worker ranks at once")
@@ -111,7 +113,7 @@ class Settings(BaseSettings):
     web_enabled: bool = False
 
     # Models
-    model_dir: Path = CACHE_DIR / "models"
+    model_dir: Path = Field(default_factory=default_model_dir)
 
     # Re-ranking
     pipeline: str = Field(

@@ -22,13 +22,13 @@ import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from streamrank.models.evaluation.metrics import ndcg_at_k
 from streamrank.models.retrieval.corpus import CACHE_DIR
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Query, Ranking
 from streamrank.streams.kafka.topics import create_topics
+from streamrank.streams.terminal import RichProgress, learning_curve_table, progress_bar
 
 DEMO_INDEX = CACHE_DIR / "indexes" / "wiki-bm25"
 
@@ -61,7 +61,8 @@ def prepare(settings: Settings, console: Console) -> DemoData:
     from streamrank.models.retrieval.corpus import read_qrels, read_queries
     from streamrank.models.retrieval.first_stage import build_index
 
-    fetch_models(settings.model_dir)
+    with progress_bar() as bars:
+        fetch_models(settings.model_dir, RichProgress(bars))
     wiki = DEFAULT_OUT
     if not (wiki / "corpus.jsonl").exists():
         console.print("fetching the Wikipedia demo corpus (once)")
@@ -83,7 +84,7 @@ def prepare(settings: Settings, console: Console) -> DemoData:
 def start_worker(settings: Settings, log_path: Path, env: dict[str, str]) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "streamrank.streams.cli.main", "worker", "-l", "info"],
+        [sys.executable, "-m", "streamrank.streams.cli", "worker", "-l", "info"],
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
         env=dict(os.environ) | env,
@@ -220,9 +221,8 @@ def learn_from_users(
     streaming mode: navigational users, top 10 shown, clicks to ``interactions``), and shows
     nDCG@10 of what the worker would serve at each checkpoint, as a table and a PNG.
     """
-    from streamrank.models.evaluation.simulator import SimQuery, dcg, simulate
-    from streamrank.models.learning.online_ranker import Candidate as SimCandidate
-    from streamrank.streams.cli.simulate import plot_curve, summary_table
+    from streamrank.models.evaluation.simulator import SimQuery, dcg, plot_curve, simulate
+    from streamrank.models.learning.online_ranker import ScoredCandidate
     from streamrank.streams.streaming_simulator import StreamingSystem
 
     picked, texts = [], {}
@@ -233,7 +233,7 @@ def learn_from_users(
         if not judged or not set(judged) & set(docs) or len(picked) == queries:
             continue
         grades = np.array([judged.get(doc, 0) for doc in docs])
-        candidates = [SimCandidate(doc, first_stage=-rank) for rank, doc in enumerate(docs)]
+        candidates = [ScoredCandidate(doc, first_stage=-rank) for rank, doc in enumerate(docs)]
         ideal = dcg(sorted(judged.values(), reverse=True))
         query = dict(data.queries)[qid]
         picked.append(SimQuery(qid, query, candidates, grades, ideal))
@@ -245,14 +245,8 @@ def learn_from_users(
     )
     system = StreamingSystem(settings, texts)
     marks = [m for m in (5, 10, 20, 30, 50, 100) if m <= sessions_per_query]
-    with Progress(
-        TextColumn("[bold]users[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("sessions", total=len(picked) * sessions_per_query)
+    with progress_bar(console) as bar:
+        task = bar.add_task("[bold]users[/]", total=len(picked) * sessions_per_query)
         result = simulate(
             picked,
             system,
@@ -266,6 +260,6 @@ def learn_from_users(
     result["start"] = "the worker's cascade"
     plot = Path(".run") / "demo-learning-curve.png"
     plot_curve([result], plot)
-    console.print(summary_table(result))
+    console.print(learning_curve_table(result))
     console.print(f"learning curve: {plot}")
     return result

@@ -4,15 +4,15 @@ For a request, :func:`assign` decides (deterministically, from hashes, so a repl
 the same) whether it is served
 
 - as an **interleaving** of the primary and one shadow (a ``interleave_fraction`` share of
-  requests, by request-id hash): both rank it, :func:`streamrank.shadow.interleaving.team_draft` merges
-  the lists, and the impression remembers which ranker contributed each result;
+  requests, by request-id hash): both rank it, :func:`streamrank.shadow.interleaving.team_draft`
+  merges the lists, and the impression remembers which ranker contributed each result;
 - by the **shadow alone** (the A/B split: users whose id hash falls below ``ab_fraction``),
   or by the primary as the A/B control (every other request of a user with an id);
 - or plainly by the primary.
 
 When the session closes, the learn path calls :func:`credit`, which turns its clicks into an
-interleaving outcome or A/B metrics in :class:`streamrank.shadow.evidence.ShadowStats`. Experiment traffic
-does not train the online learner (its lists were not chosen by the learner's policy, so its
+interleaving outcome or A/B metrics in :class:`streamrank.shadow.evidence.ShadowStats`. Experiment
+traffic does not train the online learner (its lists were not chosen by the learner's policy, so its
 position-bias corrections would not hold for them).
 
 Examples

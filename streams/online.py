@@ -1,18 +1,18 @@
 """The online ranker inside a worker: the served order of the top of a list, and learning.
 
-:class:`OnlineServing` wraps one :class:`streamrank.models.learning.online_ranker.OnlineRanker` whose click
-statistics live in Redis (:class:`streamrank.streams.state.learner_store.RedisLearnerStore`), so every worker
-ranks with the clicks every other worker has learned from. The ranker's model state (River
-prior, satisfaction table, position-bias estimates) is per process and is persisted only as
-signed checkpoints in the model registry (:mod:`streamrank.streams.agents.learn`), never as unsigned state in
-Redis.
+:class:`OnlineServing` wraps one :class:`streamrank.models.learning.online_ranker.OnlineRanker`
+whose click statistics live in Redis
+(:class:`streamrank.streams.state.learner_store.RedisLearnerStore`), so every worker ranks with the
+clicks every other worker has learned from. The ranker's model state (River prior, satisfaction
+table, position-bias estimates) is per process and is persisted only as signed checkpoints in the
+model registry (:mod:`streamrank.streams.agents.learn`), never as unsigned state in Redis.
 
 The rerank agent's threads call :meth:`OnlineServing.order`; the learn agent's thread calls
 :meth:`OnlineServing.learn`. Both go through one lock: River's model and the position-bias
 window are not safe to read while another thread updates them.
 
-Exploration (:class:`streamrank.models.learning.exploration.SafeExplorer`) is seeded by the request id, so a
-replayed request is served the same list as long as the learner has not moved since.
+Exploration (:class:`streamrank.models.learning.exploration.SafeExplorer`) is seeded by the request
+id, so a replayed request is served the same list as long as the learner has not moved since.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from typing import Any
 import redis
 from streamrank.models.learning.exploration import SafeExplorer
 from streamrank.models.learning.online_ranker import (
-    Candidate,
     Impression,
     OnlineRanker,
     RankerConfig,
+    ScoredCandidate,
 )
 from streamrank.streams.config import Settings
 from streamrank.streams.state.connections import key
@@ -86,8 +86,8 @@ class OnlineServing:
     ranker
         The online ranker (its store should be shared by all workers).
     max_loss
-        Exploration bound of :class:`~streamrank.models.learning.exploration.SafeExplorer`; 0 serves the exploit
-        order (and never a randomized intervention).
+        Exploration bound of :class:`~streamrank.models.learning.exploration.SafeExplorer`; 0 serves
+        the exploit order (and never a randomized intervention).
     """
 
     def __init__(self, ranker: OnlineRanker, max_loss: float) -> None:
@@ -99,7 +99,7 @@ class OnlineServing:
         self,
         request_id: str,
         query: str,
-        candidates: Sequence[Candidate],
+        candidates: Sequence[ScoredCandidate],
         k: int,
         user: Mapping[str, float] | None = None,
         explore: bool = True,
@@ -120,8 +120,8 @@ class OnlineServing:
     def learn(self, impressions: Sequence[Impression]) -> list[bool]:
         """Learn each impression once; False for one whose event id was learned before.
 
-        With a :class:`~streamrank.streams.state.learner_store.BatchingStore`, the whole list costs two Redis
-        round trips; the statistics are written when this returns.
+        With a :class:`~streamrank.streams.state.learner_store.BatchingStore`, the whole list costs
+        two Redis round trips; the statistics are written when this returns.
         """
         store = self.ranker.store
         if not isinstance(store, BatchingStore):

@@ -3,10 +3,10 @@
 The :class:`Reranker` is what the rerank agent calls, in an executor thread. It fills in texts
 the producer left out from the feature store, runs the cascade within the latency budget
 (scores come from the Redis score cache where a head query was seen before; cross-encoder
-calls of concurrent requests are merged by :class:`streamrank.models.scoring.batching.CrossRequestBatcher`), lets
-the online ranker (:mod:`streamrank.streams.online`) order the top of the cascade's list when online
-learning is on, and returns the ranking together with the impression the learner will join
-clicks against.
+calls of concurrent requests are merged by
+:class:`streamrank.models.scoring.batching.CrossRequestBatcher`), lets the online ranker
+(:mod:`streamrank.streams.online`) order the top of the cascade's list when online learning is on,
+and returns the ranking together with the impression the learner will join clicks against.
 
 With no clicks yet, the online ranker serves exactly the cascade's order (exploration aside).
 Candidates without text keep their slots, as they do in the cascade. If the online ranker
@@ -22,13 +22,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
-from streamrank.models.learning.online_ranker import Candidate as OnlineCandidate
+from streamrank.models.learning.online_ranker import ScoredCandidate
 from streamrank.models.scoring.batching import CrossRequestBatcher
 from streamrank.models.scoring.cascade import Cascade, CascadeResult
 from streamrank.models.scoring.cascade import RankedItem as CascadeItem
 from streamrank.models.scoring.confidence import ConfidenceRule
 from streamrank.models.scoring.factory import build_cascade
-from streamrank.models.types import Candidate as Document
+from streamrank.models.types import TextCandidate
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidates, RankedItem, Ranking
 from streamrank.streams.online import OnlineServing, served_ranks
@@ -153,12 +153,12 @@ class Reranker:
 
     def online_candidates(
         self, request: Candidates, top: list[CascadeItem]
-    ) -> list[OnlineCandidate]:
+    ) -> list[ScoredCandidate]:
         """The online ranker's view of the cascade's top: its scores and item features."""
         given = {c.doc_id: c for c in request.candidates}
         stored = self.feature_store.item_features([item.doc_id for item in top])
         return [
-            OnlineCandidate(
+            ScoredCandidate(
                 doc_id=item.doc_id,
                 ce=float(item.score) if item.stage == "ce" else None,
                 dense=float(item.score) if item.stage in DENSE_TIERS else None,
@@ -175,7 +175,7 @@ class Reranker:
         encoded inside that request's latency budget. Returns how many vectors were encoded
         (0 when they were cached already).
         """
-        document = [Document(doc_id, text, 0.0)]
+        document = [TextCandidate(doc_id, text, 0.0)]
         tiers = [t for t in self.cascade.tiers.values() if hasattr(t, "ensure_vectors")]
         return sum(tier.ensure_vectors(document) for tier in tiers)
 

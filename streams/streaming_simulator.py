@@ -1,18 +1,19 @@
 """The click simulator's streaming mode: simulated users against the real broker and workers.
 
-:class:`StreamingSystem` implements the simulator's :class:`~streamrank.models.evaluation.simulator.RankingSystem`
-verbs over Kafka, exactly as a live client would: a session publishes a ``candidates``
-request and reads its ``rankings`` answer (the worker explores, records the impression),
-then publishes the user's ``interactions``; the learn agent joins them and learns when the
+:class:`StreamingSystem` implements the simulator's
+:class:`~streamrank.models.evaluation.simulator.RankingSystem` verbs over Kafka, exactly as a
+live client would: a session publishes a ``candidates`` request and reads its ``rankings``
+answer (the worker explores, records the impression), then publishes the user's
+``interactions`` (:func:`to_interactions`); the learn agent joins them and learns when the
 session closes. A round's requests go out together (users of different queries arrive
 concurrently), and before each round and each checkpoint the system waits until the learner
 has closed every session sent so far (:meth:`StreamingSystem.settle`). That is the offline
-simulator's round (:func:`streamrank.models.evaluation.simulator.serve_round`), so both modes run the same
-experiment and the curve measures learning, not how fast the simulator can send: without the
-wait, a query's next user was served before its previous session was learned, by how many
-rounds depending on the worker's speed (informational users, seed 0: 0.8644 nDCG@10 at 200
-sessions per query). Checkpoint rankings are requested with ``context = {"explore": false}``:
-what the system would serve with no exploration.
+simulator's round (:func:`streamrank.models.evaluation.simulator.serve_round`), so both modes
+run the same experiment and the curve measures learning, not how fast the simulator can
+send: without the wait, a query's next user was served before its previous session was
+learned, by how many rounds depending on the worker's speed, and the curve measured that lag
+(docs/notes/2026-11-26-simulator-rounds.md). Checkpoint rankings are requested with
+``context = {"explore": false}``: what the system would serve with no exploration.
 
 Request ids carry a per-run nonce: the worker answers a request id once (replays are
 dropped), so a second run with the same seed must not reuse the first run's ids.
@@ -25,9 +26,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from streamrank.models.evaluation.simulator import SimQuery, to_interactions
+from streamrank.models.evaluation.simulator import SimQuery
 from streamrank.streams.config import Settings
-from streamrank.streams.events import Candidate, Candidates, Ranking
+from streamrank.streams.events import Candidate, Candidates, Interaction, Ranking
 from streamrank.streams.state.connections import redis_client
 from streamrank.streams.state.user_sessions import SessionStore
 
@@ -177,6 +178,39 @@ class StreamingSystem:
     def close(self) -> None:
         self.producer.close()
         self.consumer.close()
+
+
+def to_interactions(
+    request_id: str, shown: Sequence[str], clicked: Sequence[int], user_id: str | None = None
+) -> list[Interaction]:
+    """A session as ``interactions`` events: one impression per shown result, one per click.
+
+    Event ids are derived from the request id and rank, so republishing a session after a
+    crash produces the same ids and the learner applies it once.
+    """
+    events = [
+        Interaction(
+            event_id=f"{request_id}:imp:{rank + 1}",
+            request_id=request_id,
+            doc_id=doc,
+            type="impression",
+            position=rank + 1,
+            user_id=user_id,
+        )
+        for rank, doc in enumerate(shown)
+    ]
+    events += [
+        Interaction(
+            event_id=f"{request_id}:click:{rank + 1}",
+            request_id=request_id,
+            doc_id=shown[rank],
+            type="click",
+            position=rank + 1,
+            user_id=user_id,
+        )
+        for rank in clicked
+    ]
+    return events
 
 
 def _closed_total(sessions: SessionStore) -> int:

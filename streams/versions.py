@@ -2,9 +2,10 @@
 
 Without a registry (no ``registry_key``), the worker serves ``settings.pipeline`` and this
 module is a thin wrapper. With one, :class:`VersionedServing` holds the active version in a
-:class:`~streamrank.streams.agents.control.RankerSlot` (switched by :func:`streamrank.streams.agents.control.follow_control`) and,
-when interleaving or an A/B split is configured, a ranker per shadow version, so that an
-experiment request can be ranked by both (:mod:`streams.experiments`).
+:class:`~streamrank.streams.agents.control.RankerSlot` (switched by
+:func:`streamrank.streams.agents.control.follow_control`) and, when interleaving or an A/B split is
+configured, a ranker per shadow version, so that an experiment request can be ranked by both
+(:mod:`streamrank.streams.experiments`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from streamrank.models.registry import ModelRegistry
 from streamrank.streams.agents.control import RankerSlot
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidates, RankedItem, Ranking
+from streamrank.streams.experiments import AB_SHADOW, INTERLEAVE, assign, interleave
 from streamrank.streams.serving import Reranker
-
-from streams.experiments import AB_SHADOW, INTERLEAVE, assign, interleave
 
 log = logging.getLogger(__name__)
 UNVERSIONED = ""

@@ -14,6 +14,7 @@ comes from Redis, so any worker's dashboard shows the whole deployment:
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,13 +23,16 @@ from typing import Any
 import faust
 import redis
 from faust.web import Request, Response, View
-from streamrank.shadow.evidence import ShadowStats
 from streamrank.shadow.report import summarize
 from streamrank.streams.config import Settings
-from streamrank.streams.state.connections import registry_for
+from streamrank.streams.state.connections import registry_for, shadow_stats_for
 from streamrank.streams.state.service_metrics import ServiceMetrics
 
-PAGE = (Path(__file__).parent / "dashboard.html").read_text()
+
+@functools.cache
+def dashboard_page() -> str:
+    """The dashboard's HTML, read from the package once, when first served."""
+    return (Path(__file__).parent / "dashboard.html").read_text()
 
 
 def preference_series(outcomes: Sequence[int], points: int = 60) -> list[dict[str, float]]:
@@ -67,7 +71,7 @@ def dashboard_data(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         registry = registry_for(settings, client)
         data["active"] = registry.active()
         for version in registry.shadows():
-            snapshot = ShadowStats(client, settings, version).snapshot()
+            snapshot = shadow_stats_for(settings, client, version).snapshot()
             summary = summarize(snapshot, settings.promotion_min_sessions, settings.promotion_alpha)
             summary["series"] = preference_series(snapshot.interleaving)
             data["shadows"].append(summary)
@@ -139,7 +143,7 @@ def mount(app: faust.App, settings: Settings, client: redis.Redis, serving: Any)
     @app.page("/dashboard")
     class Dashboard(View):
         async def get(self, request: Request) -> Response:
-            return self.html(PAGE)
+            return self.html(dashboard_page())
 
     @app.page("/dashboard/data")
     class DashboardData(View):

@@ -1,11 +1,38 @@
-"""Helpers for tests that talk to the real broker: produce and consume raw messages."""
+"""What the test tiers share: where the checkout and the shared data are, simulated
+interleaving outcomes, and the helpers for tests that talk to the real broker (the environment
+of a child process, produce and consume raw messages).
+
+A module, not a conftest: test files import these by name (``from tests.helpers import ...``),
+and a conftest is for fixtures, which pytest finds on its own.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
+import numpy as np
 from streamrank.streams.config import Settings
+
+# The checkout (the folder holding pyproject.toml) and the judged collections beside it.
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process (worker, CLI) use these settings."""
+    env = dict(os.environ)
+    for field in ("kafka_bootstrap", "redis_url", "topic_prefix", "app_id", "partitions"):
+        env[f"STREAMRANK_{field.upper()}"] = str(getattr(settings, field))
+    return env
+
+
+def interleaving_outcomes(wins: int, losses: int, ties: int, seed: int = 0) -> list[int]:
+    """Per-session interleaving outcomes (1 the shadow won, -1 it lost, 0 a tie), shuffled."""
+    values = np.array([1] * wins + [-1] * losses + [0] * ties)
+    return np.random.default_rng(seed).permutation(values).tolist()
 
 
 def produce(settings: Settings, kind: str, values: list[bytes], key: bytes | None = None) -> None:

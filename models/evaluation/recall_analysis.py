@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.table import Table
 from streamrank.models.retrieval.corpus import Qrels, relevant
 
 Run = Mapping[str, Sequence[str]]
@@ -183,63 +182,7 @@ def k_sweep(
     return rows
 
 
-# ---- rendering ----------------------------------------------------------------------------
-
-
-def totals_table(report: BottleneckReport) -> Table:
-    """The totals as a rich table: count and share of the relevant documents per category."""
-    totals = report.totals()
-    table = Table(
-        title=f"Where the {totals['relevant']} relevant documents of "
-        f"{totals['queries']} queries ended up"
-    )
-    table.add_column("category")
-    table.add_column("documents", justify="right")
-    table.add_column("share", justify="right")
-    labels = {
-        "not_retrieved": f"(a) not in first-stage top {report.k1}",
-        "dropped_by_cheap_tier": f"(b) dropped by the cheap tier (kept {report.k2})",
-        "below_top": f"(c) reached the cross-encoder, ended below {report.top}",
-        "in_top": f"in the final top {report.top}",
-    }
-    for name in CATEGORIES:
-        share = totals[name] / totals["relevant"] if totals["relevant"] else 0.0
-        table.add_row(labels[name], str(totals[name]), f"{share:.1%}")
-    return table
-
-
-def per_query_table(report: BottleneckReport, limit: int = 15) -> Table:
-    """The queries that lost the most relevant documents, worst first."""
-    worst = sorted((r for r in report.per_query if r.lost), key=lambda r: (-r.lost, r.qid))
-    table = Table(title=f"Queries losing relevant documents ({len(worst)}; worst {limit} shown)")
-    for column in ("query", "relevant", "(a)", "(b)", "(c)", f"top {report.top}"):
-        table.add_column(column, justify="left" if column == "query" else "right")
-    for row in worst[:limit]:
-        values = (row.relevant, row.not_retrieved, row.dropped_by_cheap_tier, row.below_top)
-        table.add_row(row.qid, *map(str, values), str(row.in_top))
-    return table
-
-
-def sweep_table(rows: Sequence[SweepRow]) -> Table:
-    """The K sweep as a rich table."""
-    table = Table(title="First-stage recall@K and cross-encoder cost")
-    for column in ("K", "recall@K", "relevant found", "CE pairs/query", "CE pairs total"):
-        table.add_column(column, justify="right")
-    timed = any(row.ce_ms_per_query is not None for row in rows)
-    if timed:
-        table.add_column("CE ms/query", justify="right")
-    for row in rows:
-        cells = [
-            str(row.k),
-            f"{row.recall:.4f}",
-            str(row.relevant_found),
-            f"{row.ce_pairs_per_query:g}",
-            str(row.ce_pairs_total),
-        ]
-        if timed:
-            cells.append("" if row.ce_ms_per_query is None else f"{row.ce_ms_per_query:g}")
-        table.add_row(*cells)
-    return table
+# ---- plotting ----------------------------------------------------------------------------
 
 
 def plot_sweep(rows: Sequence[SweepRow], path: str | Path, title: str = "") -> Path:

@@ -2,15 +2,15 @@
 
 The candidate file is the rank_llm layout of ``../shared/data/trec-dl-2019/``: a JSON list of
 ``{"query": str, "hits": [{"qid", "docid", "rank", "score", "content"}, ...]}`` in first-stage
-order. Each query goes through :meth:`streamrank.models.scoring.cascade.Cascade.rank` on its own, timed, like a
-live request; documents are encoded for the dense/ColBERT tiers once beforehand (their
-one-time cost is ``doc_encode_seconds``, not part of the latency).
+order. Each query goes through :meth:`streamrank.models.scoring.cascade.Cascade.rank` on its
+own, timed, like a live request; documents are encoded for the dense/ColBERT tiers once beforehand
+(their one-time cost is ``doc_encode_seconds``, not part of the latency).
 
 Under a deadline the first queries are ranked once, untimed, before the timed pass
 (``warmup_queries``): a tier's cost model needs that many measured calls before its margin
 is learned rather than the starting x1.1, and a running service is past that point after its
-first twenty requests. Without the warm-up, a run of DL19's 43 queries would measure the
-start-up margin on half of them.
+first twenty requests. Without the warm-up, a run of a few dozen queries would measure the
+start-up margin on a large share of them.
 
 Examples
 --------
@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from streamrank.models.assets.model_files import default_model_dir
 from streamrank.models.evaluation.metrics import latency_percentiles, mean_metrics
+from streamrank.models.progress import ProgressReporter, SilentProgress
 from streamrank.models.scoring.budget import CostModel
 from streamrank.models.scoring.cascade import Cascade, parse_pipeline
-from streamrank.models.types import Candidate
+from streamrank.models.types import TextCandidate
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class Query:
 
     qid: str
     text: str
-    candidates: list[Candidate]
+    candidates: list[TextCandidate]
 
 
 def load_candidates(path: str | Path) -> list[Query]:
@@ -52,7 +50,8 @@ def load_candidates(path: str | Path) -> list[Query]:
         hits = entry["hits"]
         qid = str(hits[0]["qid"]) if hits else str(entry.get("qid", len(queries)))
         candidates = [
-            Candidate(str(h["docid"]), h.get("content"), float(h.get("score", 0.0))) for h in hits
+            TextCandidate(str(h["docid"]), h.get("content"), float(h.get("score", 0.0)))
+            for h in hits
         ]
         queries.append(Query(qid, entry["query"], candidates))
     return queries
@@ -68,30 +67,19 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Progress]:
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-    with progress:
-        yield progress
-
-
-def encode_documents(cascade: Cascade, queries: list[Query], progress: Progress) -> float:
+def encode_documents(
+    cascade: Cascade, queries: list[Query], progress: ProgressReporter | None = None
+) -> float:
     """Encode every document once for the vector tiers; returns the seconds it took."""
+    progress = progress or SilentProgress()
     started = time.perf_counter()
     for name, tier in cascade.tiers.items():
         if not hasattr(tier, "ensure_vectors"):
             continue
-        task = progress.add_task(f"encoding documents ({name})", total=len(queries))
-        for query in queries:
-            tier.ensure_vectors(query.candidates)
-            progress.advance(task)
+        with progress.stage(f"encoding documents ({name})", len(queries)) as advance:
+            for query in queries:
+                tier.ensure_vectors(query.candidates)
+                advance(1)
     return time.perf_counter() - started
 
 
@@ -105,21 +93,21 @@ def run_cascade(
     queries: list[Query],
     qrels: dict[str, dict[str, int]],
     deadline_s: float | None = None,
-    progress: bool = True,
+    progress: ProgressReporter | None = None,
 ) -> dict[str, Any]:
     """Rank every query with ``cascade``; metrics, throughput and latencies as a dict."""
+    progress = progress or SilentProgress()
     rankings, latencies, degraded = {}, [], 0
     tier_ms, pairs = 0.0, 0
     main = _main_tier(cascade)
     warmup = queries[: warmup_calls(cascade)] if deadline_s is not None else []
-    with _progress(progress) as bar:
-        encode_s = encode_documents(cascade, queries, bar)
-        if warmup:
-            task = bar.add_task("warming up the cost models", total=len(warmup))
+    encode_s = encode_documents(cascade, queries, progress)
+    if warmup:
+        with progress.stage("warming up the cost models", len(warmup)) as advance:
             for query in warmup:
                 cascade.rank(query.text, query.candidates, deadline_s)
-                bar.advance(task)
-        task = bar.add_task(f"ranking ({cascade.spec})", total=len(queries))
+                advance(1)
+    with progress.stage(f"ranking ({cascade.spec})", len(queries)) as advance:
         for query in queries:
             started = time.perf_counter()
             result = cascade.rank(query.text, query.candidates, deadline_s)
@@ -129,7 +117,7 @@ def run_cascade(
             if main:
                 tier_ms += result.timings_ms.get(main, 0.0)
                 pairs += result.pairs_scored if main == "ce" else _scored(cascade, query)
-            bar.advance(task)
+            advance(1)
     metrics = mean_metrics(rankings, qrels, k=10)
     return {
         "queries": len(queries),
@@ -162,7 +150,7 @@ def evaluate_rerank(
     max_length: int = 256,
     model_dir: str | Path | None = None,
     deadline_s: float | None = None,
-    progress: bool = True,
+    progress: ProgressReporter | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``pipeline`` on a candidate file against qrels.
 
@@ -177,11 +165,11 @@ def evaluate_rerank(
     max_length
         Cross-encoder max tokens per pair.
     model_dir
-        Model directory; default ``Settings.model_dir``.
+        Model directory; default :func:`streamrank.models.assets.model_files.default_model_dir`.
     deadline_s
         Per-query latency budget (``None``: none).
     progress
-        Show rich progress bars on stderr.
+        Told about each stage (encoding, warm-up, ranking); silent by default.
 
     Returns
     -------
@@ -197,9 +185,7 @@ def evaluate_rerank(
 
     parse_pipeline(pipeline)  # fail on a bad spec before loading anything
     if model_dir is None:
-        from streamrank.streams.config import get_settings
-
-        model_dir = get_settings().model_dir
+        model_dir = default_model_dir()
     queries = load_candidates(candidates_file)
     qrels = load_qrels(qrels_file)
     cascade = build_cascade(pipeline, model_dir, max_length=max_length)

@@ -2,23 +2,24 @@
 
 Each *round* visits every query once, in a fresh random order. A session asks the system for
 a ranking (with exploration, as live traffic would get), shows the top ``k`` to a user from
-:mod:`streamrank.models.learning.click_models`, and hands the impression and its clicks back to the system. A
-round's users arrive together (:func:`serve_round`): all are served before the system learns
-from any of them, and each round is served from everything learned before it, so a query's
-users never see a ranking that has not yet heard of its previous user. At each checkpoint (in
-sessions per query) it records nDCG@10 of the ranking the system would now serve to every
-query without exploration.
+:mod:`streamrank.models.learning.click_models`, and hands the impression and its clicks back
+to the system. A round's users arrive together (:func:`serve_round`): all are served before
+the system learns from any of them, and each round is served from everything learned before
+it, so a query's users never see a ranking that has not yet heard of its previous user. At
+each checkpoint (in sessions per query) it records nDCG@10 of the ranking the system would
+now serve to every query without exploration.
 
 The system is anything with the :class:`RankingSystem` verbs. :class:`OfflineSystem` runs
-the :class:`~streamrank.models.learning.online_ranker.OnlineRanker` and :class:`~streamrank.models.learning.exploration.SafeExplorer`
-in-process; a streaming system implements the same three verbs by publishing the session's
-events (:func:`to_interactions`) to Kafka and reading rankings back, and reuses everything
-else here unchanged.
+the :class:`~streamrank.models.learning.online_ranker.OnlineRanker` and
+:class:`~streamrank.models.learning.exploration.SafeExplorer` in-process; a streaming system
+implements the same three verbs by publishing each session's impressions and clicks (the
+``shown`` and ``clicked`` that :meth:`RankingSystem.feedback` gets) and reading rankings
+back, and reuses everything else here unchanged.
 
 Examples
 --------
 >>> import numpy as np
->>> queries = [SimQuery("q1", "volga", [Candidate(f"d{i}", ce=-i) for i in range(20)],
+>>> queries = [SimQuery("q1", "volga", [ScoredCandidate(f"d{i}", ce=-i) for i in range(20)],
 ...                     np.array([0] * 15 + [3] * 5), ideal_dcg=dcg([3] * 5))]
 >>> result = simulate(queries, OfflineSystem(), "navigational", sessions_per_query=60,
 ...                   checkpoints=[30, 60], seed=0)
@@ -37,9 +38,14 @@ from typing import Any, Protocol
 import numpy as np
 from streamrank.models.learning.click_models import click_model
 from streamrank.models.learning.exploration import SafeExplorer, Served
-from streamrank.models.learning.online_ranker import Candidate, OnlineRanker, Scored, base_scores
+from streamrank.models.learning.online_ranker import (
+    OnlineRanker,
+    RankerConfig,
+    Scored,
+    ScoredCandidate,
+    base_scores,
+)
 from streamrank.models.retrieval.corpus import read_qrels
-from streamrank.streams.events import Interaction
 
 K = 10
 Progress = Callable[[int, int], None]
@@ -52,7 +58,7 @@ class SimQuery:
 
     qid: str
     text: str
-    candidates: list[Candidate]
+    candidates: list[ScoredCandidate]
     grades: np.ndarray
     ideal_dcg: float
 
@@ -118,13 +124,24 @@ class OfflineSystem:
     def propensities(self) -> list[float]:
         return self.ranker.position_bias.estimates()
 
-    def _split(self, query: SimQuery) -> tuple[list[Candidate], list[str]]:
+    def _split(self, query: SimQuery) -> tuple[list[ScoredCandidate], list[str]]:
         """The candidates the online ranker orders, and the ids of the rest in the start's order."""
         if self.top_k is None or self.top_k >= len(query.candidates):
             return query.candidates, []
         order = np.argsort(-base_scores(query.candidates), kind="stable")
         top = [query.candidates[i] for i in sorted(order[: self.top_k])]  # in their given order
         return top, [query.candidates[i].doc_id for i in order[self.top_k :]]
+
+
+def offline_system(seed: int, max_loss: float, top_k: int | None) -> OfflineSystem:
+    """The system ``streamrank simulate --offline`` runs: a fresh online ranker and explorer.
+
+    Both are seeded with ``seed``, so two runs with the same seed learn the same thing; the
+    benches build theirs here too, to measure exactly what the command runs.
+    """
+    return OfflineSystem(
+        OnlineRanker(config=RankerConfig(seed=seed)), SafeExplorer(K, max_loss, seed=seed), top_k
+    )
 
 
 def dcg(grades: Sequence[float], k: int = K) -> float:
@@ -211,39 +228,6 @@ def simulate(
     return result
 
 
-def to_interactions(
-    request_id: str, shown: Sequence[str], clicked: Sequence[int], user_id: str | None = None
-) -> list[Interaction]:
-    """A session as ``interactions`` events: one impression per shown result, one per click.
-
-    Event ids are derived from the request id and rank, so republishing a session after a
-    crash produces the same ids and the learner applies it once.
-    """
-    events = [
-        Interaction(
-            event_id=f"{request_id}:imp:{rank + 1}",
-            request_id=request_id,
-            doc_id=doc,
-            type="impression",
-            position=rank + 1,
-            user_id=user_id,
-        )
-        for rank, doc in enumerate(shown)
-    ]
-    events += [
-        Interaction(
-            event_id=f"{request_id}:click:{rank + 1}",
-            request_id=request_id,
-            doc_id=shown[rank],
-            type="click",
-            position=rank + 1,
-            user_id=user_id,
-        )
-        for rank in clicked
-    ]
-    return events
-
-
 # -- loading ----------------------------------------------------------------------------------
 
 
@@ -273,7 +257,7 @@ def load_queries(
         if ce is not None and len(ce) != len(hits):
             raise ValueError(f"query {qid}: {len(ce)} scores for {len(hits)} candidates")
         candidates = [
-            Candidate(
+            ScoredCandidate(
                 doc_id=str(hit["docid"]),
                 ce=None if ce is None else float(ce[i]),
                 first_stage=float(hit.get("score", -i)),
@@ -294,3 +278,37 @@ def passages(candidates_path: str | Path) -> dict[str, tuple[str, list[str]]]:
         for e in entries
         if e["hits"]
     }
+
+
+# -- plotting ---------------------------------------------------------------------------------
+
+
+def plot_curve(results: Sequence[dict[str, Any]], path: Path) -> None:
+    """Learning curve(s) of :func:`simulate` results as a PNG: nDCG@10 against sessions per
+    query, with the starting level; the x axis is linear up to 5 sessions and logarithmic
+    beyond, where the checkpoints spread out."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for result in results:
+        xs = [0] + [c["sessions_per_query"] for c in result["checkpoints"]]
+        ys = [result["start_ndcg@10"]] + [c["ndcg@10"] for c in result["checkpoints"]]
+        ax.plot(xs, ys, marker="o", label=f"{result['click_model']} (seed {result['seed']})")
+    ax.axhline(results[0]["start_ndcg@10"], color="grey", ls="--", lw=1, label="starting ranker")
+    ax.set_xscale("symlog", linthresh=5)
+    marks = sorted({0} | {c["sessions_per_query"] for r in results for c in r["checkpoints"]})
+    ax.set_xlim(0, marks[-1] * 1.1)
+    ax.set_xticks(marks, [str(m) for m in marks])
+    ax.minorticks_off()
+    ax.set_xlabel("sessions per query")
+    ax.set_ylabel("nDCG@10 (no exploration)")
+    ax.set_title("streamrank: learning from simulated clicks")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -17,25 +17,17 @@ documents it is unsure about. :class:`SafeExplorer` does it in three steps:
    documents whose exact place changes little; one that may belong near the top, where
    the discount changes most, is worth the most.
 
-   Measured on DL19 (200 sessions per query, the cross-encoder as the start, all 100
-   candidates ordered, seeds 0-5 and 6-11, the simulator then learning each session before
-   the next user; with a round's users served together, informational users reach 0.8691
-   over 60 seeds, and 0.8706 when the ranker orders the cross-encoder's top 50 as a worker
-   does, see docs/learning.md), against the former order, p(1 - p) with p the share of 16
-   Thompson draws that put the document in the top ``k`` (which treats every place in the
-   top ``k`` alike): informational users 0.8615 -> 0.8724 and 0.8638 -> 0.8701 nDCG@10,
-   navigational (seeds 0-5) 0.8748 -> 0.8776. ``stop_floor`` 0.01 / 0.05 / 0.2 / 0.3 / 0.5 gave
-   0.8673 / 0.8684 / 0.8724 / 0.8692 / 0.8696 (informational, seeds 0-5). Measured and
-   dropped: gains convex in attractiveness, exp(8a) / exp(3a), 0.8630 / 0.8680 (linear,
-   same floor: 0.8684); the worth of one look instead of perfect information (scaled by the
-   share of the posterior variance one look removes) 0.8627; the shown set chosen by worth
-   instead of a Thompson draw 0.8619.
+   The former order, p(1 - p) with p the share of Thompson draws that put the document in
+   the top ``k``, treats every place in the top ``k`` alike, so it spent a query's few looks
+   on questions that change the served list little. ``stop_floor`` keeps a result nobody
+   stops at from jumping ahead of everything. The comparison, the floors and the variants
+   measured and dropped are in docs/notes/2026-11-26-exploration-order.md.
 
    The order is deterministic given the posterior, so it needs the posterior to move between
    users of a query. Where learning lags (a worker learns a session seconds after serving
-   it), the next users see the same order: offline with learning held back four sessions
-   per query it gives 0.8652 (informational, seeds 0-5), level with the former order
-   (0.8643), whose random draws made it random. See docs/learning.md.
+   it), the next users see the same order, and the lead over the former, randomly drawn
+   order shrinks; the simulator therefore serves a round's users together and learns before
+   the next round, as a worker that keeps up does (docs/learning.md).
 3. **The bound**: the served list's expected DCG, computed from the ranker's own posterior
    means, must stay within ``max_loss`` of the exploit list's. If it would not, the top of the
    list is taken from the exploit ranking one position at a time until it does; at worst the
@@ -46,16 +38,16 @@ documents it is unsure about. :class:`SafeExplorer` does it in three steps:
    order (RandTop-k, Joachims et al. 2017) and flagged ``randomized``. Those lists are exempt
    from the bound: they are what makes the position-bias estimate unbiased, because which
    document lands where no longer depends on its past clicks (every other list's order does,
-   and estimators fitted on such adaptive logs are biased by 10-25% on DL19).
+   and estimators fitted on such adaptive logs are biased).
 
 Gains for the bound are posterior mean attractiveness above the list's least attractive
 candidate, so a result nobody would click counts as zero.
 
 Examples
 --------
->>> from streamrank.models.learning.online_ranker import Candidate, OnlineRanker
+>>> from streamrank.models.learning.online_ranker import ScoredCandidate, OnlineRanker
 >>> ranker = OnlineRanker()
->>> scored = ranker.score_one("q", [Candidate(f"d{i}", ce=-i) for i in range(20)])
+>>> scored = ranker.score_one("q", [ScoredCandidate(f"d{i}", ce=-i) for i in range(20)])
 >>> explorer = SafeExplorer(k=5, max_loss=0.0, seed=1)
 >>> served = explorer.rank_one(scored)
 >>> [scored.docs[i] for i in served.order[:5]], served.loss        # no loss allowed: exploit
@@ -185,8 +177,8 @@ def look_values(scored: Scored, k: int) -> np.ndarray:
 
     Examples
     --------
-    >>> from streamrank.models.learning.online_ranker import Candidate, OnlineRanker
-    >>> scored = OnlineRanker().score_one("q", [Candidate(f"d{i}", ce=-i) for i in range(30)])
+    >>> from streamrank.models.learning.online_ranker import ScoredCandidate, OnlineRanker
+    >>> scored = OnlineRanker().score_one("q", [ScoredCandidate(f"d{i}", ce=-i) for i in range(30)])
     >>> values = look_values(scored, k=10)    # no clicks yet: the 10th is on the border
     >>> int(values.argmax()), round(float(values[9]), 4), round(float(values[29]), 4)
     (9, 0.0379, 0.0)

@@ -11,10 +11,10 @@ keeps a Bayesian posterior over both on a small grid (``attract_bins`` x ``satis
   features. It starts as a tilt towards the starting ranker's order, so a fresh ranker
   serves exactly the cross-encoder order;
 - the **evidence** is per-pair debiased click statistics (clicks, expected examinations from
-  :class:`streamrank.models.learning.propensity.PositionBias`, satisfied clicks, unclicked impressions by rank),
-  kept behind :class:`LearnerStore`. It is read under the examination family the position
-  bias has chosen: for cascade users, skips above the last click and what the last click
-  says about stopping; for position-based users, the exact likelihood with today's
+  :class:`streamrank.models.learning.propensity.PositionBias`, satisfied clicks, unclicked
+  impressions by rank), kept behind :class:`LearnerStore`. It is read under the examination family
+  the position bias has chosen: for cascade users, skips above the last click and what the last
+  click says about stopping; for position-based users, the exact likelihood with today's
   propensities (see :class:`Stats`). Until the family is chosen, both readings count, by the
   odds the sessions so far give each (:meth:`OnlineRanker._family_joints`);
 - a table T(s | a), learned by stepwise EM, couples the two, so a click that ends a session
@@ -39,7 +39,7 @@ needs many more sessions per query than the 200 this product is judged on.
 Examples
 --------
 >>> ranker = OnlineRanker(config=RankerConfig(seed=0))
->>> shown = [Candidate("d1", ce=2.0), Candidate("d2", ce=1.0), Candidate("d3", ce=0.5)]
+>>> shown = [ScoredCandidate(doc, ce=ce) for doc, ce in [("d1", 2.0), ("d2", 1.0), ("d3", 0.5)]]
 >>> ranker.rank_one("q", shown)                       # no clicks yet: the cross-encoder order
 ['d1', 'd2', 'd3']
 >>> scored = ranker.score_one("q", shown)
@@ -71,8 +71,12 @@ SCORE_KINDS = ("ce", "dense", "first_stage")
 
 
 @dataclass(frozen=True, slots=True)
-class Candidate:
-    """One document to rank: its scores from earlier stages and any item features."""
+class ScoredCandidate:
+    """One document the online ranker orders: the scores earlier stages gave it, item features.
+
+    Scores only, no text: the learner reads what the cascade (``ce``, ``dense``) and the
+    first stage (``first_stage``) already computed; a stage that did not score it leaves None.
+    """
 
     doc_id: str
     ce: float | None = None
@@ -88,8 +92,8 @@ class Impression:
     ``docs`` are the shown documents in rank order, ``clicked`` the 0-based ranks clicked and
     ``features`` the prior-model features of each shown document as they were when served
     (the rerank agent stores them with the impression); ``randomized`` marks a randomized
-    intervention list (:class:`streamrank.models.learning.exploration.Served`), which position-bias estimation
-    relies on.
+    intervention list (:class:`streamrank.models.learning.exploration.Served`), which position-bias
+    estimation relies on.
     """
 
     event_id: str
@@ -120,11 +124,11 @@ class Stats:
     """Click evidence for one (query, doc) pair or one document; also used as an increment.
 
     Evidence is kept under both examination models, so the ranker can switch family (when
-    :class:`~streamrank.models.learning.propensity.PositionBias` finds the other one fits better) without losing
-    or misreading anything: ``exams`` are expected examinations under the cascade model and
-    ``satisfied`` its expected satisfied clicks out of ``sat_clicks`` clicks; ``pbm_exams``
-    are expected examinations under the position-based model (the propensities at the time,
-    used for the click-rate features), and ``skips_r`` count the impressions at rank r
+    :class:`~streamrank.models.learning.propensity.PositionBias` finds the other one fits better)
+    without losing or misreading anything: ``exams`` are expected examinations under the cascade
+    model and ``satisfied`` its expected satisfied clicks out of ``sat_clicks`` clicks;
+    ``pbm_exams`` are expected examinations under the position-based model (the propensities at the
+    time, used for the click-rate features), and ``skips_r`` count the impressions at rank r
     (``skips_10``: rank 10 or below) that were not clicked.
 
     Why the skips by rank: under the position-based model a result skipped at rank r says
@@ -134,9 +138,8 @@ class Stats:
     relevant document far too much (15 impressions at ranks 3-5 without a click: about 1000x
     against a=0.9 versus a=0.4 instead of 10x), so relevant documents once shown low never
     came back up; and it froze each impression at the theta of its day (the 1/sqrt(rank)
-    start, then a biased EM fit), while counts by rank are re-read with the current theta.
-    On DL19 with ``pbm`` users (3 seeds) it lifts nDCG@10 after 200 sessions per query from
-    0.745 to 0.787.
+    start, then a biased EM fit), while counts by rank are re-read with the current theta
+    (docs/notes/2026-11-25-online-ranker-rework.md).
     """
 
     impressions: float = 0.0
@@ -165,7 +168,7 @@ class Stats:
         self.sat_clicks += other.sat_clicks
         self.pbm_exams += other.pbm_exams
         # an increment has one rank at most: adding only that one keeps the others the shared
-        # 0.0 (a new float per field and pair was +35% memory in bench/learner.py)
+        # 0.0 (a new float per field and pair costs memory in every pair the store keeps)
         if other.skips_1:
             self.skips_1 += other.skips_1
         if other.skips_2:
@@ -342,7 +345,7 @@ def _increment(table: OrderedDict, key: Any, delta: Stats, cap: int) -> None:
 
 @dataclass(frozen=True)
 class RankerConfig:
-    """Knobs of :class:`OnlineRanker` (defaults tuned on DL19, see the issue's closing note).
+    """Knobs of :class:`OnlineRanker` (defaults tuned in the offline simulator, docs/learning.md).
 
     attract_bins, satisfy_bins
         Grid resolution of the posterior over attractiveness and satisfaction.
@@ -368,10 +371,9 @@ class RankerConfig:
         Posterior standard deviations subtracted from the mean for the served score. 0.25
         since the prior learns from expected rather than drawn labels (see
         ``_learn_models``): with that label noise gone, half a standard deviation held newly
-        found relevant documents back for longer than it protected against lucky clicks
-        (DL19, 6 seeds, 200 sessions per query: navigational 0.872 -> 0.876 nDCG@10,
-        informational 0.862 -> 0.864, perfect and pbm unchanged), while none at all costs
-        ``pbm`` users (0.819 -> 0.806, lowest checkpoint 0.710 -> 0.702).
+        found relevant documents back for longer than it protected against lucky clicks,
+        while none at all costs position-based users
+        (docs/notes/2026-11-25-online-ranker-rework.md).
     sync_every
         Learned sessions between writes of the model state to the store.
     seed
@@ -508,7 +510,10 @@ class OnlineRanker:
     # -- serving ------------------------------------------------------------------------------
 
     def score_one(
-        self, query: str, candidates: Sequence[Candidate], user: Mapping[str, float] | None = None
+        self,
+        query: str,
+        candidates: Sequence[ScoredCandidate],
+        user: Mapping[str, float] | None = None,
     ) -> Scored:
         """The posterior for every candidate of one request (the ``predict`` verb)."""
         docs = [c.doc_id for c in candidates]
@@ -530,7 +535,10 @@ class OnlineRanker:
         return Scored(query, docs, table, mean, std, attract, self.levels, base, evidence, stop)
 
     def rank_one(
-        self, query: str, candidates: Sequence[Candidate], user: Mapping[str, float] | None = None
+        self,
+        query: str,
+        candidates: Sequence[ScoredCandidate],
+        user: Mapping[str, float] | None = None,
     ) -> list[str]:
         """Document ids in the order the ranker would serve without exploration."""
         scored = self.score_one(query, candidates, user)
@@ -671,7 +679,10 @@ class OnlineRanker:
     # -- features ----------------------------------------------------------------------------
 
     def _features(
-        self, candidates: Sequence[Candidate], user: Mapping[str, float], stats: Sequence[Stats]
+        self,
+        candidates: Sequence[ScoredCandidate],
+        user: Mapping[str, float],
+        stats: Sequence[Stats],
     ) -> FeatureTable:
         n = len(candidates)
         columns: dict[str, np.ndarray] = {"base_z": _list_features(base_scores(candidates))[0]}
@@ -832,7 +843,7 @@ def _mix(joints: Mapping[str, tuple[float, np.ndarray]]) -> np.ndarray:
     return sum(weight * joint for weight, joint in parts)
 
 
-def base_scores(candidates: Sequence[Candidate]) -> np.ndarray:
+def base_scores(candidates: Sequence[ScoredCandidate]) -> np.ndarray:
     """The starting ranker's score: cross-encoder, else dense, else first stage, else order."""
     for kind in SCORE_KINDS:
         values = [getattr(c, kind) for c in candidates]

@@ -18,14 +18,13 @@ Two model families are fitted, and the one that predicts held-out sessions bette
 
 Where the ``pbm`` theta comes from: clicks per impression at each rank in *randomized
 intervention* lists (the exploit top 10 in a uniformly random order, RandTop-k of Joachims et
-al. 2017, served by :mod:`streamrank.models.learning.exploration` only while the ``pbm`` family is in use), over the
-same at rank 1. Every other list's order depends on the documents' own past clicks (Thompson
-sampling, uncertainty-first ordering), and every estimator fitted on such adaptive logs is
-biased: on DL19 the per-pair EM above lands 5-25% off 1/rank, in a direction set by how the
-sparse pairs' attractiveness is smoothed, and a Poisson fixed-effects fit is 13-26% high. The
-randomized ratio needs no model of attractiveness at all; its error is click noise, about 3%
-at ranks 2-5 and 6-8% at ranks 6-10 with the ~4,000 intervention lists of 200 sessions per
-query (measured: tests/test_propensity.py and the issue's closing note). Until
+al. 2017, served by :mod:`streamrank.models.learning.exploration` only while the ``pbm`` family is
+in use), over the same at rank 1. Every other list's order depends on the documents' own past clicks
+(Thompson sampling, uncertainty-first ordering), and every estimator fitted on such adaptive logs is
+biased, the per-pair EM above in a direction set by how the sparse pairs' attractiveness is
+smoothed. The randomized ratio needs no model of attractiveness at all; its error is click
+noise, which shrinks with the number of intervention lists
+(docs/notes/2026-11-25-online-ranker-rework.md). Until
 ``min_interventions`` of them are in, theta is the EM estimate (with a hierarchical prior on
 attractiveness and over-relaxed steps, see :func:`_fit_pbm`). The EM fits also decide the
 family, by held-out likelihood.
@@ -377,11 +376,11 @@ def _fit_pbm(
     """EM for theta (per rank) and alpha (per pair); theta is normalised to theta_1 = 1.
 
     Most pairs are seen a handful of times, and with a free alpha each they bias theta (the
-    incidental-parameter problem; on DL19 by 10-30%, in a direction set by how alpha is
-    smoothed). So alpha gets a hierarchical prior: one pseudo-impression at the mean
-    attractiveness per impression, itself re-estimated every iteration (empirical Bayes).
-    Plain EM crawls along the theta/alpha trade-off, so every step is over-relaxed by
-    ``relax`` (1 = plain EM), and refits start from the previous fit's theta and alpha.
+    incidental-parameter problem, in a direction set by how alpha is smoothed). So alpha gets a
+    hierarchical prior: one pseudo-impression at the mean attractiveness per impression, itself
+    re-estimated every iteration (empirical Bayes). Plain EM crawls along the theta/alpha trade-off,
+    so every step is over-relaxed by ``relax`` (1 = plain EM), and refits start from the previous
+    fit's theta and alpha.
     """
     theta = np.clip(theta, 0.01, 1.0)
     alpha = np.full(data.n_pairs, 0.5) if alpha is None else alpha.copy()

@@ -205,7 +205,8 @@ def build_graph(
 
     Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, [batch, sequence]);
     output ``logits`` [batch, labels]. With ``cls_only`` the last layer computes only the
-    ``[CLS]`` position (the only one the classifier reads; see :mod:`streamrank.models.onnx.graph_rewrites`).
+    ``[CLS]`` position (the only one the classifier reads; see
+    :mod:`streamrank.models.onnx.graph_rewrites`).
     """
     graph = _Graph(weights)
     onnx = graph.onnx

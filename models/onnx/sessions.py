@@ -1,14 +1,14 @@
 """onnxruntime sessions tuned for small CPUs, and how many physical cores there are.
 
 The models are int8 BERTs whose time goes to ``MatMulInteger`` (VNNI where the CPU has it).
-Measured on the 2-core target machine (DL19 pairs, max length 256):
+What suits a small CPU (the measurements are in docs/models.md and docs/benchmarks.md):
 
 - one single-threaded run per core, on different batches, beats one run with two intra-op
   threads (no barrier between the threads, and a preempted thread stalls only its own batch):
   the caller runs batches concurrently (see :mod:`streamrank.models.scoring.cross_encoder`);
 - onnxruntime's ``SkipLayerNormFusion`` turns ``Add + LayerNormalization`` into
   ``SkipLayerNormalization``, whose CPU kernel (onnxruntime 1.32) is about ten times slower
-  than the two ops it replaces: it is disabled (+10 % pairs/s);
+  than the two ops it replaces: it is disabled;
 - every other graph optimization is on (``ORT_ENABLE_ALL``): ``MatMulInteger`` chains become
   ``DynamicQuantizeMatMul`` / ``MatMulIntegerToFloat``.
 

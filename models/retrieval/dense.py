@@ -3,8 +3,8 @@
 Any encoder fits that has ``encode(texts) -> np.ndarray`` returning one L2-normalized float32
 row per text (the :class:`Encoder` protocol); when it also has ``encode_queries``, queries go
 through that (bge models prepend an instruction to queries only). For the 5k-10k documents of
-the demo and SciFact an exact search is one matrix-vector product (about 0.5 ms for 10k x 384),
-so no approximate index is needed; it also keeps updates trivial. Updates mirror the BM25
+the demo and SciFact an exact search is one matrix-vector product, far cheaper than encoding
+the query, so no approximate index is needed; it also keeps updates trivial. Updates mirror the BM25
 index: replaced or deleted rows are masked (tombstones), new vectors go to a small delta matrix.
 
 Examples

@@ -6,7 +6,8 @@ index in step with them. Its directory holds::
     manifest.json   what was built, when, with which encoder
     docs.jsonl      the documents of the main indexes, in index order (BEIR layout)
     bm25/           the bm25s main index            (streamrank.models.retrieval.bm25)
-    dense/          the main document-vector matrix (streamrank.models.retrieval.dense), when built with one
+    dense/          the main document-vector matrix (streamrank.models.retrieval.dense),
+                    when built with one
     updates.npz     documents added/changed/deleted since the main indexes were built
 
 Updates are cheap to persist (only ``updates.npz`` is rewritten, atomically, vectors included
@@ -36,14 +37,15 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
+from streamrank.models.progress import ProgressReporter, SilentProgress
 from streamrank.models.retrieval.bm25 import BM25Index
 from streamrank.models.retrieval.corpus import (
     CACHE_DIR,
@@ -111,7 +113,7 @@ class FirstStage:
         cls,
         docs: Sequence[Document],
         encoder: Encoder | None = None,
-        progress: BuildProgress | None = None,
+        progress: ProgressReporter | None = None,
     ) -> FirstStage:
         """Index ``docs`` with BM25, and densely when an ``encoder`` is given."""
         progress = progress or SilentProgress()
@@ -345,24 +347,6 @@ class FirstStage:
 # ---- building from a file, with progress and a summary ------------------------------------
 
 
-class BuildProgress(Protocol):
-    """Reports build stages (the CLI draws rich progress bars); see :class:`SilentProgress`."""
-
-    def stage(
-        self, description: str, total: int | None
-    ) -> AbstractContextManager[Callable[[int], None]]:
-        """A context for one stage; yields ``advance(n)`` for ``n`` units of ``total`` done."""
-        ...
-
-
-class SilentProgress:
-    """A :class:`BuildProgress` that reports nothing."""
-
-    @contextmanager
-    def stage(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-        yield lambda _done: None
-
-
 @dataclass
 class BuildSummary:
     """What ``index build`` did, for the terminal summary and ``--json``."""
@@ -412,7 +396,7 @@ def build_index(
     corpus_path: str | Path,
     out: str | Path,
     encoder: Encoder | None = None,
-    progress: BuildProgress | None = None,
+    progress: ProgressReporter | None = None,
 ) -> BuildSummary:
     """Read a BEIR corpus, build the first stage, save it to ``out`` and summarize.
 

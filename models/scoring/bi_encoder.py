@@ -3,10 +3,10 @@
 Documents and queries are encoded separately, so document vectors can be computed once and
 cached; relevance is then a dot product. Pooling is the ``[CLS]`` vector of the last layer,
 L2-normalized, as bge does. Queries may get bge's retrieval instruction
-(:data:`QUERY_INSTRUCTION`). On TREC DL 2019 it leaves the dense order of BM25's top 100 as
-good as it was (nDCG@10 0.688 either way) but keeps more relevant passages in the top 20
-that a cascade hands to the cross-encoder (recall of grade >= 2 passages 0.712 vs 0.696), so
-the cascade's dense tier uses it (:mod:`streamrank.models.scoring.factory`); the class default is no instruction.
+(:data:`QUERY_INSTRUCTION`). The instruction leaves the quality of the dense order itself
+about where it was but keeps more relevant passages in the top K that a cascade hands to the
+cross-encoder, so the cascade's dense tier uses it (:mod:`streamrank.models.scoring.factory`;
+docs/models.md); the class default is no instruction.
 
 Implements the :class:`streamrank.models.retrieval.dense.Encoder` protocol (``encode``,
 ``encode_queries``, ``name``).
@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from streamrank.models.assets.model_files import sha256_file
+from streamrank.models.assets.model_files import FETCH_COMMAND, ModelFilesError, sha256_file
 from streamrank.models.onnx.sessions import load_session, physical_cores
 from streamrank.models.scoring.buckets import pad_batch, token_budget_batches
 from streamrank.models.scoring.cross_encoder import load_tokenizer, resolve_model_folder
@@ -122,3 +122,28 @@ class BiEncoder:
     def close(self) -> None:
         """Stop the worker threads."""
         self._pool.shutdown(wait=False)
+
+
+def bi_encoder_available(model_dir: str | Path) -> bool:
+    """Whether the bi-encoder's files are in the model directory (``streamrank models fetch``)."""
+    folder = Path(model_dir).expanduser() / FOLDER
+    return (folder / "model.onnx").is_file() and (folder / "tokenizer.json").is_file()
+
+
+def load_bi_encoder(model_dir: str | Path) -> BiEncoder:
+    """The bi-encoder of a model directory, as the first stage's dense index uses it.
+
+    The first stage encodes queries without the retrieval instruction (the class default),
+    like the document vectors of an index built with ``streamrank index build``.
+
+    Raises
+    ------
+    streamrank.models.assets.model_files.ModelFilesError
+        When its files are missing: the first line names the folder, the last one the fix.
+    """
+    folder = Path(model_dir).expanduser() / FOLDER
+    if not bi_encoder_available(model_dir):
+        raise ModelFilesError(
+            f"no bi-encoder in {folder}\nfix: run `{FETCH_COMMAND}` to download the models"
+        )
+    return BiEncoder(folder)

@@ -9,10 +9,9 @@ The margin is learned too: calls of the same size vary (thread scheduling, how a
 pairs fall into batches, other work on the machine), so an estimate that is right on average
 runs late on about half the calls. After ``min_calls`` measured calls the margin is the
 ``quantile`` (0.95 by default) of measured over estimated time in the last ``window`` calls,
-so a request overruns its deadline about as often as the quantile allows. On DL19 with
-``dense>ce:30`` under a 250 ms budget (idle, 4 x 43 requests, alternating in one process),
-the fixed x1.1 it replaces overran on 5.8 % of requests (p95 252 ms), the learned margin
-(it settles near 1.14) on 2.9 % (p95 244 ms); see docs/models.md.
+so a request overruns its deadline about as often as the quantile allows, where a fixed
+margin overruns as often as the machine's variation happens to exceed it (the comparison is
+in docs/models.md).
 
 Examples
 --------

@@ -21,18 +21,20 @@ candidates it scored come first, by its score, and the rest follow in the previo
   it estimates will fit (from measured throughput); the rest keep the previous order, and the
   ranking says ``degraded`` with the reason. A tier that fails is treated the same way: a
   request never goes unanswered because a stage was slow or broken;
-- skips the cross-encoder when the :class:`~streamrank.models.scoring.confidence.ConfidenceRule` says so;
+- skips the cross-encoder when the :class:`~streamrank.models.scoring.confidence.ConfidenceRule`
+  says so;
 - ranks a candidate without text at its first-stage position, flagged ``no_text``.
 
 Examples
 --------
 >>> parse_pipeline("dense:100>ce:20")
 (Stage(tier='dense', k=100), Stage(tier='ce', k=20))
->>> from streamrank.models.types import Candidate
+>>> from streamrank.models.types import TextCandidate
 >>> from streamrank.models.scoring.tiers import FunctionTier
 >>> length = FunctionTier("ce", lambda query, texts: np.array([len(t) for t in texts]))
 >>> cascade = Cascade("ce:2", {"ce": length})
->>> docs = [Candidate("a", "x", 9.0), Candidate("b", "xxx", 8.0), Candidate("c", "xxxxx", 7.0)]
+>>> docs = [TextCandidate("a", "x", 9.0), TextCandidate("b", "xxx", 8.0),
+...         TextCandidate("c", "xxxxx", 7.0)]
 >>> [item.doc_id for item in cascade.rank("q", docs).items]
 ['b', 'a', 'c']
 """

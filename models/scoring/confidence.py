@@ -8,8 +8,8 @@ Two signals, each off unless configured:
 - ``skip_if_top_score_below``: even the best first-stage score is very low, so no candidate
   matches the query well and re-ranking has nothing good to promote.
 
-On TREC DL 2019 (BM25 top 100) both hurt nDCG@10 for any threshold that skips more than a few
-queries (see ``docs/models.md``), which is why the rule is off by default.
+The rule is off by default: on the judged passages it was tried on, every threshold that
+skipped more than a few queries cost quality (docs/notes/2026-11-25-cheap-tiers-and-skips.md).
 
 Examples
 --------

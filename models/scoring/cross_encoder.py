@@ -8,9 +8,9 @@ sentence-transformers' ``CrossEncoder.predict``. What makes it fast on a 2-core 
 - length-bucketed dynamic batches under a token budget (:mod:`streamrank.models.scoring.buckets`);
 - one single-threaded onnxruntime run per physical core on different batches at the same
   time, longest batches first, with the session options of :mod:`streamrank.models.onnx.sessions`;
-- where ``model.opt.onnx`` exists (:mod:`streamrank.models.onnx.graph_rewrites`, written by ``streamrank models
-  fetch``), the last layer computes only the ``[CLS]`` position the classifier reads and
-  the attention products run in int8 like the projections.
+- where ``model.opt.onnx`` exists (:mod:`streamrank.models.onnx.graph_rewrites`, written by
+  ``streamrank models fetch``), the last layer computes only the ``[CLS]`` position the classifier
+  reads and the attention products run in int8 like the projections.
 
 The scores of an int8 model with dynamic (per-batch) activation quantization depend very
 slightly on which pairs share a batch; rankings do not change in practice.
@@ -85,7 +85,8 @@ class CrossEncoder:
     threads
         Batches run at the same time, one thread each; default: the physical cores.
     optimized
-        Use ``model.opt.onnx`` when it is in the folder (same weights; see :mod:`streamrank.models.onnx.graph_rewrites`).
+        Use ``model.opt.onnx`` when it is in the folder (same weights; see
+        :mod:`streamrank.models.onnx.graph_rewrites`).
 
     Attributes
     ----------

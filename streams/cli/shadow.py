@@ -1,38 +1,48 @@
-"""The ``streamrank shadow`` command group and its ``simulate`` command.
+"""``streamrank shadow``: shadow rankers, simulated and live.
 
-``streams/cli/main.py`` mounts the group and adds the operator commands of
-:mod:`streamrank.streams.cli.operator` (``add``, ``remove``, ``worker``, ``report``) to it::
+::
 
     streamrank shadow simulate --candidates FILE.json --qrels QRELS.txt --primary P --shadow S
                                [--click-model M] [--seed S] [--seeds N] [--max-sessions N]
                                [--json]
+    streamrank shadow add VERSION
+    streamrank shadow remove VERSION
+    streamrank shadow worker VERSION [-l LEVEL]
+    streamrank shadow report [--json]
 
 Progress goes to stderr and results to stdout. The simulation's code (numpy, scipy, the
-models) is imported when the command runs: mounting the group costs ``streamrank`` nothing.
+models), Redis and the runtime are imported when a command runs: mounting the group costs
+``streamrank`` nothing.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
-from streamrank.streams.cli.models import (
-    default_model_dir,
+from streamrank.streams.cli.helpers import (
+    RichProgress,
+    click_model_option,
+    console,
+    errors,
     fail,
     judged_candidates,
     model_dir_option,
+    open_registry,
+    progress_bar,
 )
-
-CLICK_MODELS = ("informational", "navigational", "pbm", "perfect")
 
 
 @click.group("shadow")
 def shadow_group() -> None:
     """Shadow rankers: compare a candidate pipeline against the one serving."""
+
+
+# -- simulated ------------------------------------------------------------------------------
 
 
 @shadow_group.command("simulate")
@@ -41,13 +51,7 @@ def shadow_group() -> None:
 @click.option(
     "--shadow", required=True, help="the candidate pipeline, e.g. dense>ce:30 (same: A/A test)"
 )
-@click.option(
-    "--click-model",
-    "user",
-    type=click.Choice(CLICK_MODELS),
-    default="informational",
-    show_default=True,
-)
+@click_model_option(default="informational")
 @click.option("--seed", type=int, default=0, show_default=True, help="the first seed")
 @click.option(
     "--seeds", type=click.IntRange(1), default=10, show_default=True, help="experiments to run"
@@ -98,7 +102,7 @@ def simulate_command(
     tau: float,
     ab_tau: float,
     max_length: int,
-    model_dir: Path | None,
+    model_dir: Path,
     cache_dir: Path | None,
     as_json: bool,
 ) -> None:
@@ -110,43 +114,18 @@ def simulate_command(
     Example: streamrank shadow simulate --candidates bm25-top100.json --qrels qrels.txt
     --primary dense --shadow "dense>ce:30" --click-model informational --seeds 10 --json
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from streamrank.models.assets.model_files import ModelFilesError
     from streamrank.models.evaluation.rerank import load_qrels
-    from streamrank.models.scoring.cascade import PipelineError
-    from streamrank.models.scoring.score_cache import InMemoryCache
     from streamrank.shadow import experiment_simulator as sim
 
-    errors = Console(stderr=True)
-    folder = cache_dir or sim.CACHE_DIR / "shadow"
-    vectors = InMemoryCache(max_items=None)  # pipelines with the same tier encode once
-    found: dict[str, sim.PipelineRankings] = {}
-    for spec in dict.fromkeys([primary, shadow]):
-        try:
-            found[spec] = sim.pipeline_rankings(
-                candidates, spec, model_dir or default_model_dir(), max_length, folder,
-                progress=errors.is_terminal, vector_cache=vectors,
-            )  # fmt: skip
-        except PipelineError as error:
-            fail(
-                str(error),
-                "use tiers first-stage, dense, colbert, ce joined by '>', e.g. dense>ce:30",
-            )
-        except ModelFilesError as error:
-            fail(str(error).splitlines()[0], "run `streamrank models fetch` (or pass --model-dir)")
+    found = _rankings(candidates, [primary, shadow], model_dir, max_length, cache_dir)
     queries = sim.build_queries(found[primary].rankings, found[shadow].rankings, load_qrels(qrels))
     if not queries:
         fail(f"no query of {candidates} has judgments in {qrels}", "check the qrels file")
     seed_list = list(range(seed, seed + seeds))
-    with Progress(
-        TextColumn("[bold]shadow simulate[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=errors,
-        disable=not errors.is_terminal,
-    ) as bar:
-        task = bar.add_task(f"{primary} vs {shadow}", total=len(seed_list) * max_sessions)
+    with progress_bar(errors, disable=not errors.is_terminal) as bar:
+        task = bar.add_task(
+            f"[bold]shadow simulate[/] {primary} vs {shadow}", total=len(seed_list) * max_sessions
+        )
         result = sim.simulate_shadow(
             queries, user, seed_list, max_sessions, alpha, tau=tau,
             ab_tau=ab_tau,
@@ -158,7 +137,39 @@ def simulate_command(
     if as_json:
         click.echo(json.dumps(result))
     else:
-        Console().print(summary_table(result))
+        console.print(simulation_table(result))
+
+
+def _rankings(
+    candidates: Path, specs: list[str], model_dir: Path, max_length: int, cache_dir: Path | None
+) -> dict[str, Any]:
+    """Each pipeline's rankings of the candidate file (cached), or a clear error."""
+    from streamrank.models.assets.model_files import ModelFilesError
+    from streamrank.models.scoring.cascade import PipelineError
+    from streamrank.models.scoring.score_cache import InMemoryCache
+    from streamrank.shadow import experiment_simulator as sim
+
+    folder = cache_dir or sim.CACHE_DIR / "shadow"
+    vectors = InMemoryCache(max_items=None)  # pipelines with the same tier encode once
+    found: dict[str, sim.PipelineRankings] = {}
+    with progress_bar(errors, disable=not errors.is_terminal) as bars:
+        for spec in dict.fromkeys(specs):
+            try:
+                found[spec] = sim.pipeline_rankings(
+                    candidates, spec, model_dir, max_length, folder,
+                    progress=RichProgress(bars), vector_cache=vectors,
+                )  # fmt: skip
+            except PipelineError as error:
+                fail(
+                    str(error),
+                    "use tiers first-stage, dense, colbert, ce joined by '>', e.g. dense>ce:30",
+                )
+            except ModelFilesError as error:
+                fail(
+                    str(error).splitlines()[0],
+                    "run `streamrank models fetch` (or pass --model-dir)",
+                )
+    return found
 
 
 def _side(spec: str, rankings: Any) -> dict[str, Any]:
@@ -170,7 +181,7 @@ def _side(spec: str, rankings: Any) -> dict[str, Any]:
     }
 
 
-def summary_table(result: dict[str, Any]) -> Table:
+def simulation_table(result: dict[str, Any]) -> Table:
     """The simulation's result as a rich table, one row per test."""
     settings = result["settings"]
     ndcg = result["ndcg@10"]
@@ -203,5 +214,132 @@ def summary_table(result: dict[str, Any]) -> Table:
     return table
 
 
-if __name__ == "__main__":  # python -m streamrank.streams.cli.shadow simulate ...
-    shadow_group()
+# -- live -----------------------------------------------------------------------------------
+
+
+@shadow_group.command("add")
+@click.argument("version")
+def add(version: str) -> None:
+    """Mirror live traffic to VERSION (start its worker with `streamrank shadow worker`)."""
+    from streamrank.models.registry import RegistryError
+
+    _, _, registry = open_registry()
+    try:
+        registry.add_shadow(version)
+    except RegistryError as error:
+        fail(str(error), "register it first: `streamrank models register --pipeline ...`")
+    console.print(f"{version} is a shadow; start `streamrank shadow worker {version}`")
+
+
+@shadow_group.command("remove")
+@click.argument("version")
+def remove(version: str) -> None:
+    """Stop treating VERSION as a shadow (its evidence is kept)."""
+    _, _, registry = open_registry()
+    registry.remove_shadow(version)
+    console.print(f"{version} is no longer a shadow")
+
+
+@shadow_group.command("worker")
+@click.argument("version")
+@click.option("--loglevel", "-l", default="info", show_default=True)
+def shadow_worker(version: str, loglevel: str) -> None:
+    """Run a shadow worker for VERSION: it ranks every request in its own consumer group.
+
+    Example: streamrank shadow worker v2
+    """
+    import faust
+    from streamrank.models.assets.model_files import ModelFilesError
+    from streamrank.models.registry import RegistryError
+
+    settings, _, registry = open_registry()
+    try:
+        registry.get(version)
+    except RegistryError as error:
+        fail(str(error), "see `streamrank models list`")
+    if settings.shadow_nice:
+        lowest_cpu_priority()
+    from streamrank.streams.agents.shadow import build_shadow  # after: its threads inherit it
+
+    try:
+        app = build_shadow(settings, version)  # its own app id and group; loads the models
+    except ModelFilesError as error:
+        fail(str(error).splitlines()[0], "run `streamrank models fetch` (STREAMRANK_MODEL_DIR)")
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+
+
+def lowest_cpu_priority() -> None:
+    """Let this process (and every thread it starts later) run only on otherwise idle CPU.
+
+    SCHED_IDLE on Linux; nice 19 (about 1.5 % of a contended CPU) where that is refused.
+    Called before the models load, because Linux applies both per thread and new threads
+    inherit them: the primary must not feel a shadow.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
+@shadow_group.command("report")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def report(as_json: bool) -> None:
+    """Every shadow's evidence and verdict: keep collecting, promote or reject."""
+    from streamrank.shadow.report import summarize
+    from streamrank.streams.state.connections import shadow_stats_for
+
+    settings, client, registry = open_registry()
+    summaries = [
+        summarize(
+            shadow_stats_for(settings, client, version).snapshot(),
+            min_sessions=settings.promotion_min_sessions,
+            alpha=settings.promotion_alpha,
+        )
+        for version in registry.shadows()
+    ]
+    if as_json:
+        click.echo(json.dumps({"active": registry.active(), "shadows": summaries}))
+        return
+    if not summaries:
+        console.print("no shadows: add one with `streamrank shadow add VERSION`")
+        return
+    console.print(report_table(summaries, registry.active()))
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def report_table(summaries: list[dict[str, Any]], active: str | None) -> Table:
+    """Every shadow's evidence and verdict, one row per shadow."""
+    table = Table(title=f"shadows of the active version {active}")
+    for column in (
+        "shadow",
+        "sessions",
+        "W / L / T",
+        "Delta [95% CI]",
+        "p (seq.)",
+        "p (sign)",
+        "clicked higher",
+        "tau",
+        "RBO",
+        "p50 / p95 ms",
+        "verdict",
+    ):
+        table.add_column(column)
+    for s in summaries:
+        low, high = s["delta_interval"]
+        table.add_row(
+            s["version"],
+            str(s["sessions"]),
+            f"{s['wins']} / {s['losses']} / {s['ties']}",
+            f"{s['delta']:+.3f} [{low:+.3f}, {high:+.3f}]",
+            _fmt(s["sequential_p"], ".3g"),
+            _fmt(s["sign_test_p"], ".3g"),
+            _fmt(s["clicked_higher_share"], ".0%"),
+            _fmt(s["kendall_tau"]),
+            _fmt(s["rbo"]),
+            f"{_fmt(s['shadow_p50_ms'], '.0f')} / {_fmt(s['shadow_p95_ms'], '.0f')}",
+            s["verdict"],
+        )
+    return table

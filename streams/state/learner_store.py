@@ -1,12 +1,12 @@
 """The online learner's click statistics in Redis, shared by every worker.
 
-Implements :class:`streamrank.models.learning.online_ranker.LearnerStore`. Per-(query, document) statistics live in
-one hash per query, per-document totals in one hash per document; every write refreshes a TTL,
-so pairs nobody clicks any more expire instead of growing without bound (the same eviction the
-in-memory store does by size). Writes are one Lua script (:meth:`RedisLearnerStore.apply_many`):
-the check that an event was not applied before and all its increments happen atomically, so a
-replayed interaction (a crash before the offset commit, a duplicate from the producer) is
-applied exactly once.
+Implements :class:`streamrank.models.learning.online_ranker.LearnerStore`. Per-(query, document)
+statistics live in one hash per query, per-document totals in one hash per document; every write
+refreshes a TTL, so pairs nobody clicks any more expire instead of growing without bound (the same
+eviction the in-memory store does by size). Writes are one Lua script
+(:meth:`RedisLearnerStore.apply_many`): the check that an event was not applied before and all its
+increments happen atomically, so a replayed interaction (a crash before the offset commit, a
+duplicate from the producer) is applied exactly once.
 
 :class:`BatchingStore` wraps it for the learn agent: one prefetch and one flush per batch of
 sessions instead of two round trips per session.
@@ -28,9 +28,9 @@ from streamrank.models.learning.online_ranker import Stats
 FIELDS = len(Stats().to_list())
 FIELD_NUMBERS = range(1, FIELDS + 1)
 APPLY_CHUNK = 100
-"""Events per apply script. Redis serves no other client while a script runs: 100 sessions
-of 10 documents took about 10 ms on the loaded 2-core development machine. Larger chunks
-share more of their sums (half the Redis time of one script per session)."""
+"""Events per apply script. Redis serves no other client while a script runs, so a chunk
+must stay short enough not to stall the other clients; larger chunks share more of their
+sums, so they cost less Redis time than one script per session."""
 
 # KEYS: none (a single Redis; the keys are built from the prefix, like every learn script).
 # ARGV: prefix, ttl, then per event: event id, query digest, number of deltas, then per

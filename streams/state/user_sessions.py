@@ -1,7 +1,7 @@
 """Sessions of interactions in Redis: the join to impressions, closing, orphans, checkpoints.
 
-The learn agent (:mod:`streamrank.streams.agents.learn`) is a thin Faust shell around this module, which needs
-only Redis, so tests and benchmarks drive it directly.
+The learn agent (:mod:`streamrank.streams.agents.learn`) is a thin Faust shell around this module,
+which needs only Redis, so tests and benchmarks drive it directly.
 
 Every key lives under ``<prefix>learn:``:
 
@@ -25,8 +25,8 @@ Exactly once, with at-least-once delivery:
 - a session is learned once: :meth:`SessionStore.claim` freezes it (``_learned``) but keeps it
   due until :meth:`SessionStore.finish`, and the learner applies its click statistics under
   the event id ``request_id`` atomically with a dedupe marker
-  (:class:`streamrank.streams.state.learner_store.RedisLearnerStore`). A crash anywhere in between learns the
-  session again, and the statistics refuse the second application;
+  (:class:`streamrank.streams.state.learner_store.RedisLearnerStore`). A crash anywhere in between
+  learns the session again, and the statistics refuse the second application;
 - a session closes only behind a :class:`Barriers` barrier: every message that was in the
   partition when its close time passed has been applied, so a restarted worker re-reads its
   backlog before it closes anything, and a lagging consumer never closes a session whose

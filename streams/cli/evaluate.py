@@ -1,0 +1,203 @@
+"""``streamrank eval``: re-ranking pipelines against relevance judgments.
+
+::
+
+    streamrank eval rerank --candidates FILE.json --qrels QRELS.txt --pipeline P
+                           [--max-length N] [--deadline-ms MS] [--model-dir DIR] [--json]
+    streamrank eval pipeline --corpus C --queries Q --qrels R --pipeline P [--pipeline P2 ...]
+                             [--index DIR] [--max-length N] [--model-dir DIR] [--json]
+
+The evaluations themselves are library code (:mod:`streamrank.models.evaluation.rerank`,
+:mod:`streamrank.models.evaluation.pipeline`); these commands read the options, draw the
+progress on stderr and print the results to stdout, so ``--json`` output can be piped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+from streamrank.streams.cli.helpers import (
+    RichProgress,
+    console,
+    errors,
+    fail,
+    judged_candidates,
+    model_dir_option,
+    progress_bar,
+)
+
+PIPELINE_FIX = "use tiers first-stage, dense, colbert, ce joined by '>', e.g. dense>ce:30"
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluate re-ranking pipelines against relevance judgments."""
+
+
+@eval_group.command("rerank")
+@judged_candidates
+@click.option("--pipeline", default="dense>ce:30", show_default=True, help="e.g. ce, dense>ce:20")
+@click.option("--max-length", default=256, show_default=True, help="cross-encoder tokens/pair")
+@click.option("--deadline-ms", type=float, default=None, help="per-query latency budget")
+@model_dir_option
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def rerank(
+    candidates: Path,
+    qrels: Path,
+    pipeline: str,
+    max_length: int,
+    deadline_ms: float | None,
+    model_dir: Path,
+    as_json: bool,
+) -> None:
+    """Re-rank every query's candidates with PIPELINE; nDCG@10, MRR@10, recall@10, speed.
+
+    Example: streamrank eval rerank --candidates bm25-top100.json --qrels qrels.txt
+    --pipeline "dense>ce:30" --json
+    """
+    from streamrank.models.assets.model_files import ModelFilesError
+    from streamrank.models.evaluation.rerank import evaluate_rerank
+    from streamrank.models.scoring.cascade import PipelineError
+
+    try:
+        with progress_bar(errors) as bars:
+            report = evaluate_rerank(
+                candidates,
+                qrels,
+                pipeline,
+                max_length=max_length,
+                model_dir=model_dir,
+                deadline_s=None if deadline_ms is None else deadline_ms / 1000,
+                progress=RichProgress(bars),
+            )
+    except PipelineError as error:
+        fail(str(error), PIPELINE_FIX)
+    except ModelFilesError as error:
+        fail(str(error).splitlines()[0], "run `streamrank models fetch`")
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        console.print(report_table(report))
+
+
+def report_table(report: dict[str, Any]) -> Table:
+    """The evaluation report as a rich table."""
+    table = Table(title=f"{report['pipeline']} (max length {report['max_length']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in ("queries", "ndcg@10", "mrr@10", "recall@10", "pairs_scored", "pairs_per_second"):
+        table.add_row(name, str(report[name]))
+    for name, value in report["latency_ms"].items():
+        table.add_row(f"latency {name} (ms)", f"{value:.1f}")
+    table.add_row("doc encode (s, once)", f"{report['doc_encode_seconds']:.1f}")
+    table.add_row("degraded queries", str(report["degraded_queries"]))
+    return table
+
+
+@eval_group.command("pipeline")
+@click.option(
+    "--corpus",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="BEIR corpus.jsonl",
+)
+@click.option(
+    "--queries",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="BEIR queries.jsonl",
+)
+@click.option(
+    "--qrels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="TREC or BEIR qrels",
+)
+@click.option(
+    "--pipeline",
+    "specs",
+    multiple=True,
+    required=True,
+    help="e.g. bm25, hybrid:1000, hybrid:1000>dense:100>ce:20 (repeatable)",
+)
+@click.option(
+    "--index",
+    "index_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="index directory (default: the cache; built when missing)",
+)
+@click.option("--max-length", default=256, show_default=True)
+@model_dir_option
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per pipeline")
+def pipeline(
+    corpus: Path,
+    queries: Path,
+    qrels: Path,
+    specs: tuple[str, ...],
+    index_dir: Path | None,
+    max_length: int,
+    model_dir: Path,
+    as_json: bool,
+) -> None:
+    """Evaluate first stage + cascade pipelines on a BEIR collection.
+
+    Example: streamrank eval pipeline --corpus ../shared/data/scifact/corpus.jsonl
+    --queries ../shared/data/scifact/queries.jsonl
+    --qrels ../shared/data/scifact/qrels-test.txt --pipeline hybrid:1000>dense:100>ce:20
+    """
+    from streamrank.models.assets.model_files import ModelFilesError
+    from streamrank.models.evaluation.pipeline import evaluate_pipeline, load_stage, split_pipeline
+    from streamrank.models.retrieval.corpus import read_qrels, read_queries
+    from streamrank.models.scoring.cascade import PipelineError
+    from streamrank.models.scoring.factory import build_cascade
+
+    try:
+        methods = {split_pipeline(spec)[0] for spec in specs}
+    except PipelineError as error:
+        raise click.UsageError(str(error)) from None
+    method = "hybrid" if methods - {"bm25"} else "bm25"
+    try:
+        stage = load_stage(corpus, index_dir, method, model_dir)
+        query_texts = read_queries(queries).items
+        judgments = read_qrels(qrels).items
+        with progress_bar(errors, transient=True, disable=as_json) as bars:
+            results = [
+                evaluate_pipeline(
+                    stage,
+                    query_texts,
+                    judgments,
+                    spec,
+                    lambda cascade_spec: build_cascade(cascade_spec, model_dir, max_length),
+                    progress=RichProgress(bars),
+                )
+                for spec in specs
+            ]
+    except PipelineError as error:
+        fail(str(error), "a first stage, then the tiers: e.g. hybrid:1000>dense:100>ce:20")
+    except ModelFilesError as error:
+        fail(str(error).splitlines()[0], "run `streamrank models fetch`")
+    if as_json:
+        for result in results:
+            click.echo(json.dumps(result))
+        return
+    console.print(pipeline_table(results))
+
+
+def pipeline_table(results: list[dict[str, Any]]) -> Table:
+    """One row per evaluated pipeline: quality, first-stage recall, cost and latency."""
+    table = Table("pipeline", "nDCG@10", "R@100", "R@1000", "pairs", "p50 ms", "p95 ms")
+    for r in results:
+        table.add_row(
+            r["pipeline"],
+            f"{r['ndcg@10']:.4f}",
+            f"{r['recall@100']:.3f}",
+            f"{r['recall@1000']:.3f}",
+            str(r["pairs_scored"]),
+            f"{r['latency_ms']['p50']:.0f}",
+            f"{r['latency_ms']['p95']:.0f}",
+        )
+    return table

@@ -1,0 +1,142 @@
+"""A streamrank worker: its parts, built once, and the Faust app with every agent on it.
+
+Nothing of the runtime does work at import: settings are read, Redis clients made, models
+loaded and agents declared only when :func:`build` is called (by ``streamrank worker``). So
+any module can be imported by tools, tests and documentation without services, model files
+or a valid configuration, and two apps with different settings can live in one process.
+
+The agents of :mod:`streamrank.streams.agents` receive a :class:`WorkerParts`: one executor,
+one online ranker, one serving cascade and one set of Redis clients per worker, shared by
+every agent, exactly as when they were module globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import redis
+import redis.asyncio as aioredis
+from streamrank.models.registry import ModelRegistry
+from streamrank.streams.agents import learn, rerank, retrieve
+from streamrank.streams.app import create_app, topic
+from streamrank.streams.config import Settings
+from streamrank.streams.events import ContractError, Event, Limits, decode
+from streamrank.streams.kafka.deadletter import dead_letter_for, send_to_dead_letters
+from streamrank.streams.online import OnlineServing, online_ranker_for
+from streamrank.streams.serving import Reranker, cascade_for
+from streamrank.streams.state.connections import async_redis_client, redis_client, registry_for
+from streamrank.streams.state.feature_store import FeatureStore
+from streamrank.streams.state.service_metrics import ServiceMetrics
+from streamrank.streams.versions import VersionedServing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerParts:
+    """What the agents of one worker share; made once by :func:`build_parts`.
+
+    Attributes
+    ----------
+    app
+        The Faust app the agents are registered on.
+    redis, sync_redis
+        Redis clients for the event loop and for executor threads.
+    executor
+        Where blocking work (inference, synchronous Redis calls) runs, never on the event loop.
+    online
+        The worker's one online ranker, shared by the rerank threads and the learn path
+        (None when online learning is off).
+    registry
+        The model registry (None without ``registry_key``).
+    serving
+        The registry's active version (or ``settings.pipeline``), switched live by
+        ``promote`` / ``rollback``; shadows are loaded here too when experiments are on.
+    """
+
+    settings: Settings
+    app: faust.App
+    redis: aioredis.Redis
+    sync_redis: redis.Redis
+    limits: Limits
+    executor: ThreadPoolExecutor
+    feature_store: FeatureStore
+    online: OnlineServing | None
+    registry: ModelRegistry | None
+    serving: VersionedServing
+    metrics: ServiceMetrics
+    deadletter_topic: faust.TopicT
+
+    def topic(self, kind: str) -> faust.TopicT:
+        """A streamrank topic of this worker's app by kind, as raw bytes."""
+        return topic(self.app, self.settings, kind)
+
+    async def run_blocking(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` in the worker's executor, awaited."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
+    async def decoded(
+        self, stream: faust.StreamT[bytes], kind: str, agent: str
+    ) -> AsyncIterator[Event]:
+        """The stream's messages as events; those that do not decode go to the dead letters."""
+        async for event in stream.events():
+            try:
+                yield decode(kind, event.value, self.limits)
+            except ContractError as error:
+                letter = dead_letter_for(event.value, event.message, error, agent=agent)
+                await send_to_dead_letters(letter, self.deadletter_topic, self.redis, self.settings)
+                log.warning("dead letter from %s: %s", letter.topic, error)
+
+
+def build_parts(settings: Settings, app: faust.App) -> WorkerParts:
+    """Connect the clients and load the serving cascade (its models) once for ``app``."""
+    sync_redis = redis_client(settings)
+    feature_store = FeatureStore(sync_redis, settings)
+    online = (
+        OnlineServing(online_ranker_for(settings, sync_redis), settings.exploration_max_loss)
+        if settings.online_learning
+        else None
+    )
+    registry = registry_for(settings, sync_redis) if settings.registry_key else None
+
+    def build_reranker(pipeline: str | None) -> Reranker:
+        cascade = cascade_for(settings, sync_redis, pipeline)
+        return Reranker(cascade, feature_store, settings, online)
+
+    return WorkerParts(
+        settings=settings,
+        app=app,
+        redis=async_redis_client(settings),
+        sync_redis=sync_redis,
+        limits=settings.limits(),
+        executor=ThreadPoolExecutor(
+            max_workers=settings.inference_threads + 2, thread_name_prefix="streamrank"
+        ),
+        feature_store=feature_store,
+        online=online,
+        registry=registry,
+        serving=VersionedServing(settings, build_reranker, registry),
+        metrics=ServiceMetrics(sync_redis, settings),
+        deadletter_topic=topic(app, settings, "deadletter"),
+    )
+
+
+def build(settings: Settings) -> faust.App:
+    """The worker's Faust app with every agent and task registered, ready to run.
+
+    Loads the serving models (raises
+    :class:`~streamrank.models.assets.model_files.ModelFilesError` when they are missing)
+    and, with online learning on, the learner's newest checkpoint.
+    """
+    app = create_app(settings)
+    parts = build_parts(settings, app)
+    rerank.register(parts)
+    learn.register(parts)
+    retrieve.register(parts)
+    return app

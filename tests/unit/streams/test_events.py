@@ -1,0 +1,104 @@
+"""The event contracts: what is accepted, what is rejected, and why."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamrank.streams.events import (
+    EVENT_TYPES,
+    Candidates,
+    ContractError,
+    Interaction,
+    Limits,
+    decode,
+)
+
+LIMITS = Limits(max_candidates=3, max_query_chars=20, max_text_chars=50)
+
+
+def candidates_payload(**overrides: object) -> dict:
+    payload = {
+        "request_id": "r1",
+        "query": "river in russia",
+        "candidates": [{"doc_id": "d1", "text": "The Volga", "first_stage_score": 3.5}],
+    }
+    return payload | overrides
+
+
+def test_a_valid_candidates_message_round_trips() -> None:
+    event = decode("candidates", json.dumps(candidates_payload()).encode(), LIMITS)
+    assert isinstance(event, Candidates)
+    assert event.candidates[0].first_stage_score == 3.5
+    assert decode("candidates", event.to_bytes(), LIMITS) == event
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe not utf-8", "not-utf8"),
+        (b"{not json", "not-json"),
+        (b"[1, 2]", "not-json"),
+        (json.dumps({"query": "no request id", "candidates": []}).encode(), "contract"),
+        (json.dumps(candidates_payload(schema_version=2)).encode(), "contract"),
+        (json.dumps(candidates_payload(unexpected_field=1)).encode(), "contract"),
+        (json.dumps(candidates_payload(query="q" * 21)).encode(), "limit"),
+        (json.dumps(candidates_payload(candidates=[{"doc_id": "d"}] * 4)).encode(), "limit"),
+        (
+            json.dumps(candidates_payload(candidates=[{"doc_id": "d", "text": "t" * 51}])).encode(),
+            "limit",
+        ),
+    ],
+)
+def test_bad_messages_are_rejected_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        decode("candidates", raw, LIMITS)
+    assert caught.value.reason == reason
+    assert str(caught.value)
+
+
+def test_contract_errors_name_the_field() -> None:
+    payload = candidates_payload(candidates=[{"text": "no id"}])
+    with pytest.raises(ContractError, match=r"candidates\.0\.doc_id"):
+        decode("candidates", json.dumps(payload), LIMITS)
+
+
+def test_interaction_types_are_a_closed_set() -> None:
+    good = {"event_id": "e1", "request_id": "r1", "doc_id": "d1", "type": "click", "position": 2}
+    assert isinstance(decode("interactions", json.dumps(good), LIMITS), Interaction)
+    with pytest.raises(ContractError, match="type"):
+        decode("interactions", json.dumps(good | {"type": "hover"}), LIMITS)
+
+
+def test_every_topic_kind_has_a_contract_with_a_schema_version() -> None:
+    assert set(EVENT_TYPES) == {
+        "queries",
+        "candidates",
+        "rankings",
+        "interactions",
+        "items",
+        "users",
+        "control",
+        "comparisons",
+        "deadletter",
+    }
+    for model in EVENT_TYPES.values():
+        assert "schema_version" in model.model_fields
+
+
+def test_unknown_topic_kind() -> None:
+    with pytest.raises(ContractError) as caught:
+        decode("nonsense", b"{}", LIMITS)
+    assert caught.value.reason == "unknown-topic"
+
+
+def test_every_example_in_docs_events_md_obeys_its_contract() -> None:
+    import re
+
+    from tests.helpers import REPO
+
+    doc = (REPO / "docs" / "events.md").read_text()
+    examples = re.findall(r"## `(\w+)`.*?```json\n(.*?)```", doc, re.DOTALL)
+    assert {kind for kind, _ in examples} == set(EVENT_TYPES)
+    for kind, example in examples:
+        decode(kind, example, Limits())
