@@ -35,10 +35,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamrank.models.evaluation.simulator import K, OfflineSystem, SimQuery, simulate
-from streamrank.models.learning.exploration import SafeExplorer, _with_prefix
-from streamrank.models.learning.online_ranker import OnlineRanker, RankerConfig, Scored
-
 from bench.seeds import (
     run_all,
     set_ndcg,
@@ -47,6 +43,9 @@ from bench.seeds import (
     summarize,
     top_tens,
 )
+from streamrank.models.evaluation.simulator import K, OfflineSystem, SimQuery, simulate
+from streamrank.models.learning.exploration import SafeExplorer, _with_prefix
+from streamrank.models.learning.online_ranker import OnlineRanker, RankerConfig, Scored
 
 VARIANTS = {
     # name: (kinds of misplaced candidates shown first, max_loss: 0.3 is the simulator's)

@@ -126,6 +126,7 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"no evaluation data at {DATA}")
     from flashrank import Ranker
+
     from streamrank.models.assets.model_files import default_model_dir
 
     reranker = (args.model_dir or default_model_dir()) / "reranker_en"

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
+
 from streamrank.models.assets.model_files import default_model_dir
 from streamrank.models.evaluation.simulator import K, RankingSystem, SimQuery, dcg, load_queries
 from streamrank.models.evaluation.start_scores import cached_scores, cross_encoder_scorer

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from kafka.structs import OffsetAndMetadata  # noqa: E402
+
 from streamrank.models.evaluation.rerank import load_candidates  # noqa: E402
 from streamrank.streams.config import Settings  # noqa: E402
 from streamrank.streams.events import Candidate, Candidates, Item, Ranking  # noqa: E402

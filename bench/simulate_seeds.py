@@ -27,9 +27,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamrank.models.evaluation.simulator import K, SimQuery, offline_system, simulate
-from streamrank.models.learning.online_ranker import base_scores
-
 from bench.seeds import (
     run_all,
     set_ndcg,
@@ -38,6 +35,8 @@ from bench.seeds import (
     summarize,
     top_tens,
 )
+from streamrank.models.evaluation.simulator import K, SimQuery, offline_system, simulate
+from streamrank.models.learning.online_ranker import base_scores
 
 CHECKPOINTS = [5, 10, 25, 50, 100, 200]
 

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+
 from streamrank.models.evaluation.metrics import ndcg_at_k
 from streamrank.models.learning.click_models import click_model
 from streamrank.models.progress import ProgressReporter, SilentProgress

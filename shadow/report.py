@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from streamrank.shadow.evidence import Snapshot
 from streamrank.shadow.statistics import (
     SequentialTest,

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import faust
+
 from streamrank.streams.config import Settings
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from streamrank.models.assets.model_files import default_model_dir
 from streamrank.streams.events import Limits
 

@@ -23,6 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+
 from streamrank.models.evaluation.metrics import ndcg_at_k
 from streamrank.models.retrieval.corpus import CACHE_DIR
 from streamrank.streams.config import Settings

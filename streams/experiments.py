@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from streamrank.shadow.evidence import ShadowStats, session_metrics
 from streamrank.shadow.interleaving import SHADOW, team_draft
 

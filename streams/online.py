@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+
 from streamrank.models.learning.exploration import SafeExplorer
 from streamrank.models.learning.online_ranker import (
     Impression,

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
+
 from streamrank.models.learning.online_ranker import ScoredCandidate
 from streamrank.models.scoring.batching import CrossRequestBatcher
-from streamrank.models.scoring.cascade import Cascade, CascadeResult
-from streamrank.models.scoring.cascade import RankedItem as CascadeItem
+from streamrank.models.scoring.cascade import Cascade, CascadeItem, CascadeResult
 from streamrank.models.scoring.confidence import ConfidenceRule
 from streamrank.models.scoring.factory import build_cascade
 from streamrank.models.types import TextCandidate

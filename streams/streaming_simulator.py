@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
 from streamrank.models.evaluation.simulator import SimQuery
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Interaction, Ranking

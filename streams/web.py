@@ -23,6 +23,7 @@ from typing import Any
 import faust
 import redis
 from faust.web import Request, Response, View
+
 from streamrank.shadow.report import summarize
 from streamrank.streams.config import Settings
 from streamrank.streams.state.connections import registry_for, shadow_stats_for

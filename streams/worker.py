@@ -22,6 +22,7 @@ from typing import Any
 import faust
 import redis
 import redis.asyncio as aioredis
+
 from streamrank.models.registry import ModelRegistry
 from streamrank.streams.agents import learn, rerank, retrieve
 from streamrank.streams.app import create_app, topic

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from streamrank.streams.config import Settings
 
 # The checkout (the folder holding pyproject.toml) and the judged collections beside it.

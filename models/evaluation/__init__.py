@@ -1,0 +1,1 @@
+"""Offline evaluation: ranking metrics, re-rank and pipeline runs, the click simulator."""

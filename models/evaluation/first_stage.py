@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from streamrank.models.evaluation.metrics import latency_percentiles, ndcg_at_k, recall_at_k
 from streamrank.models.retrieval.corpus import Document, Qrels, read_corpus, relevant
 from streamrank.models.retrieval.dense import Encoder

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from streamrank.models.retrieval.corpus import Qrels, relevant
 
 Run = Mapping[str, Sequence[str]]

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
 from streamrank.models.learning.click_models import click_model
 from streamrank.models.learning.exploration import SafeExplorer, Served
 from streamrank.models.learning.online_ranker import (

@@ -1,0 +1,1 @@
+"""Learning from clicks: the online ranker, position bias, safe exploration, click models."""

@@ -63,6 +63,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from streamrank.models.learning.online_ranker import Scored
 
 

@@ -61,6 +61,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from river import linear_model, optim
+
 from streamrank.models.learning.propensity import PositionBias, click_mask, pair_key
 
 SCORE_KINDS = ("ce", "dense", "first_stage")

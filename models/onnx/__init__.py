@@ -1,0 +1,1 @@
+"""onnxruntime plumbing: tuned sessions, offline graph rewrites, export to int8 ONNX."""

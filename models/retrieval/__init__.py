@@ -1,0 +1,1 @@
+"""First stages: BM25, dense and hybrid retrieval over a corpus that changes."""

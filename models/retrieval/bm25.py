@@ -48,6 +48,7 @@ from typing import Any
 import bm25s
 import numpy as np
 import Stemmer
+
 from streamrank.models.retrieval.corpus import Document
 from streamrank.models.retrieval.hits import Hit, top_k
 

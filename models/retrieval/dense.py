@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
 from streamrank.models.retrieval.corpus import Document
 from streamrank.models.retrieval.hits import Hit, top_k
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
 from streamrank.models.progress import ProgressReporter, SilentProgress
 from streamrank.models.retrieval.bm25 import BM25Index
 from streamrank.models.retrieval.corpus import (

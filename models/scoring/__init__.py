@@ -1,0 +1,1 @@
+"""Scorers and the cascade that runs them within a latency budget."""

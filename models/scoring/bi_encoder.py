@@ -26,11 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Encoding
+
 from streamrank.models.assets.model_files import FETCH_COMMAND, ModelFilesError, sha256_file
 from streamrank.models.onnx.sessions import load_session, physical_cores
 from streamrank.models.scoring.buckets import pad_batch, token_budget_batches
 from streamrank.models.scoring.cross_encoder import load_tokenizer, resolve_model_folder
-from tokenizers import Encoding
 
 FOLDER = "bge_small_en"
 QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
 from streamrank.models.scoring.confidence import ConfidenceRule
 from streamrank.models.scoring.tiers import TierScores
 from streamrank.models.types import CandidateLike, has_text
@@ -102,7 +103,7 @@ def parse_pipeline(spec: str) -> tuple[Stage, ...]:
 
 
 @dataclass(frozen=True)
-class RankedItem:
+class CascadeItem:
     """One candidate in the final order.
 
     Attributes
@@ -128,7 +129,7 @@ class RankedItem:
 class CascadeResult:
     """A ranking with what it took to make it."""
 
-    items: list[RankedItem]
+    items: list[CascadeItem]
     model_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     degraded: bool = False
@@ -272,11 +273,11 @@ class _Run:
             self.result.degraded_reason = "; ".join(self.reasons)
         return self.result
 
-    def _item(self, i: int, position: int) -> RankedItem:
+    def _item(self, i: int, position: int) -> CascadeItem:
         flags = ()
         if not has_text(self.candidates[i]):
             flags = ("no_text",)
         elif i in self.unscored:
             flags = ("not_scored",)
         doc_id = self.candidates[i].doc_id
-        return RankedItem(doc_id, self.scores[i], position, self.stage[i], flags)
+        return CascadeItem(doc_id, self.scores[i], position, self.stage[i], flags)

@@ -31,12 +31,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
+
 from streamrank.models.assets.model_files import sha256_file
 from streamrank.models.onnx.sessions import load_session, physical_cores
 from streamrank.models.scoring.bi_encoder import normalize
 from streamrank.models.scoring.buckets import pad_batch, token_budget_batches
 from streamrank.models.scoring.cross_encoder import resolve_model_folder
-from tokenizers import Tokenizer
 
 FOLDER = "colbert"
 QUERY_MARKER = "[unused0]"

@@ -32,10 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Encoding, Tokenizer
+
 from streamrank.models.assets.model_files import OPTIMIZED, sha256_file
 from streamrank.models.onnx.sessions import load_session, physical_cores
 from streamrank.models.scoring.buckets import pad_batch, token_budget_batches
-from tokenizers import Encoding, Tokenizer
 
 Pair = tuple[str, str]
 FOLDER = "reranker_en"

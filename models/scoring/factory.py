@@ -13,10 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Encoding
+
 from streamrank.models.assets.model_files import MODELS, verify_models
 from streamrank.models.scoring.cascade import Cascade, Tier, parse_pipeline
 from streamrank.models.scoring.confidence import ConfidenceRule
-from tokenizers import Encoding
 
 FOLDERS = {"ce": "reranker_en", "dense": "bge_small_en", "colbert": "colbert"}
 

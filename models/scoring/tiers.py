@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from tokenizers import Encoding
+
 from streamrank.models.scoring.bi_encoder import BiEncoder
 from streamrank.models.scoring.budget import CostModel
 from streamrank.models.scoring.colbert import ColBERT
@@ -37,7 +39,6 @@ from streamrank.models.scoring.score_cache import (
     vector_key,
 )
 from streamrank.models.types import CandidateLike
-from tokenizers import Encoding
 
 CALIBRATION_TEXT = " ".join(["the quick brown fox jumps over the lazy dog"] * 10)
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from aiokafka import ConsumerRecord
 from kafka import KafkaConsumer, TopicPartition
+
 from streamrank.shadow.evidence import ShadowStats
 from streamrank.streams.agents.learn_consumer import LearnConsumer
 from streamrank.streams.config import Settings

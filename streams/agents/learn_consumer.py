@@ -20,6 +20,7 @@ from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
+
 from streamrank.streams.config import Settings
 
 log = logging.getLogger(__name__)

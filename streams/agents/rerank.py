@@ -24,6 +24,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import faust
+
 from streamrank.streams.agents.control import follow_control
 from streamrank.streams.events import Candidates, Item, Ranking, User
 from streamrank.streams.state.connections import key

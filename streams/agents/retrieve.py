@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import faust
 from aiokafka import AIOKafkaConsumer
+
 from streamrank.models.retrieval.corpus import Document
 from streamrank.models.retrieval.first_stage import FirstStage, Fusion
 from streamrank.streams.config import Settings

@@ -35,6 +35,7 @@ from typing import Any
 
 import faust
 import redis
+
 from streamrank.shadow.agreement import kendall_tau, overlap_at_k, rank_biased_overlap
 from streamrank.streams.app import create_app, topic
 from streamrank.streams.config import Settings

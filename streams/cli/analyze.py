@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 from rich.table import Table
+
 from streamrank.models.evaluation.recall_analysis import (
     CATEGORIES,
     BottleneckReport,

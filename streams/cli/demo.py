@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+
 from streamrank.streams.cli.helpers import console, no_broker
 from streamrank.streams.config import get_settings
 

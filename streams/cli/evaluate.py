@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 from rich.table import Table
+
 from streamrank.streams.cli.helpers import (
     RichProgress,
     console,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
+
 from streamrank.streams.cli.helpers import (
     RichProgress,
     console,
@@ -65,6 +66,7 @@ def publish(kind: str, file: Path) -> None:
     Example: streamrank publish candidates deploy/sample/candidates.jsonl
     """
     from kafka import KafkaProducer
+
     from streamrank.streams.kafka.topics import UNREACHABLE, existing_topics
 
     settings = get_settings()
@@ -120,6 +122,7 @@ def tail(
     Example: streamrank tail rankings --from-beginning -n 10
     """
     from kafka import KafkaConsumer, TopicPartition
+
     from streamrank.streams.kafka.topics import UNREACHABLE
 
     settings = get_settings()

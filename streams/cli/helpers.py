@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+
 from streamrank.models.assets.model_files import MODEL_DIR_VARIABLE, default_model_dir
 from streamrank.models.learning.click_models import CLICK_MODELS
 from streamrank.streams.terminal import RichProgress, progress_bar
@@ -79,6 +80,7 @@ def open_registry() -> tuple[Any, Any, Any]:
     those commands costs the CLI nothing.
     """
     from redis.exceptions import ConnectionError as RedisDown
+
     from streamrank.models.registry import RegistryError
     from streamrank.streams.config import get_settings
     from streamrank.streams.state.connections import redis_client, registry_for

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
+
 from streamrank.streams.cli.helpers import (
     RichProgress,
     console,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+
 from streamrank.streams.cli.helpers import (
     RichProgress,
     console,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+
 from streamrank.streams.cli.helpers import console, open_registry, refused
 
 # The token an operator presents (--token or STREAMRANK_TOKEN) is checked against the
@@ -28,6 +29,7 @@ def publish_control(settings: Any, command: Any) -> None:
     from dataclasses import asdict
 
     from kafka import KafkaProducer
+
     from streamrank.streams.events import Control
 
     control = Control(**asdict(command))

@@ -9,6 +9,7 @@ importing its heavy code (models, Kafka, Redis, Faust) inside its commands, so t
 from __future__ import annotations
 
 import click
+
 from streamrank.streams.cli.analyze import analyze
 from streamrank.streams.cli.data import data_group
 from streamrank.streams.cli.demo import demo

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from streamrank.streams.cli.helpers import fail
 
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"

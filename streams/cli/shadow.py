@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 from rich.table import Table
+
 from streamrank.streams.cli.helpers import (
     RichProgress,
     click_model_option,
@@ -249,6 +250,7 @@ def shadow_worker(version: str, loglevel: str) -> None:
     Example: streamrank shadow worker v2
     """
     import faust
+
     from streamrank.models.assets.model_files import ModelFilesError
     from streamrank.models.registry import RegistryError
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+
 from streamrank.streams.cli.helpers import (
     click_model_option,
     console,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from rich.table import Table
+
 from streamrank.streams.cli.helpers import console, no_broker
 from streamrank.streams.config import get_settings
 

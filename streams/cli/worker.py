@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from streamrank.streams.cli.helpers import fail
 from streamrank.streams.config import get_settings
 
@@ -17,6 +18,7 @@ def worker(loglevel: str) -> None:
     Example: STREAMRANK_KAFKA_BOOTSTRAP=127.0.0.1:9092 streamrank worker -l info
     """
     import faust
+
     from streamrank.models.assets.model_files import ModelFilesError
     from streamrank.streams.worker import build
 

@@ -1,0 +1,1 @@
+"""Kafka plumbing: topic creation and description, the dead-letter topic."""

@@ -11,6 +11,7 @@ import base64
 
 import faust
 import redis.asyncio as aioredis
+
 from streamrank.streams.config import Settings
 from streamrank.streams.events import ContractError, DeadLetter
 from streamrank.streams.state.connections import key

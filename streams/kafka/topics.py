@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlreadyExistsError
+
 from streamrank.streams.config import Settings
 from streamrank.streams.events import TOPIC_KINDS
 

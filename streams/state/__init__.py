@@ -1,0 +1,1 @@
+"""State shared by every worker, in Redis: features, learner statistics, sessions, caches."""

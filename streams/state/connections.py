@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 import redis.asyncio as aioredis
+
 from streamrank.models.registry import ModelRegistry
 from streamrank.shadow.evidence import ShadowStats
 from streamrank.streams.config import Settings

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Item, User
 from streamrank.streams.state.connections import key

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+
 from streamrank.models.learning.online_ranker import Stats
 
 FIELDS = len(Stats().to_list())

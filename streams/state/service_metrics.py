@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+
 from streamrank.streams.config import Settings
 from streamrank.streams.state.connections import key
 

@@ -46,6 +46,7 @@ from typing import Any
 
 import redis
 from pydantic_core import from_json
+
 from streamrank.models.learning.online_ranker import Impression
 from streamrank.models.registry import ModelRegistry, RegistryError
 from streamrank.streams.config import Settings

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from streamrank.streams.config import Settings
 
+from streamrank.streams.config import Settings
 from tests.helpers import REPO, settings_env
 
 HOW_TO_START = (

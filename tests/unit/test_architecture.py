@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 import streamrank.models
 import streamrank.shadow
 import streamrank.streams

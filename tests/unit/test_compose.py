@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from streamrank.streams.config import Settings
 
+from streamrank.streams.config import Settings
 from tests.helpers import REPO
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read docker-compose.yml")

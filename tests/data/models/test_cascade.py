@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+
 from streamrank.models.assets.model_files import ModelFilesError, verify_models
 from streamrank.models.scoring.cascade import Cascade
 from streamrank.models.scoring.score_cache import InMemoryCache, score_key

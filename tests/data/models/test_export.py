@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from streamrank.models.assets.model_files import ModelFilesError, verify_models
 from streamrank.streams.config import Settings
 

@@ -7,10 +7,10 @@ About 3 seconds on a 2-core machine.
 from __future__ import annotations
 
 import pytest
+
 from streamrank.models.evaluation.first_stage import evaluate_first_stage, judged_queries
 from streamrank.models.retrieval.corpus import Document, read_corpus, read_qrels, read_queries
 from streamrank.models.retrieval.first_stage import FirstStage
-
 from tests.helpers import SHARED_DATA
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_data")]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from streamrank.models.assets.model_files import (
     OPTIMIZED,
     PROVENANCE_FILE,

@@ -10,10 +10,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
+
 from streamrank.models.assets.model_files import ModelFilesError, verify_models
 from streamrank.streams.cli.evaluate import eval_group
 from streamrank.streams.config import Settings
-
 from tests.helpers import SHARED_DATA
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_data")]
@@ -81,6 +81,7 @@ class CountingTier:
 
     def score(self, query, candidates, budget_s):
         import numpy as np
+
         from streamrank.models.scoring.tiers import TierScores
 
         self.calls += 1

@@ -6,9 +6,9 @@ import hashlib
 import json
 
 import pytest
+
 from streamrank.models.evaluation.simulator import OfflineSystem, load_queries, simulate
 from streamrank.models.retrieval.corpus import CACHE_DIR
-
 from tests.helpers import SHARED_DATA
 
 DL19 = SHARED_DATA / "trec-dl-2019"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from streamrank.models.assets.model_files import ModelFilesError, verify_models
 from streamrank.shadow.interleaving import PRIMARY, SHADOW
 from streamrank.streams.cli.shadow import shadow_group
 from streamrank.streams.config import Settings
-
 from tests.helpers import SHARED_DATA
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_data")]

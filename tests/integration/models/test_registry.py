@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+
 from streamrank.models.registry import ModelRegistry, RegistryError
 from streamrank.streams.config import Settings
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import redis
+
 from streamrank.shadow.evidence import session_metrics
 from streamrank.shadow.promotion import PromotionError, PromotionPolicy, promote, rollback
 from streamrank.shadow.report import PROMOTE
@@ -14,7 +15,6 @@ from streamrank.streams.config import Settings
 from streamrank.streams.state.connections import registry_for, shadow_stats_for
 from streamrank.streams.state.service_metrics import ServiceMetrics
 from streamrank.streams.web import dashboard_data, prometheus_text
-
 from tests.helpers import interleaving_outcomes
 
 pytestmark = pytest.mark.integration

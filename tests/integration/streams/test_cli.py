@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from streamrank.streams.config import Settings
 
+from streamrank.streams.config import Settings
 from tests.helpers import REPO, consume, settings_env
 
 pytestmark = pytest.mark.integration

@@ -6,11 +6,11 @@ import time
 
 import pytest
 import redis
+
 from streamrank.models.scoring.score_cache import text_hash
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Item, User
 from streamrank.streams.state.feature_store import FeatureStore
-
 from tests.helpers import produce
 
 pytestmark = pytest.mark.integration

@@ -19,6 +19,7 @@ import zlib
 import numpy as np
 import pytest
 import redis
+
 from streamrank.models.learning.online_ranker import ScoredCandidate
 from streamrank.models.registry import ModelRegistry
 from streamrank.models.scoring.cascade import Cascade
@@ -37,7 +38,6 @@ from streamrank.streams.state.user_sessions import (
     build_impression,
 )
 from streamrank.streams.streaming_simulator import to_interactions
-
 from tests.helpers import consume
 
 pytestmark = pytest.mark.integration
@@ -442,6 +442,7 @@ def test_the_learn_consumer_resumes_after_its_commits_or_where_faust_left_off(
     from kafka import KafkaConsumer
     from kafka import TopicPartition as KafkaPartition
     from kafka.structs import OffsetAndMetadata
+
     from streamrank.streams.agents.learn_consumer import LearnConsumer
 
     topic = settings.topic("interactions")

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
+
 from streamrank.models.learning.online_ranker import InMemoryStore, Stats
 from streamrank.streams.config import Settings
 from streamrank.streams.state.learner_store import RedisLearnerStore

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import redis
+
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Item, Ranking
 from streamrank.streams.kafka.deadletter import counter_key
 from streamrank.streams.state.feature_store import FeatureStore
-
 from tests.helpers import consume, json_values, produce
 
 pytestmark = pytest.mark.integration

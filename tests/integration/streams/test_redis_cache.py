@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import redis
+
 from streamrank.streams.config import Settings
 from streamrank.streams.state.redis_cache import RedisScoreCache, RedisVectorCache
 

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from streamrank.models.retrieval.first_stage import build_index
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Item, Query
-
 from tests.helpers import consume, produce
 
 pytestmark = pytest.mark.integration

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Comparison, Ranking
 from streamrank.streams.state.connections import registry_for, shadow_stats_for
 from streamrank.streams.streaming_simulator import to_interactions
-
 from tests.helpers import consume as consume_records
 from tests.helpers import produce as produce_bytes
 from tests.helpers import settings_env

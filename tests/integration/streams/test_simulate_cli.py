@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from streamrank.streams.cli.simulate import simulate_command
 from streamrank.streams.config import get_settings
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from streamrank.models.evaluation.simulator import SimQuery, dcg
 from streamrank.models.learning.online_ranker import ScoredCandidate
 from streamrank.streams.config import Settings
 from streamrank.streams.streaming_simulator import StreamingSystem
-
 from tests.helpers import SHARED_DATA, settings_env
 
 pytestmark = pytest.mark.integration

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
 from streamrank.models.scoring.batching import CrossRequestBatcher
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+
 from streamrank.models.scoring.cascade import Cascade, PipelineError, Stage, parse_pipeline
 from streamrank.models.scoring.confidence import ConfidenceRule
 from streamrank.models.scoring.tiers import FunctionTier, TierScores

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from streamrank.models.learning.click_models import CLICK_MODELS, click_model
 
 SESSIONS = 20_000

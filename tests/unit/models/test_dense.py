@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from streamrank.models.assets.model_files import default_model_dir
 from streamrank.models.retrieval.corpus import Document, write_corpus
 from streamrank.models.retrieval.dense import DenseIndex, HashingEncoder

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from streamrank.models.learning.exploration import SafeExplorer, look_values
 from streamrank.models.learning.online_ranker import OnlineRanker, Scored, ScoredCandidate
 

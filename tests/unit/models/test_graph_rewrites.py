@@ -13,6 +13,7 @@ pytest.importorskip("onnx", reason="the [export] extra (onnx) is not installed")
 
 def test_a_graph_without_the_bert_layout_is_refused() -> None:
     from onnx import TensorProto, helper
+
     from streamrank.models.onnx.graph_rewrites import (
         GraphRewriteError,
         cls_only_last_layer,

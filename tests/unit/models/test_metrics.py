@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from streamrank.models.evaluation.metrics import dcg, mean_metrics, mrr_at_k, ndcg_at_k, recall_at_k
 
 JUDGED = {"a": 3, "b": 2, "c": 0, "d": 1, "e": 2}

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from streamrank.models.assets import model_files as fetch
 from streamrank.models.assets.model_files import (
     MODELS,

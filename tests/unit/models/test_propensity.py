@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from streamrank.models.learning.click_models import click_model
 from streamrank.models.learning.propensity import PositionBias, pair_key
 

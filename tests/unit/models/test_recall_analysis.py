@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
+
 from streamrank.models.evaluation.recall_analysis import k_sweep, plot_sweep, recall_bottlenecks
 from streamrank.models.retrieval.corpus import Document, write_corpus
 from streamrank.streams.cli.analyze import analyze, per_query_table, sweep_table, totals_table

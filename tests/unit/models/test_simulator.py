@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from streamrank.models.evaluation.simulator import (
     OfflineSystem,
     SimQuery,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from streamrank.models.assets import wiki
 from streamrank.models.retrieval.corpus import read_corpus, read_qrels, read_queries
 from streamrank.streams.cli.data import data_group

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from streamrank.models.assets.model_files import ModelFilesError
 from streamrank.shadow.experiment_simulator import (
     Moments,

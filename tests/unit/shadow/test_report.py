@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from streamrank.shadow.evidence import Snapshot
 from streamrank.shadow.report import COLLECT, PROMOTE, REJECT, summarize
-
 from tests.helpers import interleaving_outcomes
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from streamrank.shadow.agreement import kendall_tau, overlap_at_k, rank_biased_overlap
 from streamrank.shadow.interleaving import PRIMARY, SHADOW, team_draft
 from streamrank.shadow.statistics import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from streamrank.streams.events import (
     EVENT_TYPES,
     Candidates,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from streamrank.streams.web import preference_series
 
+from streamrank.streams.web import preference_series
 from tests.helpers import interleaving_outcomes
 
 
