@@ -42,7 +42,9 @@ def rankings_by_request(settings: Settings, count: int) -> dict[str, Ranking]:
 
 
 def test_candidates_are_reranked_by_the_cross_encoder(settings: Settings, start_worker) -> None:
-    start_worker()
+    # A budget no cold first request on a loaded machine overruns: this test is about the
+    # order, not the deadline (the budget's fallback has tests of its own).
+    start_worker({"STREAMRANK_LATENCY_BUDGET_MS": "60000"})
     sent = [
         request("r1", ["paris", "moscow", "volga"]),
         request("r2", ["moscow", "louvre", "paris"], query="art museum in paris"),

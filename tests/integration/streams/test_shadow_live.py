@@ -27,8 +27,8 @@ from streamrank.streams.events import Candidate, Candidates, Comparison, Ranking
 from streamrank.streams.state.connections import registry_for, shadow_stats_for
 from streamrank.streams.streaming_simulator import to_interactions
 from tests.helpers import consume as consume_records
+from tests.helpers import free_port, settings_env
 from tests.helpers import produce as produce_bytes
-from tests.helpers import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -303,7 +303,7 @@ def test_dashboard_shows_live_data(
     """The dashboard of a worker that served a live interleaving experiment, in Chromium."""
     v1, v2 = versions(operator)
     cli(operator, "shadow", "add", v2)
-    port = 6100 + int(uuid.uuid4().int % 800)
+    port = free_port()
     web = {"STREAMRANK_WEB_ENABLED": "true", "STREAMRANK_WEB_PORT": str(port)}
     worker = start_worker(operator_env | EXPERIMENT_ENV | web)
     sessions = 60
