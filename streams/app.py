@@ -50,6 +50,12 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
+        web_bind=settings.web_host,  # Faust's own default is 0.0.0.0: every interface
+        web_host=settings.web_host,
+        # Faust's own pages (key routing, table contents) are not used and would be open to
+        # anyone who reaches the port: only streamrank's pages (streams/web.py) are served.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=settings.max_message_bytes,
         consumer_max_fetch_size=settings.max_message_bytes,

@@ -110,8 +110,28 @@ class Settings(BaseSettings):
     )
 
     # Worker
+    poison_tries: int = Field(
+        3,
+        ge=1,
+        description="tries of a message whose handler fails (not for Redis being away) before "
+        "it goes to the dead letters, so no message stalls its partition",
+    )
+    retry_backoff_max_s: float = Field(
+        5.0, gt=0, description="longest wait between retries while Redis is unreachable"
+    )
     web_port: int = 6066
     web_enabled: bool = False
+    web_host: str = Field(
+        "127.0.0.1",
+        description="address the web pages listen on (0.0.0.0: every interface; "
+        "set STREAMRANK_WEB_TOKEN then)",
+    )
+    web_token: str = Field(
+        "",
+        repr=False,
+        description="bearer token `/dashboard` and `/metrics` require (empty: none; "
+        "`/health` stays open)",
+    )
 
     # Models
     model_dir: Path = Field(default_factory=default_model_dir)

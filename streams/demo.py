@@ -60,7 +60,11 @@ def prepare(settings: Settings, console: Console) -> DemoData:
     from streamrank.models.assets.model_files import fetch_models
     from streamrank.models.assets.wiki import DEFAULT_OUT, fetch_wiki
     from streamrank.models.retrieval.corpus import read_qrels, read_queries
-    from streamrank.models.retrieval.first_stage import build_index
+    from streamrank.models.retrieval.first_stage import (
+        build_index,
+        corpus_sha256,
+        recorded_corpus_sha256,
+    )
 
     with progress_bar() as bars:
         fetch_models(settings.model_dir, RichProgress(bars))
@@ -68,9 +72,10 @@ def prepare(settings: Settings, console: Console) -> DemoData:
     if not (wiki / "corpus.jsonl").exists():
         console.print("fetching the Wikipedia demo corpus (once)")
         fetch_wiki(wiki)
-    if not DEMO_INDEX.exists():
+    digest = corpus_sha256(wiki / "corpus.jsonl")
+    if recorded_corpus_sha256(DEMO_INDEX) != digest:  # none yet, or of another corpus file
         console.print("building the BM25 index of the demo corpus (once)")
-        build_index(wiki / "corpus.jsonl", DEMO_INDEX)
+        build_index(wiki / "corpus.jsonl", DEMO_INDEX, corpus_digest=digest)
     queries = list(read_queries(wiki / "queries.jsonl").items.items())
     qrels = read_qrels(wiki / "qrels.txt").items
     titles, texts = {}, {}

@@ -7,7 +7,12 @@ rejected rather than ignored: a typo in a field name is an error the producer he
 
 :func:`decode` is the one way bytes become an event. It raises :class:`ContractError` with a
 short machine-readable ``reason`` and a human sentence; agents send such messages to
-``deadletter`` instead of crashing.
+``deadletter`` instead of crashing. Nothing else ever escapes it: bytes that are not UTF-8,
+text that is not JSON, nesting deeper than :data:`MAX_NESTING` (refused by a scan of the raw
+text, before the parser would recurse), integers longer than :data:`MAX_INTEGER_DIGITS`,
+``NaN`` and ``Infinity`` (Python's json accepts them; a non-finite score or click value would
+poison every statistic it touches), duplicate candidate ids and anything else that goes wrong
+while decoding all become a :class:`ContractError` with their own reason.
 
 Examples
 --------
@@ -25,6 +30,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 import time
 from typing import Any, Literal
 
@@ -32,12 +39,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
 Id = Field(min_length=1, max_length=256)
+MAX_NESTING = 32
+"""Deepest nesting of arrays and objects a message may have (``context`` is free-form)."""
+MAX_INTEGER_DIGITS = 100
+"""Longest integer literal accepted; far beyond any real field, far below Python's own limit."""
+MAX_PROBLEMS = 20
+"""Contract problems named in one error; a list of a thousand bad candidates names the first."""
+# Every contract refuses NaN and Infinity in its float fields (nested dicts of floats included).
+FINITE = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Event(BaseModel):
     """Fields and behaviour that every message shares."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = FINITE
 
     schema_version: Literal[1] = SCHEMA_VERSION
 
@@ -60,7 +75,7 @@ class Query(Event):
 class Candidate(BaseModel):
     """One first-stage hit: a document, its text (if the producer has it) and its score."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = FINITE
 
     doc_id: str = Id
     text: str | None = None
@@ -82,7 +97,7 @@ class Candidates(Event):
 
 
 class RankedItem(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = FINITE
 
     doc_id: str = Id
     score: float
@@ -119,7 +134,7 @@ class Interaction(Event):
     doc_id: str = Id
     type: InteractionType
     user_id: str | None = None
-    position: int | None = Field(None, ge=1)
+    position: int | None = Field(None, ge=1, le=1_000_000)
     value: float | None = Field(None, description="dwell seconds, purchase amount, ...")
     timestamp: float = Field(default_factory=time.time)
 
@@ -172,15 +187,25 @@ class Comparison(Event):
 class DeadLetter(Event):
     """A message that could not be processed, kept whole with the reason (topic ``deadletter``)."""
 
-    original_b64: str = Field(description="the original message bytes, base64")
+    original_b64: str = Field(
+        description="the original message bytes, base64 (only their start when truncated)"
+    )
     topic: str
     partition: int | None = None
     offset: int | None = None
     reason: str = Field(
-        description="short code: not-utf8, not-json, contract, limit, orphan, late, ..."
+        description="short code: not-utf8, not-json, too-deep, number-too-large, non-finite, "
+        "contract, duplicate-candidate, limit, handler-error, orphan, late, ..."
     )
     error: str = Field(description="what was wrong, for a person")
     agent: str | None = None
+    truncated: bool = Field(
+        False,
+        description="the original was too large for the topic: only its start is kept, with "
+        "its hash and size; topic, partition and offset point to the whole message",
+    )
+    original_sha256: str | None = Field(None, description="hex sha256 of the whole original")
+    original_size: int | None = Field(None, ge=0, description="the whole original's bytes")
     timestamp: float = Field(default_factory=time.time)
 
     @property
@@ -218,26 +243,156 @@ class ContractError(ValueError):
         self.reason = reason
 
 
-def decode(kind: str, data: bytes | str, limits: Limits) -> Event:
-    """Parse one message of a topic kind, enforcing its contract and the size limits."""
+def decode(kind: str, data: bytes | str | None, limits: Limits) -> Event:
+    """Parse one message of a topic kind, enforcing its contract and the size limits.
+
+    Raises :class:`ContractError` and nothing else, whatever ``data`` holds: an exception
+    that escaped would crash the agent that reads the message instead of dead-lettering it.
+    """
     if kind not in EVENT_TYPES:
         raise ContractError("unknown-topic", f"no contract for topic kind {kind!r}")
-    if isinstance(data, bytes):
+    try:
+        return parse(kind, data, limits)
+    except ContractError:
+        raise
+    except RecursionError:
+        raise ContractError("too-deep", "message is nested too deeply to parse") from None
+    except Exception as error:  # anything unforeseen is still the message's fault, not ours
+        raise ContractError(
+            "invalid", f"message cannot be decoded: {describe_any(error)}"
+        ) from None
+
+
+def parse(kind: str, data: bytes | str | None, limits: Limits) -> Event:
+    """:func:`decode`'s steps, each refusing with its own reason."""
+    if data is None:
+        raise ContractError("not-json", "message has no value (a null record)")
+    if isinstance(data, bytes | bytearray | memoryview):
         try:
-            data = data.decode("utf-8")
+            data = bytes(data).decode("utf-8")
         except UnicodeDecodeError as error:
             raise ContractError("not-utf8", f"message is not UTF-8: {error}") from None
+    check_nesting(data, MAX_NESTING)
     try:
-        payload = json.loads(data)
+        payload = json.loads(
+            data, parse_int=bounded_int, parse_float=finite_float, parse_constant=refuse_constant
+        )
     except json.JSONDecodeError as error:
         raise ContractError("not-json", f"message is not JSON: {error}") from None
     if not isinstance(payload, dict):
         raise ContractError("not-json", "message must be a JSON object")
+    if SURROGATE_ESCAPE.search(data):
+        check_encodable(payload)
     check_limits(payload, limits)
     try:
-        return EVENT_TYPES[kind].model_validate(payload)
+        event = EVENT_TYPES[kind].model_validate(payload)
     except ValidationError as error:
-        raise ContractError("contract", describe(error)) from None
+        raise ContractError(contract_reason(error), describe(error)) from None
+    if isinstance(event, Candidates):
+        check_unique_candidates(event)
+    return event
+
+
+# A JSON string, or a quote never closed with all the text after it: both removed. Possessive
+# quantifiers, and no second try from inside an unclosed string: linear, whatever the text.
+# (Brackets after an unclosed quote go uncounted; the parser stops at that quote anyway.)
+STRINGS = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"|"[\s\S]*')
+NOT_BRACKET = re.compile(r"[^\[\]{}]++")
+INNER_PAIR = re.compile(r"\[\]|\{\}")
+
+
+def check_nesting(text: str, max_depth: int) -> None:
+    """Refuse text nested deeper than ``max_depth`` before a recursive parser sees it.
+
+    Brackets inside strings do not count. Text with fewer opening brackets than
+    ``max_depth`` cannot be too deep, so most small messages are checked by two counts; the
+    others by stripping strings and everything but brackets, then removing innermost pairs
+    (``[]``, ``{}``) once per level, all in C. Brackets that never close are counted too: the
+    parser would recurse into them before it finds the error.
+    """
+    if text.count("[") + text.count("{") <= max_depth:
+        return
+    brackets = NOT_BRACKET.sub("", STRINGS.sub("", text))
+    # max_depth + 1 openers in a row are that deep, closed or not (the parser recurses into
+    # them before it finds a closer missing); pairs are removed innermost first, one level a
+    # pass, until such a run shows or nothing changes.
+    openers_in_a_row = re.compile(f"[\\[{{]{{{max_depth + 1}}}")
+    for _ in range(max_depth + 1):
+        if openers_in_a_row.search(brackets):
+            break
+        inner_removed = INNER_PAIR.sub("", brackets)  # one level: matches in the old text
+        if inner_removed == brackets:
+            return
+        brackets = inner_removed
+    raise ContractError("too-deep", f"message is nested more than {max_depth} levels deep")
+
+
+# A \\uD800-\\uDFFF escape: JSON allows it, but alone it is no character, and text holding it
+# cannot be encoded again (a ranking, an impression in Redis) without an exception.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def check_encodable(payload: dict[str, Any]) -> None:
+    """Refuse strings with a lone surrogate (only run when the text has such an escape)."""
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ContractError(
+            "not-utf8", "a string holds a lone surrogate (\\uD800-\\uDFFF)"
+        ) from None
+
+
+def bounded_int(digits: str) -> int:
+    """json's ``parse_int``: integers longer than :data:`MAX_INTEGER_DIGITS` are refused."""
+    if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ContractError(
+            "number-too-large",
+            f"an integer has {len(digits.lstrip('-'))} digits; the limit is {MAX_INTEGER_DIGITS}",
+        )
+    return int(digits)
+
+
+def finite_float(literal: str) -> float:
+    """json's ``parse_float``: a literal too large for a float (``1e999``) is refused, not
+    turned into infinity."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ContractError("non-finite", f"{literal[:40]} is beyond the range of a float")
+    return value
+
+
+def refuse_constant(name: str) -> float:
+    """json's ``parse_constant``: ``NaN``, ``Infinity`` and ``-Infinity`` are not numbers."""
+    raise ContractError("non-finite", f"{name} is not a finite number")
+
+
+def contract_reason(error: ValidationError) -> str:
+    """``non-finite`` when a float was out of range (``1e999`` parses as infinity), else
+    ``contract``."""
+    kinds = {item["type"] for item in error.errors()}
+    return "non-finite" if kinds == {"finite_number"} else "contract"
+
+
+def check_unique_candidates(event: Candidates) -> None:
+    """Refuse a candidate list that names a document twice.
+
+    Refused rather than merged: which of two scores, texts or feature sets is meant cannot be
+    known, and a ranking that shows one document twice would be a bug in front of users.
+    """
+    seen: set[str] = set()
+    for index, candidate in enumerate(event.candidates):
+        if candidate.doc_id in seen:
+            raise ContractError(
+                "duplicate-candidate",
+                f"candidates[{index}].doc_id {candidate.doc_id!r} appears more than once",
+            )
+        seen.add(candidate.doc_id)
+
+
+def describe_any(error: BaseException, max_chars: int = 500) -> str:
+    """An exception as one short line: its type and the start of its message."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
 
 
 def check_limits(payload: dict[str, Any], limits: Limits) -> None:
@@ -272,7 +427,10 @@ def check_limits(payload: dict[str, Any], limits: Limits) -> None:
 def describe(error: ValidationError) -> str:
     """One line per problem, with the field's path: 'candidates.0.doc_id: Field required'."""
     problems = []
-    for item in error.errors():
+    items = error.errors()
+    for item in items[:MAX_PROBLEMS]:
         where = ".".join(str(part) for part in item["loc"]) or "message"
         problems.append(f"{where}: {item['msg']}")
+    if len(items) > MAX_PROBLEMS:
+        problems.append(f"and {len(items) - MAX_PROBLEMS} more")
     return "; ".join(problems)

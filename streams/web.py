@@ -9,12 +9,24 @@ comes from Redis, so any worker's dashboard shows the whole deployment:
   live learning curve (click-through rate of closed sessions per minute);
 - ``/metrics`` has the same numbers as Prometheus text;
 - ``/health`` answers 200 with the serving version while Redis answers, 503 otherwise.
+
+The pages listen on ``STREAMRANK_WEB_HOST`` (127.0.0.1 unless set: Faust's own default is
+every interface). With ``STREAMRANK_WEB_TOKEN`` set, ``/dashboard``, its data and ``/metrics``
+answer 401 unless the request presents the token, as ``Authorization: Bearer <token>``
+(Prometheus's ``authorization`` / ``bearer_token`` settings, curl) or as the password of
+HTTP Basic authentication (what a browser asks for on the 401, user name ignored: a token in
+the page's URL would end up in browser history and proxy logs). ``/health`` stays open for
+load balancers' and orchestrators' probes; it tells only the serving version. The dashboard
+writes every text from the data (shadow names, verdicts) as text, never as HTML.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import functools
+import hmac
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +40,50 @@ from streamrank.shadow.report import summarize
 from streamrank.streams.config import Settings
 from streamrank.streams.state.connections import registry_for, shadow_stats_for
 from streamrank.streams.state.service_metrics import ServiceMetrics
+
+# What a 401 offers: Basic makes a browser ask for the token (as the password); Bearer is
+# for programs.
+CHALLENGE = 'Basic realm="streamrank", charset="UTF-8", Bearer realm="streamrank"'
+
+
+def presented_token(authorization: str | None) -> str | None:
+    """The token in an ``Authorization`` header: a Bearer token or a Basic password.
+
+    >>> presented_token("Bearer s3cret"), presented_token("Basic " + "dTpzM2NyZXQ=")
+    ('s3cret', 's3cret')
+    >>> presented_token("Basic not-base64!") is None, presented_token(None) is None
+    (True, True)
+    """
+    scheme, _, credentials = (authorization or "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip()
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[2]
+
+
+def authorized(authorization: str | None, token: str) -> bool:
+    """Whether a request may see the protected pages: no token configured, or it presents it.
+
+    The comparison takes the same time wherever the strings differ, so timing tells nothing.
+    """
+    if not token:
+        return True
+    presented = presented_token(authorization)
+    return presented is not None and hmac.compare_digest(presented.encode(), token.encode())
+
+
+def label_value(value: object) -> str:
+    r"""A Prometheus label value: backslash, double quote and newline escaped.
+
+    >>> print(label_value('v"2\n'))
+    v\"2\n
+    """
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 @functools.cache
@@ -102,7 +158,7 @@ def prometheus_text(data: dict[str, Any]) -> str:
         lines += [
             "# HELP streamrank_active_version_info The registry's active version.",
             "# TYPE streamrank_active_version_info gauge",
-            f'streamrank_active_version_info{{version="{data["active"]}"}} 1',
+            f'streamrank_active_version_info{{version="{label_value(data["active"])}"}} 1',
         ]
     gauges = {
         "sessions": "Interleaved sessions of the shadow.",
@@ -119,12 +175,20 @@ def prometheus_text(data: dict[str, Any]) -> str:
         for shadow in data["shadows"]:
             value = shadow.get(name)
             if value is not None:
-                lines.append(f'streamrank_shadow_{name}{{version="{shadow["version"]}"}} {value}')
+                version = label_value(shadow["version"])
+                lines.append(f'streamrank_shadow_{name}{{version="{version}"}} {value}')
     return "\n".join(lines) + "\n"
 
 
 def mount(app: faust.App, settings: Settings, client: redis.Redis, serving: Any) -> None:
     """Add the pages to ``app``; ``serving()`` names the version this worker serves."""
+
+    def refusal(view: View, request: Request) -> Response | None:
+        """None when the request may see a protected page, else the 401 to answer with."""
+        if authorized(request.headers.get("Authorization"), settings.web_token):
+            return None
+        headers = {"WWW-Authenticate": CHALLENGE}
+        return view.text("this page needs STREAMRANK_WEB_TOKEN\n", status=401, headers=headers)
 
     @app.page("/health")
     class Health(View):
@@ -138,16 +202,22 @@ def mount(app: faust.App, settings: Settings, client: redis.Redis, serving: Any)
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
+            if (refused := refusal(self, request)) is not None:
+                return refused
             text = prometheus_text(await asyncio.to_thread(dashboard_data, settings, client))
             return self.text(text, content_type="text/plain; version=0.0.4")
 
     @app.page("/dashboard")
     class Dashboard(View):
         async def get(self, request: Request) -> Response:
+            if (refused := refusal(self, request)) is not None:
+                return refused
             return self.html(dashboard_page())
 
     @app.page("/dashboard/data")
     class DashboardData(View):
         async def get(self, request: Request) -> Response:
+            if (refused := refusal(self, request)) is not None:
+                return refused
             data = await asyncio.to_thread(dashboard_data, settings, client)
             return self.json(data | {"serving": serving()})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +27,14 @@ from streamrank.models.registry import ModelRegistry
 from streamrank.streams.agents import learn, rerank, retrieve
 from streamrank.streams.app import create_app, topic
 from streamrank.streams.config import Settings
-from streamrank.streams.events import ContractError, Event, Limits, decode
-from streamrank.streams.kafka.deadletter import dead_letter_for, send_to_dead_letters
+from streamrank.streams.events import ContractError, DeadLetter, Limits, decode
+from streamrank.streams.kafka.deadletter import (
+    dead_letter_for,
+    failure_letter,
+    process_or_dead_letter,
+    send_to_dead_letters,
+)
+from streamrank.streams.kafka.topics import check_topics
 from streamrank.streams.online import OnlineServing, online_ranker_for
 from streamrank.streams.serving import Reranker, cascade_for
 from streamrank.streams.state.connections import async_redis_client, redis_client, registry_for
@@ -82,17 +88,43 @@ class WorkerParts:
         """``function(*args)`` in the worker's executor, awaited."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
-    async def decoded(
-        self, stream: faust.StreamT[bytes], kind: str, agent: str
-    ) -> AsyncIterator[Event]:
-        """The stream's messages as events; those that do not decode go to the dead letters."""
+    async def handle_each(
+        self,
+        stream: faust.StreamT[bytes],
+        kind: str,
+        agent: str,
+        handler: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        """Decode each message and await ``handler(event)``; a message never stalls the stream.
+
+        One that does not decode goes to the dead letters at once; one whose handler keeps
+        failing goes there after ``poison_tries`` (see
+        :func:`~streamrank.streams.kafka.deadletter.process_or_dead_letter`), while Redis
+        being unreachable is waited out.
+        """
         async for event in stream.events():
             try:
-                yield decode(kind, event.value, self.limits)
+                decoded = decode(kind, event.value, self.limits)
             except ContractError as error:
-                letter = dead_letter_for(event.value, event.message, error, agent=agent)
-                await send_to_dead_letters(letter, self.deadletter_topic, self.redis, self.settings)
-                log.warning("dead letter from %s: %s", letter.topic, error)
+                await self.dead_letter(dead_letter_for(event.value, event.message, error, agent))
+                continue
+
+            async def dead_letter(error: Exception, tries: int, event: Any = event) -> None:
+                await self.dead_letter(
+                    failure_letter(event.value, event.message, error, agent, tries)
+                )
+
+            where = f"{agent} on {event.message.topic}[{event.message.partition}]"
+            await process_or_dead_letter(
+                lambda decoded=decoded: handler(decoded),
+                self.settings,
+                f"{where}@{event.message.offset}",
+                dead_letter,
+            )
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        await send_to_dead_letters(letter, self.deadletter_topic, self.redis, self.settings)
+        log.warning("dead letter (%s) from %s: %s", letter.reason, letter.topic, letter.error)
 
 
 def build_parts(settings: Settings, app: faust.App) -> WorkerParts:
@@ -133,8 +165,10 @@ def build(settings: Settings) -> faust.App:
 
     Loads the serving models (raises
     :class:`~streamrank.models.assets.model_files.ModelFilesError` when they are missing)
-    and, with online learning on, the learner's newest checkpoint.
+    and, with online learning on, the learner's newest checkpoint. Warns about topics whose
+    settings differ from those streamrank creates them with (:func:`check_topics`).
     """
+    check_topics(settings)
     app = create_app(settings)
     parts = build_parts(settings, app)
     rerank.register(parts)

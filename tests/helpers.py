@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -20,6 +21,17 @@ from streamrank.streams.config import Settings
 # The checkout (the folder holding pyproject.toml) and the judged collections beside it.
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    """A TCP port no process listens on now: the kernel's pick for a bind to port 0.
+
+    Tests that start a server take one of these rather than a fixed "spare" port, which another
+    process (a second test run, a CI job on the same machine) may already hold.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -135,15 +135,43 @@ def _mean_recall(run: dict[str, list[str]], qrels: dict[str, dict[str, int]], k:
 
 
 def load_stage(corpus: Path, index_dir: Path | None, method: str, model_dir: Path) -> FirstStage:
-    """The corpus's first stage: loaded from ``index_dir`` or built there (densely if needed)."""
-    from streamrank.models.retrieval.first_stage import build_index, default_index_dir
+    """The corpus's first stage: loaded from ``index_dir`` or built there (densely if needed).
 
-    index_dir = index_dir or default_index_dir(corpus)
+    Without ``index_dir`` the index lives in the cache under a key of the corpus file's
+    content and the index options (:func:`default_index_dir`), so a corpus is never evaluated
+    against another's documents because their folders share a name. Either way the index
+    must record this corpus's sha256: a cached one that does not is rebuilt (a cache is
+    disposable), a given one is refused (it is the caller's, and may hold updates).
+
+    Raises
+    ------
+    streamrank.models.retrieval.first_stage.IndexMismatchError
+        ``index_dir`` holds an index of another corpus.
+    """
+    from streamrank.models.retrieval.first_stage import (
+        IndexMismatchError,
+        build_index,
+        corpus_sha256,
+        default_index_dir,
+        verify_index_corpus,
+    )
+
     encoder = None
     if method != "bm25":
         from streamrank.models.scoring.bi_encoder import load_bi_encoder
 
         encoder = load_bi_encoder(model_dir)
-    if not index_dir.exists() or (encoder is not None and not (index_dir / "dense").exists()):
-        build_index(corpus, index_dir, encoder=encoder)
+    digest = corpus_sha256(corpus)
+    cached = index_dir is None
+    index_dir = index_dir or default_index_dir(corpus, encoder, digest)
+    missing = not (index_dir / "manifest.json").exists()
+    if not missing:
+        try:
+            verify_index_corpus(index_dir, corpus, digest)
+        except IndexMismatchError:
+            if not cached:
+                raise
+            missing = True
+    if missing or (encoder is not None and not (index_dir / "dense").exists()):
+        build_index(corpus, index_dir, encoder=encoder, corpus_digest=digest)
     return FirstStage.load(index_dir, encoder=encoder)

@@ -3,7 +3,7 @@
 :class:`FirstStage` owns the documents and keeps the BM25 index and (optionally) the dense
 index in step with them. Its directory holds::
 
-    manifest.json   what was built, when, with which encoder
+    manifest.json   what was built, when, with which encoder, from which corpus (its sha256)
     docs.jsonl      the documents of the main indexes, in index order (BEIR layout)
     bm25/           the bm25s main index            (streamrank.models.retrieval.bm25)
     dense/          the main document-vector matrix (streamrank.models.retrieval.dense),
@@ -33,6 +33,7 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -55,7 +56,13 @@ from streamrank.models.retrieval.corpus import (
     read_corpus,
     write_corpus,
 )
-from streamrank.models.retrieval.dense import DenseIndex, Encoder, encode_documents, encode_queries
+from streamrank.models.retrieval.dense import (
+    DenseIndex,
+    Encoder,
+    encode_documents,
+    encode_queries,
+    encoder_name,
+)
 from streamrank.models.retrieval.hits import Hit, reciprocal_rank_fusion
 
 Method = Literal["bm25", "dense", "hybrid"]
@@ -90,6 +97,10 @@ class FirstStage:
     ) -> None:
         self.encoder = encoder
         self.fusion = fusion or Fusion()
+        # The sha256 of the corpus file the index was first built from (None: not built from
+        # a file, or by a version that did not record it); kept in the manifest, also once
+        # updates and compactions have changed the documents since.
+        self.corpus_sha256: str | None = None
         self._lock = threading.RLock()
         self._reset(docs, bm25, dense)
 
@@ -154,6 +165,7 @@ class FirstStage:
             "dense_model": self.dense.model if self.dense else None,
             "dense_dim": self.dense.dim if self.dense else None,
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "corpus_sha256": self.corpus_sha256,
         }
         (directory / "manifest.json").write_text(json.dumps(manifest, indent=2), "utf-8")
         self._main_saved_in = directory.resolve()
@@ -197,6 +209,7 @@ class FirstStage:
         bm25 = BM25Index.load(directory / "bm25")
         dense = DenseIndex.load(directory / "dense") if (directory / "dense").exists() else None
         stage = cls(docs, bm25, dense, encoder, fusion)
+        stage.corpus_sha256 = recorded_corpus_sha256(directory)
         stage._main_saved_in = directory.resolve()
         stage._replay(directory / "updates.npz")
         return stage
@@ -398,8 +411,12 @@ def build_index(
     out: str | Path,
     encoder: Encoder | None = None,
     progress: ProgressReporter | None = None,
+    corpus_digest: str | None = None,
 ) -> BuildSummary:
     """Read a BEIR corpus, build the first stage, save it to ``out`` and summarize.
+
+    The manifest records the corpus file's sha256 (``corpus_digest`` when the caller has it
+    already, else computed here), so a later load can tell which corpus the index is of.
 
     Raises
     ------
@@ -417,6 +434,7 @@ def build_index(
         docs, report = read_corpus(corpus_path, on_bytes=advance)
     stage_seconds["read"] = time.perf_counter() - started
     stage = FirstStage.build(docs, encoder, progress)
+    stage.corpus_sha256 = corpus_digest or corpus_sha256(corpus_path)
     stage_seconds["index"] = time.perf_counter() - started - stage_seconds["read"]
     saving = time.perf_counter()
     with progress.stage("save", None):
@@ -455,14 +473,82 @@ def _summary(
     )
 
 
-def default_index_dir(corpus_path: str | Path) -> Path:
-    """``<cache>/streamrank/index/<name>``: the corpus folder's name for ``corpus.jsonl``.
+def corpus_sha256(corpus_path: str | Path) -> str:
+    """The sha256 of a corpus file's bytes, read in 1 MiB blocks (corpora can be gigabytes).
 
     Examples
     --------
-    >>> default_index_dir("/data/scifact/corpus.jsonl").name
-    'scifact'
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile(suffix=".jsonl") as handle:
+    ...     corpus_sha256(handle.name)[:12]
+    'e3b0c44298fc'
+    """
+    digest = hashlib.sha256()
+    with Path(corpus_path).expanduser().open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def index_key(corpus_digest: str, encoder: Encoder | None) -> str:
+    """12 hex digits naming an index of this corpus content built with these options.
+
+    The options are the index format and the dense encoder (none: BM25 only); vectors of
+    another encoder, or another layout, are another index.
+    """
+    options = f"{corpus_digest}|format={FORMAT}|dense={encoder_name(encoder) if encoder else ''}"
+    return hashlib.sha256(options.encode()).hexdigest()[:12]
+
+
+def default_index_dir(
+    corpus_path: str | Path, encoder: Encoder | None = None, corpus_digest: str | None = None
+) -> Path:
+    """``<cache>/streamrank/index/<name>-<key>``: readable name, content-derived key.
+
+    ``name`` is the corpus folder's name for ``corpus.jsonl`` (else the file's stem), for
+    people; ``key`` (:func:`index_key`) comes from the corpus file's bytes and the index
+    options, so two corpora in folders of the same name (``a/beir/``, ``b/beir/``), or one
+    corpus edited in place, never share an index.
+
+    Examples
+    --------
+    >>> default_index_dir("/data/scifact/corpus.jsonl", corpus_digest="0" * 64).name
+    'scifact-ed1e6305ae57'
     """
     path = Path(corpus_path)
     name = path.parent.name if path.stem == "corpus" and path.parent.name else path.stem
-    return CACHE_DIR / "index" / name
+    key = index_key(corpus_digest or corpus_sha256(path), encoder)
+    return CACHE_DIR / "index" / f"{name}-{key}"
+
+
+class IndexMismatchError(ValueError):
+    """An index directory built from another corpus than the one it is used with."""
+
+
+def recorded_corpus_sha256(directory: str | Path) -> str | None:
+    """The corpus sha256 an index directory's manifest records (None: none recorded)."""
+    manifest = Path(directory).expanduser() / "manifest.json"
+    if not manifest.exists():
+        return None
+    return json.loads(manifest.read_text("utf-8")).get("corpus_sha256")
+
+
+def verify_index_corpus(directory: str | Path, corpus_path: str | Path, corpus_digest: str) -> None:
+    """Refuse an index whose manifest records another corpus than ``corpus_path``.
+
+    Raises
+    ------
+    IndexMismatchError
+        The recorded sha256 differs, or none is recorded (an index from before the record:
+        it cannot be told apart from another corpus's).
+    """
+    recorded = recorded_corpus_sha256(directory)
+    if recorded == corpus_digest:
+        return
+    found = f"corpus sha256 {recorded[:12]}..." if recorded else "no corpus sha256"
+    raise IndexMismatchError(
+        f"the index in {directory} records {found}, but {corpus_path} has sha256 "
+        f"{corpus_digest[:12]}...: it was built from another corpus (or before indexes "
+        f"recorded theirs); rebuild it with `streamrank index build {corpus_path} --out "
+        f"{directory}`, or leave out --index to use the cache"
+    )

@@ -7,7 +7,10 @@
   joins its request's impression and is stored once per event id; one without an impression
   waits as an orphan. Malformed messages and interactions that arrive after their session
   was learned (``late``) go to the dead letters. The batch's offsets are committed only
-  after it was applied.
+  after it was applied. A batch is retried with backoff while Redis is unreachable; one that
+  fails ``poison_tries`` times for another reason is applied message by message, and the
+  message that keeps failing goes to the dead letters (``handler-error``), so none stalls
+  the path.
 - A task (every ``learn_tick_s``) closes the sessions of this worker's partitions that saw
   no new interaction for ``session_close_s`` (behind a
   :class:`streamrank.streams.state.user_sessions.Barriers` barrier), learns each once in an
@@ -35,9 +38,16 @@ from kafka import KafkaConsumer, TopicPartition
 from streamrank.shadow.evidence import ShadowStats
 from streamrank.streams.agents.learn_consumer import LearnConsumer
 from streamrank.streams.config import Settings
-from streamrank.streams.events import ContractError, DeadLetter, Interaction, Limits, decode
+from streamrank.streams.events import (
+    ContractError,
+    DeadLetter,
+    Interaction,
+    Limits,
+    decode,
+    describe_any,
+)
 from streamrank.streams.experiments import credit
-from streamrank.streams.kafka.deadletter import send_to_dead_letters
+from streamrank.streams.kafka.deadletter import process_or_dead_letter, send_to_dead_letters
 from streamrank.streams.online import OnlineServing
 from streamrank.streams.state.connections import registry_for, shadow_stats_for
 from streamrank.streams.state.user_sessions import (
@@ -61,8 +71,6 @@ log = logging.getLogger(__name__)
 
 CLOSE_LIMIT = 500
 """Sessions claimed at once; a tick claims again while a partition has more due."""
-RETRY_S = 1.0
-"""How long the learn task waits before it applies a batch again (Redis or the broker away)."""
 
 
 def register(parts: WorkerParts) -> LearnPath | None:
@@ -168,6 +176,22 @@ def split(
     return good, offsets, letters
 
 
+def failure_letter(item: Incoming, error: Exception, tries: int) -> DeadLetter:
+    """The letter for an interaction that failed ``tries`` times (reason ``handler-error``)."""
+    return dead_letter(
+        item.raw,
+        item.topic,
+        item.partition,
+        item.offset,
+        "handler-error",
+        f"{describe_any(error)} (after {tries} tries)",
+    )
+
+
+async def log_failure(error: Exception, tries: int) -> None:
+    log.error("learn: gave up after %d tries: %s", tries, error)
+
+
 class LearnPath:
     """The learn path of one worker: its consumer, sessions, barriers and checkpoints."""
 
@@ -223,30 +247,65 @@ class LearnPath:
     # -- the batches --------------------------------------------------------------------------
 
     async def apply_until_done(self, records: Sequence[ConsumerRecord]) -> None:
-        """:meth:`apply_batch`, again after ``RETRY_S`` while it fails (Redis away for a moment).
+        """Join a batch in Redis (one script); dead-letter malformed, late and poison
+        interactions. No message can stall the path.
 
-        The batch is not skipped: its offsets are committed only once it is applied, and
-        applying it again after a partial failure changes nothing that was applied.
-        """
-        while True:
-            try:
-                await self.apply_batch(records)
-                return
-            except Exception:
-                log.exception("could not apply a batch of %d interactions; retrying", len(records))
-                await asyncio.sleep(RETRY_S)
-
-    async def apply_batch(self, records: Sequence[ConsumerRecord]) -> None:
-        """Join a batch in Redis (one script); dead-letter malformed and late interactions.
-
+        While Redis (or the broker) is unreachable the batch is retried with backoff: it is not
+        skipped, its offsets are committed only once it is applied, and applying it again
+        after a partial failure changes nothing that was applied. A batch that fails
+        ``poison_tries`` times for another reason is applied message by message
+        (:meth:`apply_each`), so the poison is dead-lettered while the good ones are learned.
         Dead letters are sent before the batch is applied and committed: a crash in between
         sends a letter twice, never loses one.
         """
         batch, offsets, malformed = split(records, self.parts.limits)
-        await self.send_letters(malformed)
+        await self.send_letters_until_done(malformed)
+
+        async def apply_each(error: Exception, tries: int) -> None:
+            await self.apply_each(batch, offsets)
+
+        await process_or_dead_letter(
+            lambda: self.apply(batch, offsets),
+            self.settings,
+            f"learn: a batch of {len(records)} interactions",
+            apply_each,
+        )
+
+    async def apply(self, batch: Sequence[Incoming], offsets: dict[int, int]) -> None:
+        """Accumulate decoded interactions (raising the applied offsets); letters for late ones."""
         statuses = await self.parts.run_blocking(self.sessions.accumulate, batch, offsets)
         self.clock.events += statuses.count("new")
         await self.send_letters(late_letters(batch, statuses))
+
+    async def apply_each(self, batch: Sequence[Incoming], offsets: dict[int, int]) -> None:
+        """Apply a batch one interaction at a time; one that keeps failing goes to the dead
+        letters (reason ``handler-error``). The batch's offsets (poison included) are raised
+        last, so the close barrier moves past the poison."""
+        settings = self.settings
+        for item in batch:
+
+            async def dead_letter(error: Exception, tries: int, item: Incoming = item) -> None:
+                await self.send_letters_until_done([failure_letter(item, error, tries)])
+
+            await process_or_dead_letter(
+                lambda item=item: self.apply([item], {item.partition: item.offset}),
+                settings,
+                f"learn: interaction {item.topic}[{item.partition}]@{item.offset}",
+                dead_letter,
+            )
+        await process_or_dead_letter(
+            lambda: self.apply([], offsets), settings, "learn: applied offsets", log_failure
+        )
+
+    async def send_letters_until_done(self, letters: Sequence[DeadLetter]) -> None:
+        """:meth:`send_letters`, waiting out an unreachable broker or Redis."""
+        if letters:
+            await process_or_dead_letter(
+                lambda: self.send_letters(letters),
+                self.settings,
+                "learn: dead letters",
+                log_failure,
+            )
 
     async def send_letters(self, letters: Sequence[DeadLetter]) -> None:
         parts = self.parts

@@ -11,7 +11,9 @@
 
 Every handler is idempotent: a request whose ranking was already published (a replay after a
 crash, a duplicate from the producer) is skipped, and item and user updates are overwrites, so
-replays double nothing. A message that does not decode goes to the dead-letter topic.
+replays double nothing. A message that does not decode goes to the dead-letter topic, and so
+does one whose handler fails ``poison_tries`` times (Redis being unreachable is waited out
+instead), so no message stalls its partition.
 
 :func:`register` adds them (with the control task and the web pages) to a worker's app; see
 :func:`streamrank.streams.worker.build`.
@@ -49,19 +51,19 @@ class RerankAgents:
         self.in_flight: dict[str, asyncio.Future] = {}
 
     async def rerank(self, stream: faust.StreamT[bytes]) -> None:
-        async for request in self.parts.decoded(stream, "candidates", agent="rerank"):
-            assert isinstance(request, Candidates)
-            await self.rerank_one(request)
+        await self.parts.handle_each(stream, "candidates", "rerank", self.rerank_one)
 
     async def items(self, stream: faust.StreamT[bytes]) -> None:
-        async for item in self.parts.decoded(stream, "items", agent="items"):
-            assert isinstance(item, Item)
-            await self.parts.run_blocking(self.ingest, item)
+        await self.parts.handle_each(stream, "items", "items", self.ingest_item)
 
     async def users(self, stream: faust.StreamT[bytes]) -> None:
-        async for user in self.parts.decoded(stream, "users", agent="users"):
-            assert isinstance(user, User)
-            await self.parts.run_blocking(self.parts.feature_store.apply_user, user)
+        await self.parts.handle_each(stream, "users", "users", self.apply_user)
+
+    async def ingest_item(self, item: Item) -> None:
+        await self.parts.run_blocking(self.ingest, item)
+
+    async def apply_user(self, user: User) -> None:
+        await self.parts.run_blocking(self.parts.feature_store.apply_user, user)
 
     async def rerank_one(self, request: Candidates) -> None:
         parts, settings = self.parts, self.parts.settings

@@ -70,13 +70,14 @@ class RetrieveAgent:
         self.candidates_topic = parts.topic("candidates")
 
     async def retrieve(self, stream: faust.StreamT[bytes]) -> None:
-        async for query in self.parts.decoded(stream, "queries", agent="retrieve"):
-            assert isinstance(query, Query)
-            request = await self.parts.run_blocking(self.candidates_for, query)
-            delivery = await self.candidates_topic.send(
-                key=query.request_id.encode(), value=request.to_bytes()
-            )
-            await delivery
+        await self.parts.handle_each(stream, "queries", "retrieve", self.retrieve_one)
+
+    async def retrieve_one(self, query: Query) -> None:
+        request = await self.parts.run_blocking(self.candidates_for, query)
+        delivery = await self.candidates_topic.send(
+            key=query.request_id.encode(), value=request.to_bytes()
+        )
+        await delivery
 
     async def follow_items(self) -> None:
         """Apply every ``items`` update to this worker's index, from the topic's start."""

@@ -153,6 +153,7 @@ def pipeline(
     from streamrank.models.assets.model_files import ModelFilesError
     from streamrank.models.evaluation.pipeline import evaluate_pipeline, load_stage, split_pipeline
     from streamrank.models.retrieval.corpus import read_qrels, read_queries
+    from streamrank.models.retrieval.first_stage import IndexMismatchError
     from streamrank.models.scoring.cascade import PipelineError
     from streamrank.models.scoring.factory import build_cascade
 
@@ -181,6 +182,8 @@ def pipeline(
         fail(str(error), "a first stage, then the tiers: e.g. hybrid:1000>dense:100>ce:20")
     except ModelFilesError as error:
         fail(str(error).splitlines()[0], "run `streamrank models fetch`")
+    except IndexMismatchError as error:
+        fail(str(error), "rebuild the index, or leave out --index to use the cache")
     if as_json:
         for result in results:
             click.echo(json.dumps(result))

@@ -23,7 +23,7 @@ from streamrank.streams.cli.helpers import (
     no_broker,
     progress_bar,
 )
-from streamrank.streams.config import get_settings
+from streamrank.streams.config import Settings, get_settings
 from streamrank.streams.events import EVENT_TYPES, ContractError, decode
 
 # The field whose value becomes the Kafka message key: it decides the partition, so all
@@ -59,7 +59,8 @@ def numbered_lines(path: Path, advance: Callable[[int], None]) -> Iterator[tuple
 def publish(kind: str, file: Path) -> None:
     """Validate every line of FILE.jsonl against TOPIC's contract and publish the good ones.
 
-    Each rejected line is reported with its number and reason, and the command then exits
+    Each rejected line (whatever it holds: deep nesting, huge numbers, NaN, a message larger
+    than the topic takes) is reported with its number and reason, and the command then exits
     with status 1, so a script notices. TOPIC is a kind (candidates, interactions, ...); the
     configured prefix is added.
 
@@ -97,8 +98,12 @@ def publish(kind: str, file: Path) -> None:
             except ContractError as error:
                 rejected.append((number, f"{error.reason}: {error}"))
                 continue
+            value = event.to_bytes()
+            if len(value) > settings.max_message_bytes:
+                rejected.append((number, f"limit: {too_large(len(value), settings)}"))
+                continue
             key = getattr(event, KEY_FIELDS[kind], None)
-            producer.send(topic, key=str(key).encode() if key else None, value=event.to_bytes())
+            producer.send(topic, key=str(key).encode() if key else None, value=value)
             published += 1
     producer.flush()
     producer.close()
@@ -107,6 +112,11 @@ def publish(kind: str, file: Path) -> None:
     console.print(f"published {published} message(s) to {topic}; rejected {len(rejected)}")
     if rejected:
         sys.exit(1)
+
+
+def too_large(size: int, settings: Settings) -> str:
+    limit = settings.max_message_bytes
+    return f"the message has {size} bytes; the limit is {limit} (STREAMRANK_MAX_MESSAGE_BYTES)"
 
 
 @click.command()

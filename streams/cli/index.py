@@ -44,7 +44,7 @@ def index_group() -> None:
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="index directory  [default: <cache>/streamrank/index/<corpus name>]",
+    help="index directory  [default: <cache>/streamrank/index/<corpus name>-<content key>]",
 )
 @click.option(
     "--dense/--no-dense",
@@ -65,21 +65,29 @@ def index_build(
       streamrank index build ../shared/data/scifact/corpus.jsonl --out /tmp/scifact-index
     """
     from streamrank.models.retrieval.corpus import CollectionError
-    from streamrank.models.retrieval.first_stage import build_index, default_index_dir
+    from streamrank.models.retrieval.first_stage import (
+        build_index,
+        corpus_sha256,
+        default_index_dir,
+    )
     from streamrank.models.scoring.bi_encoder import bi_encoder_available
 
-    out = out or default_index_dir(corpus)
     if dense is None:
         dense = bi_encoder_available(model_dir)
         if not dense:
             errors.print(f"[dim]no bi-encoder in {model_dir}: BM25 only (--dense to insist)[/]")
     fix = "run `streamrank models fetch`, or build with --no-dense"
     encoder = load_bi_encoder_or_fail(model_dir, fix) if dense else None
+    corpus_fix = 'point CORPUS at a BEIR corpus.jsonl ({"_id","title","text"} per line)'
+    if not corpus.is_file():
+        fail(f"corpus file not found: {corpus}", corpus_fix)
+    digest = corpus_sha256(corpus)
+    out = out or default_index_dir(corpus, encoder, digest)
     try:
         with progress_bar(errors) as bars:
-            summary = build_index(corpus, out, encoder, RichProgress(bars))
+            summary = build_index(corpus, out, encoder, RichProgress(bars), corpus_digest=digest)
     except CollectionError as error:
-        fail(str(error), 'point CORPUS at a BEIR corpus.jsonl ({"_id","title","text"} per line)')
+        fail(str(error), corpus_fix)
     if as_json:
         click.echo(json.dumps(summary.to_json()))
     else:

@@ -39,3 +39,24 @@ def test_compose_kafka_settings_match_the_local_broker() -> None:
     for key in ("auto.create.topics.enable", "offsets.topic.num.partitions", "num.partitions"):
         local = re.search(rf"^{re.escape(key)}=(.+)$", script, re.MULTILINE).group(1)
         assert str(env["KAFKA_" + key.upper().replace(".", "_")]).lower() == local.lower()
+
+
+def redis_script_flags() -> dict[str, str]:
+    script = (REPO / "deploy" / "redis.sh").read_text()
+    command = re.search(r"^\s*redis-server (.+?)\n\s*\n", script, re.MULTILINE | re.DOTALL).group(1)
+    flags = re.findall(r'--([a-z-]+) ("[^"]*"|\S+)', command.replace("\\\n", " "))
+    return {name: value.strip('"') for name, value in flags}
+
+
+def test_compose_redis_is_as_durable_and_bounded_as_the_local_script() -> None:
+    command = compose()["services"]["redis"]["command"]
+    assert command[0] == "redis-server"
+    flags = dict(zip(command[1::2], command[2::2], strict=True))
+    local = redis_script_flags()
+    for name in ("save", "appendonly", "appendfsync", "maxmemory-policy"):
+        assert str(flags[f"--{name}"]) == local[name], name
+    assert local["appendonly"] == "yes" and local["appendfsync"] == "everysec"
+    script = (REPO / "deploy" / "redis.sh").read_text()
+    default = re.search(r"STREAMRANK_REDIS_MAXMEMORY:-(\w+)", script).group(1)
+    assert flags["--maxmemory"] == f"${{STREAMRANK_REDIS_MAXMEMORY:-{default}}}"
+    assert "/data" in " ".join(compose()["services"]["redis"]["volumes"])

@@ -245,10 +245,11 @@ def test_promotion_and_rollback_reach_two_workers(
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def fetch(url: str) -> tuple[int, str]:
+def fetch(url: str, token: str | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return r.status, r.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
 
@@ -339,3 +340,52 @@ def test_dashboard_shows_live_data(
     if keep:  # docs/dashboard.png is made this way
         shutil.copyfile(shot, keep)
     worker.stop()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (deploy/setup.sh has it)")
+def test_dashboard_needs_the_token_and_shows_hostile_names_as_text(
+    operator: Settings, operator_env: dict[str, str], start_worker
+) -> None:
+    """With STREAMRANK_WEB_TOKEN: 401 without it, 200 with it (Bearer, or a browser's Basic);
+    a shadow name that is HTML (put in the shadow set straight through Redis) shows as text."""
+    versions(operator)
+    hostile = '<img src=x onerror="document.body.dataset.pwned=1">'
+    client = redis.Redis.from_url(operator.redis_url)
+    client.sadd(f"{registry_for(operator, client).prefix}shadows", hostile)
+    token, port = "dashboard-token", free_port()
+    web = {
+        "STREAMRANK_WEB_ENABLED": "true",
+        "STREAMRANK_WEB_PORT": str(port),
+        "STREAMRANK_WEB_TOKEN": token,
+    }
+    start_worker(operator_env | web)
+    base = f"http://127.0.0.1:{port}"
+    assert fetch(base + "/health")[0] == 200  # probes need no token
+    for page in ("/metrics", "/dashboard", "/dashboard/data"):
+        assert fetch(base + page)[0] == 401, page
+        assert fetch(base + page, token="not-it")[0] == 401, page
+        assert fetch(base + page, token=token)[0] == 200, page
+    request = urllib.request.Request(base + "/metrics")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert "Basic" in refused.value.headers["WWW-Authenticate"]
+    data = json.loads(fetch(base + "/dashboard/data", token=token)[1])
+    assert [shadow["version"] for shadow in data["shadows"]] == [hostile]
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=4000",
+            "--dump-dom",
+            f"http://viewer:{token}@127.0.0.1:{port}/dashboard",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    status = dom[dom.find('id="status"') :][:300]
+    assert 'data-loaded="true"' in dom, status
+    assert "&lt;img src=x onerror=" in dom  # the name, as text
+    assert "<img" not in dom and "data-pwned" not in dom  # no element made, nothing ran

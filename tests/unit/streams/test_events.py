@@ -103,3 +103,96 @@ def test_every_example_in_docs_events_md_obeys_its_contract() -> None:
     assert {kind for kind, _ in examples} == set(EVENT_TYPES)
     for kind, example in examples:
         decode(kind, example, Limits())
+
+
+GOOD_INTERACTION = '{"event_id": "e1", "request_id": "r1", "doc_id": "d1", "type": "dwell"'
+ONE_CANDIDATE = b'{"request_id": "r", "query": "q", "candidates": [{"doc_id": "d", '
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "reason"),
+    [
+        ("candidates", None, "not-json"),  # a null record (tombstone)
+        ("candidates", b"null", "not-json"),
+        ("candidates", b"[" * 100_000 + b"]" * 100_000, "too-deep"),
+        (
+            "candidates",
+            b'{"request_id": "r", "query": "q", "candidates": [], "context": '
+            + b'{"a": ' * 100_000
+            + b"1"
+            + b"}" * 100_001,
+            "too-deep",
+        ),
+        ("candidates", b'{"request_id": "r", "k": ' + b"9" * 5000 + b"}", "number-too-large"),
+        (
+            "interactions",
+            GOOD_INTERACTION.encode() + b', "position": ' + b"7" * 5000 + b"}",
+            "number-too-large",
+        ),
+        (
+            "candidates",
+            ONE_CANDIDATE + b'"first_stage_score": NaN}]}',
+            "non-finite",
+        ),
+        (
+            "candidates",
+            ONE_CANDIDATE + b'"first_stage_score": 1e999}]}',
+            "non-finite",
+        ),
+        (
+            "candidates",
+            ONE_CANDIDATE + b'"features": {"f": Infinity}}]}',
+            "non-finite",
+        ),
+        ("items", b'{"doc_id": "d", "features": {"f": -Infinity}}', "non-finite"),
+        ("users", b'{"user_id": "u", "features": {"f": NaN}}', "non-finite"),
+        ("interactions", GOOD_INTERACTION.encode() + b', "value": NaN}', "non-finite"),
+        ("interactions", GOOD_INTERACTION.encode() + b', "value": Infinity}', "non-finite"),
+        (
+            "candidates",
+            b'{"request_id": "r", "query": "q", "candidates": [{"doc_id": "d"}, {"doc_id": "d"}]}',
+            "duplicate-candidate",
+        ),
+        ("candidates", json.dumps(candidates_payload(query="q" * 1_000_000)).encode(), "limit"),
+        ("candidates", b'["' + b"[" * 50 + b'"', "not-json"),
+        ("candidates", b"[" * 20 + b'"\\"' * 10_000, "not-json"),
+        ("candidates", b"[" * 40 + b'"\\"' * 10_000, "too-deep"),
+    ],
+    ids=lambda value: value if isinstance(value, str) and len(value) < 30 else None,
+)
+def test_every_kind_of_poison_is_a_contract_error(
+    kind: str, raw: bytes | None, reason: str
+) -> None:
+    with pytest.raises(ContractError) as caught:
+        decode(kind, raw, LIMITS)
+    assert caught.value.reason == reason
+    assert str(caught.value)
+
+
+def test_brackets_in_strings_do_not_count_as_nesting() -> None:
+    payload = candidates_payload(query="[{" * 10, context={"note": "]" * 200 + "[" * 200})
+    assert isinstance(decode("candidates", json.dumps(payload), Limits()), Candidates)
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    from streamrank.streams.events import MAX_NESTING
+
+    nested: object = 1
+    for _ in range(MAX_NESTING - 1):  # the message object itself is the first level
+        nested = {"a": nested}
+    decode("candidates", json.dumps(candidates_payload(context=nested)), Limits())
+    with pytest.raises(ContractError, match="nested"):
+        decode("candidates", json.dumps(candidates_payload(context={"a": nested})), Limits())
+
+
+def test_an_unforeseen_exception_is_still_a_contract_error(monkeypatch) -> None:
+    from streamrank.streams import events
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise TypeError("something nobody thought of")
+
+    monkeypatch.setattr(events, "check_limits", explode)
+    with pytest.raises(ContractError) as caught:
+        decode("candidates", json.dumps(candidates_payload()), LIMITS)
+    assert caught.value.reason == "invalid"
+    assert "TypeError" in str(caught.value)
