@@ -49,13 +49,33 @@ def interleaving_outcomes(wins: int, losses: int, ties: int, seed: int = 0) -> l
 
 
 def produce(settings: Settings, kind: str, values: list[bytes], key: bytes | None = None) -> None:
+    """Publish ``values`` and wait until the broker has each one (a refusal fails the test).
+
+    Without ``key``, each message is keyed as ``streamrank publish`` keys it (its
+    ``request_id``, ``doc_id``, ...), which compacted topics such as ``items`` require.
+    """
     from kafka import KafkaProducer
 
+    from streamrank.streams.cli.events import KEY_FIELDS
+
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    sent = []
     for value in values:
-        producer.send(settings.topic(kind), key=key, value=value)
+        message_key = key if key is not None else key_of(value, KEY_FIELDS[kind])
+        sent.append(producer.send(settings.topic(kind), key=message_key, value=value))
     producer.flush()
+    for future in sent:
+        future.get(timeout=30)
     producer.close()
+
+
+def key_of(value: bytes, field: str) -> bytes | None:
+    """The message's key field, or None for a value that is not a JSON object (poison)."""
+    try:
+        found = json.loads(value).get(field)
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return str(found).encode() if found is not None else None
 
 
 def consume(
