@@ -3,8 +3,9 @@
 The modules are imported by their package names (``streamrank.models...``), the names the
 code itself uses, instead of pytest's ``--doctest-modules``, which would import the files by
 path under a second name and collect them again on every run of a sub-folder. Examples that
-need services or fetched models say ``# doctest: +SKIP``. A module that does not import fails
-its own test here rather than hiding its examples.
+need fetched models say ``# doctest: +SKIP``; the few whose point is the real Redis run in the
+integration tier (``NEEDS_REDIS``). A module that does not import fails its own test here
+rather than hiding its examples.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import pytest
 
 PACKAGES = ("streamrank.models", "streamrank.shadow", "streamrank.streams")
 OPTIONS = doctest.ELLIPSIS
+NEEDS_REDIS = frozenset(
+    {"streamrank.streams.state.redis_cache", "streamrank.streams.state.service_metrics"}
+)
+"""Modules whose examples show their Redis keys at work: tests/integration runs them."""
 
 
 def module_names() -> list[str]:
@@ -51,17 +56,8 @@ def doctests() -> list[doctest.DocTest]:
     return sorted(found, key=lambda test: test.name)
 
 
-MODULES = module_names()
-DOCTESTS = doctests()
-
-
-@pytest.mark.parametrize("name", MODULES)
-def test_every_module_imports(name: str) -> None:
-    importlib.import_module(name)
-
-
-@pytest.mark.parametrize("test", DOCTESTS, ids=[test.name for test in DOCTESTS])
-def test_docstring_example(test: doctest.DocTest) -> None:
+def run_example(test: doctest.DocTest) -> None:
+    """Run one DocTest; fail with doctest's own report of what differed."""
     output = io.StringIO()
     runner = doctest.DocTestRunner(optionflags=OPTIONS)
     try:
@@ -72,6 +68,31 @@ def test_docstring_example(test: doctest.DocTest) -> None:
         pytest.fail(output.getvalue(), pytrace=False)
 
 
+def module_of(test: doctest.DocTest) -> str:
+    return next(
+        name
+        for name in sorted(MODULES, key=len, reverse=True)
+        if test.name == name or test.name.startswith(name + ".")
+    )
+
+
+MODULES = module_names()
+DOCTESTS = doctests()
+REDIS_DOCTESTS = [test for test in DOCTESTS if module_of(test) in NEEDS_REDIS]
+PURE_DOCTESTS = [test for test in DOCTESTS if module_of(test) not in NEEDS_REDIS]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_module_imports(name: str) -> None:
+    importlib.import_module(name)
+
+
+@pytest.mark.parametrize("test", PURE_DOCTESTS, ids=[test.name for test in PURE_DOCTESTS])
+def test_docstring_example(test: doctest.DocTest) -> None:
+    run_example(test)
+
+
 def test_the_walk_finds_examples() -> None:
     assert len(MODULES) > 50
     assert "streamrank.models.retrieval.bm25" in {test.name.rpartition(".")[0] for test in DOCTESTS}
+    assert {module_of(test) for test in REDIS_DOCTESTS} == NEEDS_REDIS
