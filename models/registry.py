@@ -150,10 +150,21 @@ class ModelRegistry:
         return previous
 
     def rollback(self) -> str:
-        """Return ``active`` to the version before it; returns that version."""
-        previous = self.client.rpop(f"{self.prefix}active-history")
+        """Return ``active`` to the version before it; returns that version.
+
+        The earlier version is verified like any other before ``active`` points at it: a
+        history entry naming an unknown or tampered version would otherwise leave every new
+        worker unable to start. Refused, the entry goes back where it was.
+        """
+        history = f"{self.prefix}active-history"
+        previous = self.client.rpop(history)
         if previous is None:
             raise RegistryError("there is no earlier active version to roll back to")
+        try:
+            self.get(previous.decode())
+        except RegistryError as error:
+            self.client.rpush(history, previous)
+            raise RegistryError(f"cannot roll back: {error}") from None
         self.client.set(f"{self.prefix}active", previous)
         return previous.decode()
 

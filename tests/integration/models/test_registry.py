@@ -70,3 +70,16 @@ def test_audit_entries_are_signed(registry: ModelRegistry) -> None:
 def test_a_registry_without_a_key_is_refused(settings: Settings) -> None:
     with pytest.raises(RegistryError, match="STREAMRANK_REGISTRY_KEY"):
         ModelRegistry(redis.Redis.from_url(settings.redis_url), "x:", key=b"")
+
+
+def test_rollback_refuses_a_version_that_is_not_in_the_registry(registry: ModelRegistry) -> None:
+    first = registry.register(pipeline="ce").version
+    second = registry.register(pipeline="dense>ce:30").version
+    registry.activate(first)
+    registry.activate(second)
+    # A plain Redis write slips an unknown version into the history.
+    registry.client.rpush(f"{registry.prefix}active-history", "v99")
+    with pytest.raises(RegistryError, match="cannot roll back: version v99 is not in the registry"):
+        registry.rollback()
+    assert registry.active() == second  # nothing switched
+    assert registry.client.lrange(f"{registry.prefix}active-history", -1, -1) == [b"v99"]
