@@ -272,13 +272,18 @@ def parse(kind: str, data: bytes | str | None, limits: Limits) -> Event:
             data = bytes(data).decode("utf-8")
         except UnicodeDecodeError as error:
             raise ContractError("not-utf8", f"message is not UTF-8: {error}") from None
-    check_nesting(data, MAX_NESTING)
     try:
         payload = json.loads(
             data, parse_int=bounded_int, parse_float=finite_float, parse_constant=refuse_constant
         )
-    except json.JSONDecodeError as error:
-        raise ContractError("not-json", f"message is not JSON: {error}") from None
+    except (ContractError, json.JSONDecodeError, RecursionError) as error:
+        # Only text that failed to parse pays for the scan of its brackets: too deep is the
+        # reason it gives first, whatever else is wrong with it.
+        check_nesting(data, MAX_NESTING)
+        if isinstance(error, json.JSONDecodeError):
+            raise ContractError("not-json", f"message is not JSON: {error}") from None
+        raise
+    check_depth(payload, MAX_NESTING)
     if not isinstance(payload, dict):
         raise ContractError("not-json", "message must be a JSON object")
     if SURROGATE_ESCAPE.search(data):
@@ -299,6 +304,22 @@ def parse(kind: str, data: bytes | str | None, limits: Limits) -> Event:
 STRINGS = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"|"[\s\S]*')
 NOT_BRACKET = re.compile(r"[^\[\]{}]++")
 INNER_PAIR = re.compile(r"\[\]|\{\}")
+
+
+def check_depth(payload: Any, max_depth: int) -> None:
+    """Refuse a parsed message whose containers nest deeper than ``max_depth``.
+
+    For text that parsed, this is the depth :func:`check_nesting` reads from its brackets,
+    found by walking the containers alone (no pass over the strings, which are most of a
+    large request's bytes).
+    """
+    pending: list[tuple[Any, int]] = [(payload, 1)] if isinstance(payload, dict | list) else []
+    while pending:
+        value, depth = pending.pop()
+        if depth > max_depth:
+            raise ContractError("too-deep", f"message is nested more than {max_depth} levels deep")
+        children = value.values() if isinstance(value, dict) else value
+        pending += [(child, depth + 1) for child in children if isinstance(child, dict | list)]
 
 
 def check_nesting(text: str, max_depth: int) -> None:
