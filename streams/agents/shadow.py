@@ -21,7 +21,10 @@ shadow only builds consumer lag. For each request it
 A second agent reads ``interactions`` in the same group: for every click it compares where
 the primary showed the clicked document with where the shadow would have put it (the
 click-based preference). Every handler is idempotent by request id or event id, so a replay
-after a crash counts nothing twice.
+after a crash counts nothing twice, and runs under the same poison policy as the primary's
+(:func:`~streamrank.streams.kafka.deadletter.process_or_dead_letter`): Redis or the broker
+being away is waited out, a message the shadow keeps failing on is dead-lettered, and no
+message stalls the shadow's partitions.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -47,8 +50,18 @@ from streamrank.streams.events import (
     RankedItem,
     decode,
 )
+from streamrank.streams.kafka.deadletter import (
+    failure_letter,
+    process_or_dead_letter,
+    send_to_dead_letters,
+)
 from streamrank.streams.serving import Reranker, cascade_for
-from streamrank.streams.state.connections import redis_client, registry_for, shadow_stats_for
+from streamrank.streams.state.connections import (
+    async_redis_client,
+    redis_client,
+    registry_for,
+    shadow_stats_for,
+)
 from streamrank.streams.state.feature_store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -113,29 +126,59 @@ class ShadowMirror:
         self.stats = shadow_stats_for(settings, client, version)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
         self.comparisons_topic = topic(app, settings, "comparisons")
+        self.deadletter_topic = topic(app, settings, "deadletter")
+        self.async_redis = async_redis_client(settings)
 
     # -- the agents ---------------------------------------------------------------------------
 
     async def mirror(self, stream: faust.StreamT[bytes]) -> None:
-        async for raw in stream:
-            try:
-                request = decode("candidates", raw, self.limits)
-            except ContractError:
-                continue  # the primary dead-letters bad input; a shadow must not do it twice
-            assert isinstance(request, Candidates)
-            await self.mirror_one(request)
+        await self.handle_each(stream, "candidates", "mirror", self.mirror_one)
 
     async def clicks(self, stream: faust.StreamT[bytes]) -> None:
-        async for raw in stream:
+        await self.handle_each(stream, "interactions", "clicks", self.click)
+
+    async def handle_each(
+        self,
+        stream: faust.StreamT[bytes],
+        kind: str,
+        agent: str,
+        handler: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        """Decode each message and await ``handler(event)``; a message never stalls the stream.
+
+        A message that does not decode is skipped: the primary dead-letters bad input, and a
+        shadow must not do it a second time. One whose handler keeps failing is dead-lettered
+        under this shadow's name after ``poison_tries`` (the primary may have served it well:
+        the letter says the shadow could not), while Redis or the broker being away is waited
+        out with backoff, as on the primary.
+        """
+        async for event in stream.events():
             try:
-                interaction = decode("interactions", raw, self.limits)
+                decoded = decode(kind, event.value, self.limits)
             except ContractError:
                 continue
-            assert isinstance(interaction, Interaction)
-            if interaction.type == "click":
-                await asyncio.get_running_loop().run_in_executor(
-                    self.executor, self.click_preference, interaction
+
+            async def dead_letter(error: Exception, tries: int, event: Any = event) -> None:
+                letter = failure_letter(
+                    event.value, event.message, error, f"shadow-{self.version}.{agent}", tries
                 )
+                await send_to_dead_letters(
+                    letter, self.deadletter_topic, self.async_redis, self.settings
+                )
+
+            where = f"shadow {self.version} {agent} on {event.message.topic}"
+            await process_or_dead_letter(
+                lambda decoded=decoded: handler(decoded),
+                self.settings,
+                f"{where}[{event.message.partition}]@{event.message.offset}",
+                dead_letter,
+            )
+
+    async def click(self, interaction: Interaction) -> None:
+        if interaction.type == "click":
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.click_preference, interaction
+            )
 
     # -- mirroring ----------------------------------------------------------------------------
 
