@@ -1,13 +1,20 @@
 """Promotion and rollback: move the registry's ``active`` pointer, say why, tell every worker.
 
-``streamrank promote VERSION`` refuses unless the caller holds the operator token and the
-shadow's evidence says ``promote`` (:func:`streamrank.shadow.report.summarize`: a significant
-interleaving win under the sequential test, after enough sessions); ``--force`` overrides the
-evidence, never the token, and is written down. Either way an audit entry records who, when,
-why and the statistics at that moment, then the pointer moves and the decision carries the
-command every worker must obey. The caller publishes it on the ``control`` topic; workers
+``streamrank promote VERSION`` refuses unless the shadow's evidence says ``promote``
+(:func:`streamrank.shadow.report.summarize`: a significant interleaving win under the
+sequential test, after enough sessions); ``--force`` overrides the evidence and is written
+down. The first activation (nothing serves yet) needs no evidence: there is nothing to compare
+against. Either way the registry moves the signed pointer record and writes the audit entry
+(who, when, why, the statistics at that moment) in one transaction, and the decision carries
+the command every worker must obey. The caller publishes it on the ``control`` topic; workers
 follow ``control`` and switch within seconds, and a worker that missed the message finds the
 pointer when it next polls it.
+
+Who may promote is not decided here. A check in the caller's process would compare the token
+the caller presents with one the caller configured, which proves nothing; instead the registry
+given here signs the pointer record with the key its caller holds (the presented token), and
+every worker verifies the record under the operator key *it* holds before obeying it
+(:mod:`streamrank.models.registry`). This module decides what the evidence allows.
 
 What a promotion must satisfy comes in as a :class:`PromotionPolicy` (the deployment's
 settings fill it in), and the command goes out as a plain :class:`ControlCommand`: this
@@ -15,23 +22,19 @@ module decides, the streaming side owns the wire.
 
 Examples
 --------
->>> try:
-...     check_token("", "anything")
-... except PromotionError as error:
-...     print(error)
-no operator token is configured: set STREAMRANK_OPERATOR_TOKEN
+>>> PromotionPolicy(min_sessions=200, alpha=0.05).alpha
+0.05
 """
 
 from __future__ import annotations
 
 import getpass
-import hmac
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from streamrank.models.registry import ModelRegistry
+from streamrank.models.registry import ModelRegistry, PointerError, RegistryError
 from streamrank.shadow.evidence import ShadowStats
 from streamrank.shadow.report import PROMOTE, summarize
 
@@ -44,12 +47,9 @@ class PromotionError(RuntimeError):
 
 @dataclass(frozen=True)
 class PromotionPolicy:
-    """What a promotion must satisfy: the operator token, and the evidence the test needs.
+    """The evidence a promotion needs: ``min_sessions`` interleaved sessions at least, and a
+    sequential p-value below ``alpha``."""
 
-    ``min_sessions`` interleaved sessions at least, and a sequential p-value below ``alpha``.
-    """
-
-    operator_token: str
     min_sessions: int
     alpha: float
 
@@ -78,32 +78,30 @@ class Decision:
     audit: dict[str, Any]
 
 
-def check_token(configured: str, given: str | None) -> None:
-    """Refuse unless ``given`` matches the configured operator token (constant-time)."""
-    if not configured:
-        raise PromotionError("no operator token is configured: set STREAMRANK_OPERATOR_TOKEN")
-    if not given or not hmac.compare_digest(configured.encode(), given.encode()):
-        raise PromotionError(
-            "wrong or missing operator token: pass --token or set STREAMRANK_TOKEN"
-        )
-
-
 def promote(
     policy: PromotionPolicy,
     registry: ModelRegistry,
     evidence: ShadowStats,
-    token: str | None,
     reason: str,
     force: bool = False,
 ) -> Decision:
-    """Make the evidence's version active after checking the token and the evidence."""
-    check_token(policy.operator_token, token)
+    """Make the evidence's version active once the evidence allows it (or ``force``).
+
+    ``registry`` signs the new pointer record with the key it holds; workers obey it only
+    when that is the deployment's operator key.
+    """
     version = evidence.version
-    registry.get(version)  # unknown or tampered versions stop here
-    if registry.active() == version:
+    try:
+        registry.get(version)  # unknown or tampered versions stop here
+        current = registry.active()
+    except PointerError:
+        raise  # the caller's key does not match the deployment's: not a policy refusal
+    except RegistryError as error:
+        raise PromotionError(str(error)) from None
+    if current == version:
         raise PromotionError(f"{version} is already the active version")
     summary = summarize(evidence.snapshot(), min_sessions=policy.min_sessions, alpha=policy.alpha)
-    if summary["verdict"] != PROMOTE and not force:
+    if current is not None and summary["verdict"] != PROMOTE and not force:
         raise PromotionError(
             f"{version}'s evidence says {summary['verdict']!r} ({summary['sessions']} "
             f"interleaved sessions, Delta {summary['delta']:+.3f}, sequential p "
@@ -111,43 +109,48 @@ def promote(
             f"with >= {policy.min_sessions} sessions): keep collecting, "
             "or pass --force (recorded in the audit log)"
         )
-    previous = registry.activate(version)
-    return _record(registry, "promote", version, previous, reason, forced=force, stats=summary)
-
-
-def rollback(
-    operator_token: str, registry: ModelRegistry, token: str | None, reason: str
-) -> Decision:
-    """Return ``active`` to the version before it (``operator_token``: the configured one)."""
-    check_token(operator_token, token)
-    current = registry.active()
+    who = getpass.getuser()
+    details = {"forced": force, "statistics": summary}
     try:
-        previous = registry.rollback()
-    except Exception as error:
-        raise PromotionError(str(error)) from error
-    return _record(registry, "rollback", previous, current, reason, forced=False, stats=None)
+        previous = registry.activate(
+            version, reason=reason, by=who, action="promote", details=details
+        )
+    except PointerError:
+        raise  # the caller's key does not match the deployment's: not a policy refusal
+    except RegistryError as error:
+        raise PromotionError(str(error)) from None
+    return _decision("promote", version, previous, who, reason, details)
 
 
-def _record(
-    registry: ModelRegistry,
+def rollback(registry: ModelRegistry, reason: str) -> Decision:
+    """Return ``active`` to the version before it (refused: no history, or a version gone)."""
+    who = getpass.getuser()
+    try:
+        current = registry.active()
+        previous = registry.rollback(reason=reason, by=who)
+    except PointerError:
+        raise  # the caller's key does not match the deployment's: not a policy refusal
+    except RegistryError as error:
+        raise PromotionError(str(error)) from None
+    return _decision("rollback", previous, current, who, reason, {"forced": False})
+
+
+def _decision(
     action: Action,
     version: str,
     replaced: str | None,
+    who: str,
     reason: str,
-    forced: bool,
-    stats: dict[str, Any] | None,
+    details: dict[str, Any],
 ) -> Decision:
-    who = getpass.getuser()
+    """The command to publish, and the audit entry the registry wrote (as it reads)."""
     entry = {
         "action": action,
         "version": version,
         "replaced": replaced,
         "by": who,
         "reason": reason,
-        "forced": forced,
-        "statistics": stats,
-    }
-    registry.audit(entry)
+    } | details
     control = ControlCommand(
         command_id=uuid.uuid4().hex,
         action=action,

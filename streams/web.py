@@ -36,6 +36,7 @@ import faust
 import redis
 from faust.web import Request, Response, View
 
+from streamrank.models.registry import PointerError
 from streamrank.shadow.report import summarize
 from streamrank.streams.config import Settings
 from streamrank.streams.state.connections import registry_for, shadow_stats_for
@@ -126,8 +127,13 @@ def dashboard_data(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     data["active"], data["shadows"] = None, []
     if settings.registry_key:
         registry = registry_for(settings, client)
-        data["active"] = registry.active()
-        for version in registry.shadows():
+        try:
+            pointers = registry.pointers()
+        except PointerError as error:  # forged or replayed: show it, do not fail the page
+            data["pointer_error"] = str(error)
+            return data
+        data["active"] = pointers.active if pointers else None
+        for version in pointers.shadows if pointers else ():
             snapshot = shadow_stats_for(settings, client, version).snapshot()
             summary = summarize(snapshot, settings.promotion_min_sessions, settings.promotion_alpha)
             summary["series"] = preference_series(snapshot.interleaving)

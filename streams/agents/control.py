@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 RankerT = TypeVar("RankerT")
@@ -37,6 +38,7 @@ class RankerSlot(Generic[RankerT]):
         self._lock = asyncio.Lock()
         self.current: Serving[RankerT] = Serving(initial_version, load(initial_version))
         self.switches = 0
+        self.failed_version: str | None = None  # the last version that would not load
 
     async def switch_to(self, version: str) -> bool:
         """Load ``version`` off the event loop and swap it in; False if it already serves."""
@@ -51,6 +53,81 @@ class RankerSlot(Generic[RankerT]):
             return True
 
 
+class FailureStreak:
+    """Backoff and rate-limited logging for one thing that keeps failing and recovering.
+
+    One line when a streak of failures starts (with the error), one when it ends (how many
+    failures, how long): an outage of minutes writes two lines, not one per retry. The delay
+    doubles from ``initial_s`` up to ``max_s``, so a dead service costs a few calls a second.
+    """
+
+    def __init__(self, what: str, initial_s: float = 0.25, max_s: float = 5.0) -> None:
+        self.what = what
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.failures = 0
+        self.total = 0  # every failure, across streaks
+        self.started = 0.0
+
+    def failed(self, error: BaseException) -> float:
+        """Note a failure; returns how long to wait before the next try."""
+        if self.failures == 0:
+            self.started = time.monotonic()
+            log.error(
+                "%s failed (%s: %s); retrying with backoff", self.what, type(error).__name__, error
+            )
+        self.failures += 1
+        self.total += 1
+        return min(self.max_s, self.initial_s * 2 ** (self.failures - 1))
+
+    def succeeded(self) -> None:
+        if self.failures:
+            log.warning(
+                "%s recovered after %d failures in %.1f s",
+                self.what,
+                self.failures,
+                time.monotonic() - self.started,
+            )
+            self.failures = 0
+
+
+class ControlConsumer:
+    """The ``control`` topic's group-less consumer, re-created whenever it fails."""
+
+    def __init__(self, make: Callable[[], Any], streak: FailureStreak) -> None:
+        self.make = make
+        self.streak = streak
+        self.consumer: Any = None
+
+    async def wait(self, poll_s: float) -> bool:
+        """Wait up to ``poll_s`` for a control message; True when one came. Never raises:
+        a broker that does not answer costs a backoff sleep instead (the caller polls the
+        pointer either way, so a worker converges with Kafka down)."""
+        try:
+            if self.consumer is None:
+                consumer = self.make()
+                await consumer.start()
+                self.consumer = consumer
+            batch = await self.consumer.getmany(timeout_ms=int(poll_s * 1000))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            delay = self.streak.failed(error)
+            await self.close()
+            await asyncio.sleep(delay)
+            return False
+        self.streak.succeeded()
+        return bool(batch)
+
+    async def close(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except Exception as error:  # it failed already; stopping it is a courtesy
+                log.debug("stopping the control consumer: %s", error)
+
+
 async def follow_control(
     slot: RankerSlot[RankerT],
     active_version: Callable[[], str | None],
@@ -58,39 +135,68 @@ async def follow_control(
     topic_name: str,
     poll_s: float,
     client_options: dict,
+    make_consumer: Callable[[], Any] | None = None,
+    max_backoff_s: float = 5.0,
 ) -> None:
     """Keep ``slot`` on the registry's active version, for as long as the worker runs.
 
     Reads ``control`` without a consumer group (every worker must see every message), from
     its end: the pointer, not the message history, is the truth, so each message (and a
     timer, for messages missed while restarting) only says "look at the pointer now".
-    """
-    from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(
-        topic_name,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="latest",
-        **client_options,
+    Neither Kafka nor Redis failing ends it: a consumer that fails is stopped and made again,
+    a pointer read that fails is retried, both with exponential backoff up to
+    ``max_backoff_s`` and one log line per failure streak (:class:`FailureStreak`), while
+    the slot keeps serving the version it has. ``make_consumer`` replaces the aiokafka
+    consumer (tests).
+    """
+    if make_consumer is None:
+        make_consumer = _aiokafka_consumer(bootstrap, topic_name, client_options)
+    control = ControlConsumer(
+        make_consumer, FailureStreak("the control consumer", max_s=max_backoff_s)
     )
-    await consumer.start()
+    registry = FailureStreak("reading the active version", max_s=max_backoff_s)
     loop = asyncio.get_running_loop()
     try:
         while True:
-            batch = await consumer.getmany(timeout_ms=int(poll_s * 1000))
-            if batch:
+            if await control.wait(poll_s):
                 log.info("control message received; re-reading the active version")
-            version = await loop.run_in_executor(None, active_version)
+            try:
+                version = await loop.run_in_executor(None, active_version)
+            except Exception as error:
+                await asyncio.sleep(registry.failed(error))
+                continue
+            registry.succeeded()
             if version is not None:
                 await _switch(slot, version)
     finally:
-        await consumer.stop()
+        await control.close()
+
+
+def _aiokafka_consumer(bootstrap: str, topic_name: str, options: dict) -> Callable[[], Any]:
+    def make() -> Any:
+        from aiokafka import AIOKafkaConsumer
+
+        return AIOKafkaConsumer(
+            topic_name,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            **options,
+        )
+
+    return make
 
 
 async def _switch(slot: RankerSlot[RankerT], version: str) -> None:
     try:
         await slot.switch_to(version)
     except Exception:  # a bad version must not stop the worker: it keeps the current one
-        log.exception("could not load version %s; still serving %s", version, slot.current.version)
+        if slot.failed_version != version:  # once per version, not once per poll
+            log.exception(
+                "could not load version %s; still serving %s", version, slot.current.version
+            )
+        slot.failed_version = version
+    else:
+        slot.failed_version = None

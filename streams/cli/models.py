@@ -19,6 +19,7 @@ import datetime
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -32,6 +33,7 @@ from streamrank.streams.cli.helpers import (
     open_registry,
     progress_bar,
 )
+from streamrank.streams.cli.operator import reading_registry, token_option
 
 
 @click.group("models")
@@ -104,8 +106,11 @@ def export(source: str, out: Path, max_length: int, quantize: bool) -> None:
 @click.option("--pipeline", required=True, help="cascade spec, e.g. 'dense>ce:20'")
 @click.option("--parent", default=None, help="the version this one derives from")
 @click.option("--notes", default="", help="free text shown by `models show`")
-def register(pipeline: str, parent: str | None, notes: str) -> None:
+@token_option
+def register(pipeline: str, parent: str | None, notes: str, token: str | None) -> None:
     """Register a ranker version (a pipeline over the fetched models); prints its name.
+
+    The first version registered becomes active, signed with the presented operator token.
 
     Example: streamrank models register --pipeline 'dense>ce:20' --notes 'cheaper cascade'
     """
@@ -124,19 +129,40 @@ def register(pipeline: str, parent: str | None, notes: str) -> None:
         if not model.is_file():
             fail(f"missing model file {model}", "run `streamrank models fetch`")
         cross_encoder = {"name": FOLDERS["ce"], "sha256": sha256_file(model)}
-    version = registry.register(
-        pipeline=pipeline, cross_encoder=cross_encoder, parent=parent, notes=notes
-    )
-    if registry.active() is None:
-        registry.activate(version.version)  # the first version serves until one is promoted
+    from streamrank.models.registry import RegistryError
+
+    try:
+        version = registry.register(
+            pipeline=pipeline, cross_encoder=cross_encoder, parent=parent, notes=notes
+        )
+    except RegistryError as error:  # the state journal unreachable, say: nothing was written
+        fail(f"version not registered: {error}", "check that Kafka is up, then run it again")
+    _first_activation(registry.with_operator_key((token or "").encode()), version.version)
     console.print(version.version)
+
+
+def _first_activation(signer: Any, version: str) -> None:
+    """Make ``version`` active when nothing is yet (the first version serves until one is
+    promoted); a pointer record that does not verify under the token is left alone."""
+    from streamrank.models.registry import PointerError
+
+    try:
+        pointers = signer.pointers()
+        if pointers is None or pointers.active is None:
+            signer.activate(version, reason="the first registered version")
+    except PointerError:
+        errors.print(
+            f"[yellow]note:[/] {version} registered but not activated: the pointer record "
+            "does not verify under your token"
+        )
 
 
 @models_group.command("list")
 def list_versions() -> None:
     """Every registered version, with what serves now (active) and what shadows."""
-    _, _, registry = open_registry()
-    active, shadows = registry.active(), set(registry.shadows())
+    settings, _, registry = open_registry()
+    pointers = _pointers_or_fail(reading_registry(settings, registry))
+    active, shadows = pointers.active, set(pointers.shadows)
     table = Table("version", "pipeline", "role", "created", "events", "parent", "notes")
     for version in registry.versions():
         role = (
@@ -164,14 +190,25 @@ def show(version: str) -> None:
     """One version in full, as JSON (hashes, settings, metrics, parent)."""
     from streamrank.models.registry import RegistryError
 
-    _, _, registry = open_registry()
+    settings, _, registry = open_registry()
     try:
         record = asdict(registry.get(version))
     except RegistryError as error:
         fail(str(error), "see `streamrank models list` for the versions there are")
-    record["active"] = registry.active() == version
-    record["shadow"] = version in registry.shadows()
+    pointers = _pointers_or_fail(reading_registry(settings, registry))
+    record["active"] = pointers.active == version
+    record["shadow"] = version in pointers.shadows
     click.echo(json.dumps(record, indent=2))
+
+
+def _pointers_or_fail(registry: Any) -> Any:
+    """The verified pointer record (empty before the first activation), or a clear error."""
+    from streamrank.models.registry import PointerError, Pointers
+
+    try:
+        return registry.pointers() or Pointers()
+    except PointerError as error:
+        fail(str(error), "set STREAMRANK_OPERATOR_TOKEN to the token the workers hold")
 
 
 def _time(epoch: float) -> str:

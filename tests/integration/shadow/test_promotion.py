@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 import pytest
 import redis
 
+from streamrank.models.registry import ModelRegistry, PointerError
 from streamrank.shadow.evidence import session_metrics
 from streamrank.shadow.promotion import PromotionError, PromotionPolicy, promote, rollback
 from streamrank.shadow.report import PROMOTE
@@ -34,7 +34,12 @@ def client(operator: Settings) -> redis.Redis:
 
 @pytest.fixture
 def policy(operator: Settings) -> PromotionPolicy:
-    return PromotionPolicy(TOKEN, operator.promotion_min_sessions, operator.promotion_alpha)
+    return PromotionPolicy(operator.promotion_min_sessions, operator.promotion_alpha)
+
+
+def signer(operator: Settings, client: redis.Redis, token: str = TOKEN) -> ModelRegistry:
+    """The registry as the CLI builds it: pointers signed with the token presented."""
+    return registry_for(operator, client).with_operator_key(token.encode())
 
 
 def test_evidence_is_recorded_once_per_request_and_event(
@@ -56,26 +61,24 @@ def test_evidence_is_recorded_once_per_request_and_event(
         stats.record_interleaving("r3", 2)
 
 
-def test_promotion_needs_the_token_and_a_significant_win(
+def test_promotion_needs_the_deployments_key_and_a_significant_win(
     operator: Settings, client: redis.Redis, policy: PromotionPolicy
 ) -> None:
-    registry = registry_for(operator, client)
+    registry = signer(operator, client)
     v1 = registry.register(pipeline="first-stage").version
     registry.activate(v1)
     v2 = registry.register(pipeline="ce").version
     registry.add_shadow(v2)
     stats = shadow_stats_for(operator, client, v2)
-    with pytest.raises(PromotionError, match="wrong or missing operator token"):
-        promote(policy, registry, stats, "guess", reason="try")
-    with pytest.raises(PromotionError, match="no operator token is configured"):
-        promote(replace(policy, operator_token=""), registry, stats, TOKEN, "x")
+    with pytest.raises(PointerError, match="does not verify"):  # another token signs nothing
+        promote(policy, signer(operator, client, "guess"), stats, reason="try", force=True)
     with pytest.raises(PromotionError, match="keep collecting"):
-        promote(policy, registry, stats, TOKEN, reason="no evidence yet")
+        promote(policy, registry, stats, reason="no evidence yet")
     assert registry.active() == v1
 
     for number, outcome in enumerate(interleaving_outcomes(170, 90, 40)):
         stats.record_interleaving(f"r{number}", outcome)
-    decision = promote(policy, registry, stats, TOKEN, reason="wins interleaving")
+    decision = promote(policy, registry, stats, reason="wins interleaving")
     assert registry.active() == v2
     assert decision.control.action == "promote" and decision.control.version == v2
     entry = registry.audit_log()[-1]
@@ -83,27 +86,40 @@ def test_promotion_needs_the_token_and_a_significant_win(
     assert entry["reason"] == "wins interleaving" and entry["by"]
     assert entry["statistics"]["sessions"] == 300 and entry["statistics"]["verdict"] == PROMOTE
 
-    back = rollback(TOKEN, registry, TOKEN, reason="bad canary")
+    back = rollback(registry, reason="bad canary")
     assert registry.active() == v1 and back.control.action == "rollback"
     assert registry.audit_log()[-1]["replaced"] == v2
+    with pytest.raises(PromotionError, match="no earlier active version"):
+        rollback(registry, reason="again")
+    actions = [e["action"] for e in registry.audit_log()]
+    assert actions == ["activate", "shadow-add", "promote", "rollback"]
+
+
+def test_the_first_promotion_needs_no_evidence(
+    operator: Settings, client: redis.Redis, policy: PromotionPolicy
+) -> None:
+    registry = signer(operator, client)
+    v1 = registry.register(pipeline="first-stage").version
+    promote(policy, registry, shadow_stats_for(operator, client, v1), reason="first")
+    assert registry.active() == v1
 
 
 def test_force_overrides_the_evidence_but_is_recorded(
     operator: Settings, client: redis.Redis, policy: PromotionPolicy
 ) -> None:
-    registry = registry_for(operator, client)
+    registry = signer(operator, client)
     registry.activate(registry.register(pipeline="first-stage").version)
     v2 = registry.register(pipeline="ce").version
     stats = shadow_stats_for(operator, client, v2)
-    promote(policy, registry, stats, TOKEN, reason="hotfix", force=True)
+    promote(policy, registry, stats, reason="hotfix", force=True)
     assert registry.active() == v2
     assert registry.audit_log()[-1]["forced"] is True
     with pytest.raises(PromotionError, match="already the active version"):
-        promote(policy, registry, stats, TOKEN, reason="again", force=True)
+        promote(policy, registry, stats, reason="again", force=True)
 
 
 def test_metrics_page_has_the_numbers(operator: Settings, client: redis.Redis) -> None:
-    registry = registry_for(operator, client)
+    registry = signer(operator, client)
     registry.activate(registry.register(pipeline="first-stage").version)
     v2 = registry.register(pipeline="ce").version
     registry.add_shadow(v2)
