@@ -72,12 +72,18 @@ def load_bi_encoder_or_fail(model_dir: Path, fix: str) -> Any:
 # -- the registry ---------------------------------------------------------------------------
 
 
-def open_registry() -> tuple[Any, Any, Any]:
+def open_registry(operator_key: bytes | None = None) -> tuple[Any, Any, Any]:
     """(settings, Redis client, registry), or a clear error when the registry is not set up.
 
     Shared by the registry commands of ``models``, the ``shadow`` commands and ``promote`` /
     ``rollback``. Redis and the runtime are imported here, not at the top, so that mounting
-    those commands costs the CLI nothing.
+    those commands costs the CLI nothing. ``operator_key`` is passed to
+    :func:`~streamrank.streams.state.connections.registry_for` (None: its default).
+
+    A registry that Redis lost while the state journal holds it is restored first
+    (:func:`~streamrank.streams.state.restore.restore_if_lost`): otherwise the first command
+    after Redis lost its data would act on nothing, and ``models register`` would issue
+    ``v1`` again. A journal that cannot be read then is reported, and the command goes on.
     """
     from redis.exceptions import ConnectionError as RedisDown
 
@@ -89,11 +95,35 @@ def open_registry() -> tuple[Any, Any, Any]:
     client = redis_client(settings)
     try:
         client.ping()
-        return settings, client, registry_for(settings, client)
+        registry = registry_for(settings, client, operator_key=operator_key)
     except RedisDown:
         fail(f"cannot reach Redis at {settings.redis_url}", "start it: `streamrank services up`")
     except RegistryError as error:
         fail(str(error).split(":")[0], "set STREAMRANK_REGISTRY_KEY to a long random secret")
+    restore_if_lost_or_warn(settings, client, operator_key)
+    return settings, client, registry
+
+
+def restore_if_lost_or_warn(settings: Any, client: Any, operator_key: bytes | None) -> None:
+    """Restore the registry from the state journal when Redis lost it; say what came back."""
+    from streamrank.streams.state.journal import JournalError
+    from streamrank.streams.state.restore import restore_if_lost
+
+    try:
+        summary = restore_if_lost(settings, client, operator_key)
+    except JournalError as error:
+        errors.print(f"[yellow]warning:[/] the registry looks lost in Redis; {error}")
+        return
+    if summary is None or not (summary.restored or summary.failed):
+        return
+    errors.print(f"the registry had lost records in Redis: {summary.describe()}")
+    for problem in summary.problems:
+        errors.print(f"[yellow]warning:[/] {problem}")
+    if summary.failed:
+        errors.print(
+            "[bold]fix:[/] records signed with the operator token are restored by "
+            "`streamrank state restore --token ...` or by the next worker that starts"
+        )
 
 
 def refused(error: Exception) -> NoReturn:

@@ -21,6 +21,7 @@ from streamrank.streams.cli.operator import promote, rollback
 from streamrank.streams.cli.services import services
 from streamrank.streams.cli.shadow import shadow_group
 from streamrank.streams.cli.simulate import simulate_command
+from streamrank.streams.cli.state import state_group
 from streamrank.streams.cli.topics import topics
 from streamrank.streams.cli.worker import worker
 
@@ -49,6 +50,7 @@ for command in (
     shadow_group,
     promote,
     rollback,
+    state_group,
 ):
     cli.add_command(command)
 

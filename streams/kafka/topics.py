@@ -1,9 +1,11 @@
 """Creating, checking and describing streamrank's Kafka topics, with kafka-python's admin client.
 
 Every topic is created with its settings (:func:`topic_configs`): the message size limit the
-workers accept, and compaction where the latest message per key is the state. A topic that
-already exists keeps whatever it was created with, so :func:`check_topics` compares the
-broker's values with these at worker start and warns about each difference, and
+workers accept, and compaction where the latest message per key is the state. Besides the
+event topics (:data:`~streamrank.streams.events.TOPIC_KINDS`) there is ``state``, the journal
+of the registry and the learner's checkpoints (:mod:`streamrank.streams.state.journal`). A
+topic that already exists keeps whatever it was created with, so :func:`check_topics`
+compares the broker's values with these at worker start and warns about each difference, and
 ``streamrank topics create --fix`` alters them.
 """
 
@@ -18,13 +20,18 @@ from kafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlreadyEx
 
 from streamrank.streams.config import Settings
 from streamrank.streams.events import TOPIC_KINDS
+from streamrank.streams.state.journal import STATE_KIND
 
+# Every topic streamrank creates and checks: the event topics, then the state journal.
+MANAGED_KINDS = (*TOPIC_KINDS, STATE_KIND)
 # The latest item/user update per key is the state: compaction keeps it for replays forever.
-COMPACTED_KINDS = frozenset({"items", "users"})
+# The same holds for the journal's records, which a restore replays from the start.
+COMPACTED_KINDS = frozenset({"items", "users", STATE_KIND})
 # What kafka-python raises when no broker answers at the bootstrap address.
 UNREACHABLE = (KafkaTimeoutError, KafkaConnectionError)
 # Operator commands must be seen in the order they were issued: one partition keeps them so.
-SINGLE_PARTITION_KINDS = frozenset({"control"})
+# The journal too: its last value of a record must be the one written last.
+SINGLE_PARTITION_KINDS = frozenset({"control", STATE_KIND})
 # A worker's start-up check gives up on an unreachable broker sooner than the CLI does: the
 # worker itself then reports the broker, the check only warns.
 CHECK_TIMEOUT_MS = 10_000
@@ -89,7 +96,8 @@ def topic_configs(kind: str, settings: Settings) -> dict[str, str]:
     ``max.message.bytes`` is the workers' own limit on every topic (the broker's default is
     about 1 MB, less than a request of 1,000 candidates with text). ``items`` and ``users``
     are compacted: the latest message per key is the item or user, and the index rebuild
-    replays them from the start, which only works if none is deleted by age. The other
+    replays them from the start, which only works if none is deleted by age. ``state`` is
+    compacted for the same reason: a restore replays the journal from its start. The other
     topics keep the broker's time-based retention (``log.retention.hours``).
     """
     configs = {"max.message.bytes": str(settings.max_message_bytes)}
@@ -107,7 +115,7 @@ def create_topics(settings: Settings, fix: bool = False) -> list[TopicResult]:
     try:
         existing = set(admin.list_topics())
         results = []
-        for kind in TOPIC_KINDS:
+        for kind in MANAGED_KINDS:
             name = settings.topic(kind)
             partitions = partitions_for(kind, settings)
             created = name not in existing
@@ -181,7 +189,7 @@ def check_topics(settings: Settings) -> list[ConfigMismatch]:
     try:
         existing = set(admin.list_topics())
         mismatches = []
-        for kind in TOPIC_KINDS:
+        for kind in MANAGED_KINDS:
             name = settings.topic(kind)
             if name not in existing:
                 log.warning("topic %s does not exist: run `streamrank topics create`", name)

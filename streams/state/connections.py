@@ -5,9 +5,10 @@ from __future__ import annotations
 import redis
 import redis.asyncio as aioredis
 
-from streamrank.models.registry import ModelRegistry
+from streamrank.models.registry import Journal, ModelRegistry
 from streamrank.shadow.evidence import ShadowStats
 from streamrank.streams.config import Settings
+from streamrank.streams.state.journal import KafkaJournal
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -23,10 +24,38 @@ def key(settings: Settings, *parts: str) -> str:
     return settings.topic_prefix + ":".join(parts)
 
 
-def registry_for(settings: Settings, client: redis.Redis) -> ModelRegistry:
-    """The deployment's model registry (raises if no ``registry_key`` is configured)."""
+def registry_for(
+    settings: Settings,
+    client: redis.Redis,
+    operator_key: bytes | None = None,
+    journal: Journal | None = None,
+) -> ModelRegistry:
+    """The deployment's model registry (raises if no ``registry_key`` is configured).
+
+    Parameters
+    ----------
+    operator_key
+        The key pointer records are signed and verified with. None: the workers' rule, the
+        configured operator token or else the registry key. The CLI passes the token the
+        operator presents instead, so that a token in the caller's own environment grants
+        nothing.
+    journal
+        Where every registry write goes before Redis. None: the deployment's ``state``
+        topic (:class:`~streamrank.streams.state.journal.KafkaJournal`) when
+        ``journal_enabled``, else no journal. The Kafka journal connects on its first write,
+        so a registry that only reads needs no broker; tools and tests that write without
+        Kafka set ``journal_enabled=False`` (``STREAMRANK_JOURNAL_ENABLED=false``).
+    """
+    if operator_key is None:
+        operator_key = (settings.operator_token or settings.registry_key).encode()
+    if journal is None and settings.journal_enabled:
+        journal = KafkaJournal(settings)
     return ModelRegistry(
-        client, prefix=key(settings, "registry:"), key=settings.registry_key.encode()
+        client,
+        prefix=key(settings, "registry:"),
+        key=settings.registry_key.encode(),
+        operator_key=operator_key,
+        journal=journal,
     )
 
 

@@ -45,7 +45,8 @@ class StandInAdmin:
 
 
 def as_created(settings: Settings) -> dict[str, dict[str, str]]:
-    return {settings.topic(kind): topics.topic_configs(kind, settings) for kind in TOPIC_KINDS}
+    kinds = topics.MANAGED_KINDS
+    return {settings.topic(kind): topics.topic_configs(kind, settings) for kind in kinds}
 
 
 def test_every_topic_takes_the_workers_message_limit_and_state_topics_are_compacted() -> None:
