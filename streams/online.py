@@ -63,14 +63,26 @@ class OnlineOrder:
     features: list[dict[str, float]]
 
 
-def learner_store_for(settings: Settings, client: redis.Redis) -> RedisLearnerStore:
-    """The shared click statistics, under the deployment's key prefix."""
-    return RedisLearnerStore(client, prefix=key(settings, "ltr:"), ttl_s=settings.learner_ttl_s)
+def learner_store_for(
+    settings: Settings, client: redis.Redis, reads: redis.Redis | None = None
+) -> RedisLearnerStore:
+    """The shared click statistics, under the deployment's key prefix (``reads``: the client
+    the serving threads read them with, when it is not ``client``)."""
+    return RedisLearnerStore(
+        client, prefix=key(settings, "ltr:"), ttl_s=settings.learner_ttl_s, reads=reads
+    )
 
 
-def online_ranker_for(settings: Settings, client: redis.Redis) -> OnlineRanker:
-    """A ranker on the shared statistics whose model state is never written to Redis."""
-    store = BatchingStore(learner_store_for(settings, client))
+def online_ranker_for(
+    settings: Settings, client: redis.Redis, reads: redis.Redis | None = None
+) -> OnlineRanker:
+    """A ranker on the shared statistics whose model state is never written to Redis.
+
+    ``client`` runs the learn path's scripts and batched reads; ``reads`` (the request path's
+    client, with its short timeout and circuit breaker) serves the statistics the serving
+    threads read, so an outage skips the online ranker at once instead of stalling requests.
+    """
+    store = BatchingStore(learner_store_for(settings, client, reads))
     return OnlineRanker(store, RankerConfig(sync_every=NEVER))
 
 

@@ -9,9 +9,14 @@ calls of concurrent requests are merged by
 and returns the ranking together with the impression the learner will join clicks against.
 
 With no clicks yet, the online ranker serves exactly the cascade's order (exploration aside).
-Candidates without text keep their slots, as they do in the cascade. If the online ranker
-fails (Redis unreachable, say), the cascade's order is served and the ranking says
-``degraded``.
+Candidates without text keep their slots, as they do in the cascade.
+
+Redis being away never stops a request. Every Redis call of the request path has a short
+timeout and goes through one circuit breaker (:mod:`streamrank.streams.state.breaker`); when one
+fails, the request is ranked by the active pipeline all the same: the score and vector caches
+count as misses (scores are computed), stored texts and user features are left out, the online
+ranker is skipped (the cascade's order is served), and the ranking says ``degraded`` with the
+reasons. What that costs is recorded by the rerank agent (:mod:`streamrank.streams.agents.rerank`).
 """
 
 from __future__ import annotations
@@ -74,6 +79,27 @@ def cascade_for(settings: Settings, client: redis.Redis, pipeline: str | None = 
     )
 
 
+FEATURE_DIGITS = 6
+"""Significant digits an impression keeps of a feature (float32 holds about 7)."""
+
+
+def rounded(features: dict[str, float]) -> dict[str, float]:
+    """Features to :data:`FEATURE_DIGITS` significant digits (shorter JSON, same model).
+
+    Examples
+    --------
+    >>> rounded({"z": 1.5899486007538048, "top": 1.0})
+    {'z': 1.58995, 'top': 1.0}
+    """
+    return {name: float(f"{value:.{FEATURE_DIGITS}g}") for name, value in features.items()}
+
+
+def degrade(result: CascadeResult, reason: str) -> CascadeResult:
+    """``result`` flagged degraded, ``reason`` added to any it had."""
+    reasons = "; ".join(filter(None, [result.degraded_reason, reason]))
+    return replace(result, degraded=True, degraded_reason=reasons)
+
+
 class Reranker:
     """Ranks ``candidates`` requests with one cascade; safe to call from several threads."""
 
@@ -96,10 +122,15 @@ class Reranker:
     def rank(self, request: Candidates) -> tuple[Ranking, dict[str, Any]]:
         """The ranking to publish and the impression to record."""
         started = time.perf_counter()
-        candidates = self.with_stored_texts(request)
+        try:
+            candidates, lost = self.with_stored_texts(request), None
+        except redis.RedisError as error:  # rank what came with text; the rest keep their slots
+            candidates, lost = list(request.candidates), f"stored texts not read: {error}"
         lookup_ms = (time.perf_counter() - started) * 1000
         budget_s = self.settings.latency_budget_ms / 1000 - lookup_ms / 1000
         result = self.cascade.rank(request.query, candidates, deadline_s=max(budget_s, 0.0))
+        if lost is not None:
+            result = degrade(result, lost)
         result, online = self.serve_online(request, result)
         ranking = self.to_ranking(request, result, lookup_ms)
         return ranking, self.impression(request, result, online)
@@ -122,11 +153,12 @@ class Reranker:
                 # a caller may ask for the exploit order (the simulator's checkpoints do)
                 explore=request.context.get("explore", True) is not False,
             )
+        except redis.RedisError as error:  # Redis away: no traceback per request
+            log.warning("online ranker skipped for %s: %s", request.request_id, error)
+            return degrade(result, f"online ranker skipped: Redis: {error}"), None
         except Exception as error:  # serve the cascade's order rather than nothing
             log.exception("online ranker failed for %s", request.request_id)
-            reason = f"online ranker failed: {type(error).__name__}: {error}"
-            reasons = "; ".join(filter(None, [result.degraded_reason, reason]))
-            return replace(result, degraded=True, degraded_reason=reasons), None
+            return degrade(result, f"online ranker failed: {type(error).__name__}: {error}"), None
         pinned = [i for i, item in enumerate(top) if "no_text" in item.flags]
         explored = order.explored - set(pinned)
         items = [
@@ -221,13 +253,18 @@ class Reranker:
     def impression(
         self, request: Candidates, result: CascadeResult, online: OnlineInfo | None = None
     ) -> dict[str, Any]:
-        """What was served, for joining clicks: positions, scores, features, model version.
+        """What was served, for joining clicks: positions, features, model version.
 
         ``items`` are the shown results in served order. Each carries ``ranker_features``, the
         online ranker's prior-model features as they were when served (what the learner
         needs), and whether exploration placed it; ``randomized`` marks a randomized list.
+
+        It holds only what the joins read (the learner, experiments, shadows), with features
+        rounded to :data:`FEATURE_DIGITS` significant digits: one is kept in Redis per request
+        until its clicks can no longer come, so its size is most of what a request costs
+        Redis. Scores, tiers and flags are in the published ranking (the ``rankings`` topic),
+        the audit record of what was served.
         """
-        first_stage = {c.doc_id: c for c in request.candidates}
         info = online or OnlineInfo()
         shown = result.items[: shown_count(request)]
         return {
@@ -243,11 +280,7 @@ class Reranker:
                 {
                     "doc_id": item.doc_id,
                     "position": item.position,
-                    "score": float(item.score),
-                    "stage": item.stage,
-                    "first_stage_score": first_stage[item.doc_id].first_stage_score,
-                    "features": dict(first_stage[item.doc_id].features),
-                    "ranker_features": info.features.get(item.doc_id, {}),
+                    "ranker_features": rounded(info.features.get(item.doc_id, {})),
                     "explored": item.doc_id in info.explored,
                 }
                 for item in shown

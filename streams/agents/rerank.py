@@ -15,6 +15,24 @@ replays double nothing. A message that does not decode goes to the dead-letter t
 does one whose handler fails ``poison_tries`` times (Redis being unreachable is waited out
 instead), so no message stalls its partition.
 
+Redis outages. A request is ranked and published whether Redis answers or not: every Redis
+call of ``rerank`` has a short timeout behind one circuit breaker
+(:mod:`streamrank.streams.state.breaker`), and a failed one degrades the ranking rather than
+failing the request (see :mod:`streamrank.streams.serving`). What a request served during an
+outage costs:
+
+- its impression is not recorded, so clicks on it are not learned (the learn path
+  dead-letters them as orphans once ``orphan_window_s`` has passed);
+- its done-marker is neither read nor written, so a replay of it (a crash before the offset
+  commit, a duplicate from the producer) is ranked and published again: at-least-once, where
+  it is exactly-once while Redis answers;
+- it is not counted in the service metrics.
+
+The ``items`` and ``users`` agents cannot do their work without Redis; their handlers raise
+the outage as :class:`redis.ConnectionError`, which the worker's handler loop waits out with
+backoff (:func:`~streamrank.streams.kafka.deadletter.process_or_dead_letter`) and redis-py
+reconnects once Redis is back, so an outage delays them and never ends the worker.
+
 :func:`register` adds them (with the control task and the web pages) to a worker's app; see
 :func:`streamrank.streams.worker.build`.
 """
@@ -23,12 +41,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import faust
+import redis
 
 from streamrank.streams.agents.control import follow_control
 from streamrank.streams.events import Candidates, Item, Ranking, User
+from streamrank.streams.state.breaker import Breaker
 from streamrank.streams.state.connections import key
 from streamrank.streams.web import mount as mount_pages
 
@@ -49,6 +69,8 @@ class RerankAgents:
         # for it, then finds the done-marker, instead of racing it (the agent runs several
         # requests concurrently).
         self.in_flight: dict[str, asyncio.Future] = {}
+        # The request path's breaker (None: the async client is asked directly).
+        self.breaker: Breaker | None = getattr(parts.feature_store.client, "breaker", None)
 
     async def rerank(self, stream: faust.StreamT[bytes]) -> None:
         await self.parts.handle_each(stream, "candidates", "rerank", self.rerank_one)
@@ -73,7 +95,7 @@ class RerankAgents:
         self.in_flight[request.request_id] = asyncio.get_running_loop().create_future()
         try:
             done_key = key(settings, "done", "rerank", request.request_id)
-            if await parts.redis.exists(done_key):
+            if await self.redis_or(None, parts.redis.exists, done_key):
                 return
             ranking = await parts.run_blocking(self.serve, request)
             delivery = await self.rankings_topic.send(
@@ -82,15 +104,38 @@ class RerankAgents:
             await delivery
             # Marked only after the broker has the ranking: a crash in between replays the
             # request, which publishes the same ranking again under the same key (at-least-once).
-            await parts.redis.set(done_key, b"1", ex=settings.dedupe_ttl_s)
+            await self.redis_or(None, parts.redis.set, done_key, b"1", settings.dedupe_ttl_s)
         finally:
             self.in_flight.pop(request.request_id).set_result(None)
 
+    async def redis_or(self, fallback: object, function: Any, *args: Any) -> Any:
+        """``await function(*args)`` on the request path's async client, or ``fallback``
+        when Redis does not answer (see the module docstring for what that costs)."""
+        try:
+            if self.breaker is None:
+                return await function(*args)
+            return await self.breaker.acall(function, *args)
+        except redis.RedisError as error:
+            log.warning("%s skipped: Redis: %s", function.__name__, error)
+            return fallback
+
     def serve(self, request: Candidates) -> Ranking:
-        """Rank and record the impression; runs in an executor thread."""
+        """Rank and record the impression; runs in an executor thread.
+
+        An impression Redis does not take makes the ranking degraded: it is served all the
+        same, but clicks on it cannot be learned.
+        """
         ranking, impression = self.parts.serving.rank(request)
-        self.parts.feature_store.record_impression(request.request_id, impression)
-        self.parts.metrics.record_ranking(impression["latency_ms"], ranking.degraded)
+        try:
+            self.parts.feature_store.record_impression(request.request_id, impression)
+        except redis.RedisError as error:
+            reason = f"impression not recorded (clicks not learned): Redis: {error}"
+            reasons = "; ".join(filter(None, [ranking.degraded_reason, reason]))
+            ranking = ranking.model_copy(update={"degraded": True, "degraded_reason": reasons})
+        try:
+            self.parts.metrics.record_ranking(impression["latency_ms"], ranking.degraded)
+        except redis.RedisError as error:
+            log.warning("ranking %s not counted in the metrics: %s", request.request_id, error)
         return ranking
 
     def ingest(self, item: Item) -> None:
@@ -106,10 +151,9 @@ class RerankAgents:
                 log.exception("could not encode document %s on ingestion", item.doc_id)
 
     def active_version(self) -> str | None:
-        """The version to serve now (and the shadows' rankers brought up to date)."""
-        assert self.parts.registry is not None
-        self.parts.serving.refresh_shadows()
-        return self.parts.registry.active()
+        """The version to serve now (and the shadows' rankers brought up to date), from a
+        pointer record verified under the workers' key (None: keep serving)."""
+        return self.parts.serving.active_version()
 
     def serving_version(self) -> str:
         """The version this worker serves now, for the web pages."""

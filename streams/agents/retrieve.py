@@ -12,6 +12,7 @@ rebuild, and re-applying an update is harmless (unchanged documents are skipped)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from streamrank.models.retrieval.corpus import Document
 from streamrank.models.retrieval.first_stage import FirstStage, Fusion
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, ContractError, Item, Query, decode
+from streamrank.streams.kafka.deadletter import backoff_s
 
 if TYPE_CHECKING:
     from streamrank.streams.worker import WorkerParts
@@ -80,7 +82,28 @@ class RetrieveAgent:
         await delivery
 
     async def follow_items(self) -> None:
-        """Apply every ``items`` update to this worker's index, from the topic's start."""
+        """Apply every ``items`` update to this worker's index, from the topic's start; forever.
+
+        A failure (the broker away, a consumer error) never ends the task, hence never the
+        worker: it is logged and the follower starts again from the topic's start after a
+        backoff (doubling up to ``retry_backoff_max_s``). Reading the topic again is harmless:
+        re-applying an update to the index changes nothing.
+        """
+        attempt = 0
+        while True:
+            try:
+                await self.follow_items_once()
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                wait_s = backoff_s(attempt, self.settings)
+                log.warning("items follower failed (%s); again in %.1f s", error, wait_s)
+                await asyncio.sleep(wait_s)
+                attempt += 1
+
+    async def follow_items_once(self) -> None:
+        """Read ``items`` from its start with a group-less consumer until it fails or ends."""
         settings = self.settings
         # No group: every worker reads every update, from the start of the (compacted) topic.
         consumer = AIOKafkaConsumer(

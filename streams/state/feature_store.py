@@ -3,7 +3,8 @@
 Documents and users arrive on the ``items`` and ``users`` topics; any worker can then fill in a
 candidate that came without text, and add item or user features to a ranking. Impressions (what
 was shown to whom, at which positions, with which features and model version) are kept with a
-TTL so the online learner can join clicks to them.
+TTL so the online learner can join clicks to them; the TTL and the record are as short as the
+joins allow, since one is kept per request.
 
 All calls are synchronous: they run in the executor threads that also run inference.
 """
@@ -83,9 +84,15 @@ class FeatureStore:
         return key(self.settings, "impression", request_id)
 
     def record_impression(self, request_id: str, impression: dict[str, Any]) -> None:
+        """Keep a served ranking's impression for ``impression_ttl_s``, as compact JSON.
+
+        The TTL is as long as a click may still join it (see
+        :meth:`~streamrank.streams.config.Settings.derive_impression_ttl`): every request
+        leaves one, so Redis holds about ``rate x impression_ttl_s`` of them.
+        """
         self.client.set(
             self.impression_key(request_id),
-            json.dumps(impression),
+            json.dumps(impression, separators=(",", ":")),
             ex=self.settings.impression_ttl_s,
         )
 

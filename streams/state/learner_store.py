@@ -131,10 +131,19 @@ def query_digest(query: str) -> str:
 
 
 class RedisLearnerStore:
-    """Click evidence and learner state under ``prefix``; entries live ``ttl_s`` after a write."""
+    """Click evidence and learner state under ``prefix``; entries live ``ttl_s`` after a write.
 
-    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
+    ``reads`` is the client of the unbatched reads (:meth:`pair_stats`, :meth:`doc_stats`:
+    what serving asks), ``client`` that of the scripts and batched reads of the learn path;
+    they differ in a worker, where serving reads with short timeouts and the learn path's
+    scripts may take longer. Without ``reads`` both use ``client``.
+    """
+
+    def __init__(
+        self, client: redis.Redis, prefix: str, ttl_s: int, reads: redis.Redis | None = None
+    ) -> None:
         self.client = client
+        self.reads = reads if reads is not None else client
         self.prefix = prefix
         self.ttl_s = ttl_s
         self._apply = client.register_script(APPLY_SCRIPT)
@@ -149,11 +158,11 @@ class RedisLearnerStore:
         if not docs:
             return []
         fields = [f"{doc}:{f}" for doc in docs for f in range(1, FIELDS + 1)]
-        values = self.client.hmget(self._pair_key(query), fields)
+        values = self.reads.hmget(self._pair_key(query), fields)
         return [_stats(values[i * FIELDS : (i + 1) * FIELDS]) for i in range(len(docs))]
 
     def doc_stats(self, docs: Sequence[str]) -> list[Stats]:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.reads.pipeline(transaction=False)
         for doc in docs:
             pipe.hmget(self._doc_key(doc), [str(f) for f in range(1, FIELDS + 1)])
         return [_stats(values) for values in pipe.execute()]

@@ -4,6 +4,12 @@ Both are plain key-value caches with a TTL; the keys are built by the cascade (m
 normalized query, document id and a hash of the text), so a changed document or a new model
 never hits a stale entry.
 
+A cache never fails a request: when Redis does not answer (down, timed out, the request
+path's circuit breaker open), a read is all misses and a write is dropped, so the cascade
+computes what it would have read; the scores and the order are the same, only slower. The
+failures are counted in ``failures`` and logged at debug level (the ranking says why it is
+degraded when anything it serves depends on Redis).
+
 Examples
 --------
 >>> from streamrank.streams.config import get_settings
@@ -17,13 +23,32 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 import redis
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-class RedisScoreCache:
+
+class _FailSoft:
+    """Cache calls that turn a Redis error into ``fallback`` (and count it)."""
+
+    failures = 0
+
+    def soft(self, call: Callable[[], T], fallback: T) -> T:
+        try:
+            return call()
+        except redis.RedisError as error:
+            self.failures += 1
+            log.debug("%s: Redis did not answer (%s)", type(self).__name__, error)
+            return fallback
+
+
+class RedisScoreCache(_FailSoft):
     """Scores by key, as float32 bytes; ``get_many`` is one MGET, ``set_many`` one pipeline."""
 
     def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
@@ -34,7 +59,8 @@ class RedisScoreCache:
     def get_many(self, keys: Sequence[str]) -> list[float | None]:
         if not keys:
             return []
-        raw = self.client.mget([self.prefix + key for key in keys])
+        names = [self.prefix + key for key in keys]
+        raw = self.soft(lambda: self.client.mget(names), [None] * len(keys))
         return [None if value is None else float(value) for value in raw]
 
     def set_many(self, scores: Mapping[str, float]) -> None:
@@ -43,10 +69,10 @@ class RedisScoreCache:
         pipe = self.client.pipeline(transaction=False)
         for key, score in scores.items():
             pipe.set(self.prefix + key, repr(float(score)), ex=self.ttl_s)
-        pipe.execute()
+        self.soft(pipe.execute, [])
 
 
-class RedisVectorCache:
+class RedisVectorCache(_FailSoft):
     """Float32 vectors (or matrices of token vectors) by key, stored as raw bytes + shape."""
 
     def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
@@ -57,7 +83,8 @@ class RedisVectorCache:
     def get_many(self, keys: Sequence[str]) -> list[np.ndarray | None]:
         if not keys:
             return []
-        raw = self.client.mget([self.prefix + key for key in keys])
+        names = [self.prefix + key for key in keys]
+        raw = self.soft(lambda: self.client.mget(names), [None] * len(keys))
         return [None if value is None else _decode(value) for value in raw]
 
     def set_many(self, vectors: Mapping[str, np.ndarray]) -> None:
@@ -66,7 +93,7 @@ class RedisVectorCache:
         pipe = self.client.pipeline(transaction=False)
         for key, vector in vectors.items():
             pipe.set(self.prefix + key, _encode(vector), ex=self.ttl_s)
-        pipe.execute()
+        self.soft(pipe.execute, [])
 
 
 def _encode(array: np.ndarray) -> bytes:
