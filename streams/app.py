@@ -3,6 +3,14 @@
 Workers hold no state of their own: offsets live in Kafka, everything else in Redis. So a
 worker can be killed at any moment, and more workers (up to the partition count) share the
 load by joining the same consumer group.
+
+Failover: a worker that dies without leaving the group (kill -9, a lost host) keeps its
+partitions until its session times out, so the session timeout is short (6 s, the broker's
+default floor). Faust and aiokafka support only the eager rebalance protocol (aiokafka has the
+range, round-robin and sticky assignors, no cooperative-sticky), so every rebalance pauses all
+partitions briefly; static membership (``group.instance.id``) would spare the rebalance of a
+worker that restarts under the same id, but not the wait for one that is gone, and a cleanly
+stopped static member does not leave the group at all, so it is not used.
 """
 
 from __future__ import annotations
@@ -60,8 +68,22 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_request_size=settings.max_message_bytes,
         consumer_max_fetch_size=settings.max_message_bytes,
         broker_session_timeout=settings.kafka_session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
+        broker_heartbeat_interval=heartbeat_interval_s(settings),
     )
+
+
+def heartbeat_interval_s(settings: Settings) -> float:
+    """How often a worker's consumers heartbeat to the group coordinator.
+
+    The group notices a dead worker only when its session times out, so failover takes the
+    session timeout plus up to one heartbeat interval of the survivors (they hear of the
+    rebalance in a heartbeat's answer) plus the rejoin. Heartbeats are cheap (one small
+    request), so they go out often: the configured interval, capped at a third of the session
+    timeout so that two lost heartbeats in a row do not yet evict a live worker. aiokafka
+    sends them from its own task on the event loop, which inference does not block (it runs
+    in an executor).
+    """
+    return min(settings.kafka_heartbeat_interval_s, settings.kafka_session_timeout_s / 3)
 
 
 def topic(app: faust.App, settings: Settings, kind: str) -> faust.TopicT:

@@ -21,6 +21,7 @@ from kafka import TopicPartition as KafkaPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from streamrank.streams.app import heartbeat_interval_s
 from streamrank.streams.config import Settings
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class LearnConsumer:
             max_partition_fetch_bytes=settings.max_message_bytes,
             fetch_max_bytes=max(settings.max_message_bytes, 50 * 1024 * 1024),
             session_timeout_ms=int(timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, timeout_s / 3) * 1000),
+            heartbeat_interval_ms=int(heartbeat_interval_s(settings) * 1000),
             **settings.aiokafka_client_options(),
         )
         await self._consumer.start()

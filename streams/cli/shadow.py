@@ -36,6 +36,12 @@ from streamrank.streams.cli.helpers import (
     open_registry,
     progress_bar,
 )
+from streamrank.streams.cli.operator import (
+    WRONG_TOKEN,
+    reading_registry,
+    signing_registry,
+    token_option,
+)
 
 
 @click.group("shadow")
@@ -220,13 +226,17 @@ def simulation_table(result: dict[str, Any]) -> Table:
 
 @shadow_group.command("add")
 @click.argument("version")
-def add(version: str) -> None:
+@click.option("--reason", default="", help="why, for the audit log")
+@token_option
+def add(version: str, reason: str, token: str | None) -> None:
     """Mirror live traffic to VERSION (start its worker with `streamrank shadow worker`)."""
-    from streamrank.models.registry import RegistryError
+    from streamrank.models.registry import PointerError, RegistryError
 
     _, _, registry = open_registry()
     try:
-        registry.add_shadow(version)
+        signing_registry(registry, token).add_shadow(version, reason=reason)
+    except PointerError:
+        fail(WRONG_TOKEN, "present the deployment's operator token (--token or STREAMRANK_TOKEN)")
     except RegistryError as error:
         fail(str(error), "register it first: `streamrank models register --pipeline ...`")
     console.print(f"{version} is a shadow; start `streamrank shadow worker {version}`")
@@ -234,10 +244,19 @@ def add(version: str) -> None:
 
 @shadow_group.command("remove")
 @click.argument("version")
-def remove(version: str) -> None:
+@click.option("--reason", default="", help="why, for the audit log")
+@token_option
+def remove(version: str, reason: str, token: str | None) -> None:
     """Stop treating VERSION as a shadow (its evidence is kept)."""
+    from streamrank.models.registry import PointerError, RegistryError
+
     _, _, registry = open_registry()
-    registry.remove_shadow(version)
+    try:
+        signing_registry(registry, token).remove_shadow(version, reason=reason)
+    except PointerError:
+        fail(WRONG_TOKEN, "present the deployment's operator token (--token or STREAMRANK_TOKEN)")
+    except RegistryError as error:
+        fail(str(error), "see `streamrank shadow report` for the shadows there are")
     console.print(f"{version} is no longer a shadow")
 
 
@@ -249,8 +268,6 @@ def shadow_worker(version: str, loglevel: str) -> None:
 
     Example: streamrank shadow worker v2
     """
-    import faust
-
     from streamrank.models.assets.model_files import ModelFilesError
     from streamrank.models.registry import RegistryError
 
@@ -267,7 +284,9 @@ def shadow_worker(version: str, loglevel: str) -> None:
         app = build_shadow(settings, version)  # its own app id and group; loads the models
     except ModelFilesError as error:
         fail(str(error).splitlines()[0], "run `streamrank models fetch` (STREAMRANK_MODEL_DIR)")
-    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+    from streamrank.streams.cli.worker import run_worker
+
+    run_worker(app, loglevel, settings)
 
 
 def lowest_cpu_priority() -> None:
@@ -287,25 +306,31 @@ def lowest_cpu_priority() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def report(as_json: bool) -> None:
     """Every shadow's evidence and verdict: keep collecting, promote or reject."""
+    from streamrank.models.registry import PointerError
     from streamrank.shadow.report import summarize
     from streamrank.streams.state.connections import shadow_stats_for
 
     settings, client, registry = open_registry()
+    try:
+        pointers = reading_registry(settings, registry).pointers()
+    except PointerError as error:
+        fail(str(error), "set STREAMRANK_OPERATOR_TOKEN to the token the workers hold")
+    active, shadows = (pointers.active, sorted(pointers.shadows)) if pointers else (None, [])
     summaries = [
         summarize(
             shadow_stats_for(settings, client, version).snapshot(),
             min_sessions=settings.promotion_min_sessions,
             alpha=settings.promotion_alpha,
         )
-        for version in registry.shadows()
+        for version in shadows
     ]
     if as_json:
-        click.echo(json.dumps({"active": registry.active(), "shadows": summaries}))
+        click.echo(json.dumps({"active": active, "shadows": summaries}))
         return
     if not summaries:
         console.print("no shadows: add one with `streamrank shadow add VERSION`")
         return
-    console.print(report_table(summaries, registry.active()))
+    console.print(report_table(summaries, active))
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:

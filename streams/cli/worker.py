@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING, NoReturn
+
 import click
 
 from streamrank.streams.cli.helpers import fail
-from streamrank.streams.config import get_settings
+from streamrank.streams.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    import faust
 
 
 @click.command()
@@ -17,13 +23,32 @@ def worker(loglevel: str) -> None:
 
     Example: STREAMRANK_KAFKA_BOOTSTRAP=127.0.0.1:9092 streamrank worker -l info
     """
-    import faust
-
     from streamrank.models.assets.model_files import ModelFilesError
     from streamrank.streams.worker import build
 
+    settings = get_settings()
     try:
-        app = build(get_settings())  # registers the agents; loads the models
+        app = build(settings)  # registers the agents; loads the models
     except ModelFilesError as error:
         fail(str(error).splitlines()[0], "run `streamrank models fetch` (STREAMRANK_MODEL_DIR)")
-    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+    run_worker(app, loglevel, settings)
+
+
+def run_worker(app: faust.App, loglevel: str, settings: Settings) -> NoReturn:
+    """Run ``app`` in a Faust worker whose log handlers are rate-limited
+    (:mod:`streamrank.streams.logs`), until it is stopped.
+
+    The filters go on in the hook Faust calls once it has set up the root logger's handlers:
+    earlier there are no handlers to filter, and later the first records of a start against
+    an unreachable broker would already be written unlimited.
+    """
+    import faust
+
+    from streamrank.streams import logs
+
+    class RateLimitedWorker(faust.Worker):
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            logs.install(settings.log_rate_burst, settings.log_rate_interval_s, logger)
+
+    RateLimitedWorker(app, loglevel=loglevel).execute_from_commandline()
