@@ -13,13 +13,14 @@ Examples
 
 from __future__ import annotations
 
+import math
 import os
 import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamrank.models.assets.model_files import default_model_dir
@@ -50,13 +51,41 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     app_id: str = "streamrank"
     kafka_session_timeout_s: float = Field(
-        60.0, gt=0, description="a worker that stops heartbeating loses its partitions after this"
+        6.0,
+        gt=0,
+        description="a worker that stops heartbeating loses its partitions after this "
+        "(the broker's group.min.session.timeout.ms, 6 s by default, is the floor)",
+    )
+    kafka_heartbeat_interval_s: float = Field(
+        1.0, gt=0, description="how often a worker heartbeats (at most a third of the above)"
+    )
+    log_rate_burst: int = Field(
+        5, ge=1, description="records of one logger and message template let through per interval"
+    )
+    log_rate_interval_s: float = Field(
+        10.0, gt=0, description="after the burst, one summary line per template per interval"
     )
 
     # Redis
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str | None = None
     redis_ssl_ca_certs: str | None = None
+    redis_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        description="timeout of each Redis call on the request path (then: ranked degraded)",
+    )
+    redis_slow_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="timeout of every other Redis call (learn scripts, registry artifacts)",
+    )
+    redis_breaker_failures: int = Field(
+        3, ge=1, description="consecutive Redis failures that stop the request path asking it"
+    )
+    redis_breaker_open_s: float = Field(
+        1.0, gt=0, description="how long the request path then skips Redis before one probe"
+    )
 
     # Limits on what one message may hold
     max_candidates: int = Field(2000, ge=1)
@@ -71,7 +100,13 @@ class Settings(BaseSettings):
         7 * 24 * 3600, ge=1, description="how long a processed-request marker lives (replays)"
     )
     impression_ttl_s: int = Field(
-        24 * 3600, ge=1, description="how long a served ranking waits for its clicks"
+        0,
+        ge=0,
+        description="how long a served ranking waits for its clicks; 0: click_window_s + "
+        "session_close_s + orphan_window_s + shadow_join_window_s",
+    )
+    click_window_s: float = Field(
+        300.0, gt=0, description="how late after serving a session's first click is still learned"
     )
 
     # Model registry and operators
@@ -80,6 +115,11 @@ class Settings(BaseSettings):
     )
     operator_token: str = Field(
         "", description="the operator token `promote`/`rollback` callers must present (--token)"
+    )
+    journal_enabled: bool = Field(
+        True,
+        description="also write registry and checkpoint records to the compacted `state` topic, "
+        "from which an emptied Redis is restored (false: Redis alone, e.g. without Kafka)",
     )
     promotion_min_sessions: int = Field(
         200, ge=1, description="interleaved sessions a shadow needs before it may be promoted"
@@ -206,6 +246,24 @@ class Settings(BaseSettings):
     bm25_weight: float = Field(1.0, ge=0, description="weight of BM25 in the hybrid fusion")
     dense_weight: float = Field(1.0, ge=0, description="weight of dense in the hybrid fusion")
 
+    @model_validator(mode="after")
+    def derive_impression_ttl(self) -> Settings:
+        """An ``impression_ttl_s`` of 0 becomes the longest time anything may still join a
+        served ranking: a first click up to ``click_window_s`` after serving, the session
+        closing ``session_close_s`` after its last event, an interaction that overtook its
+        impression waiting ``orphan_window_s``, and a shadow waiting ``shadow_join_window_s``
+        for it. An impression costs Redis memory for as long as it lives (one per request),
+        so it lives no longer than a click can use it."""
+        if self.impression_ttl_s == 0:
+            windows = (
+                self.click_window_s
+                + self.session_close_s
+                + self.orphan_window_s
+                + self.shadow_join_window_s
+            )
+            self.impression_ttl_s = max(1, math.ceil(windows))
+        return self
+
     def topic(self, kind: str) -> str:
         """The full Kafka topic name for a kind of message, prefix included."""
         return f"{self.topic_prefix}{kind}"
@@ -256,9 +314,16 @@ class Settings(BaseSettings):
             context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
         return context
 
-    def redis_options(self) -> dict[str, Any]:
-        """Password and TLS settings in redis-py's keyword names."""
-        options: dict[str, Any] = {}
+    def redis_options(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """Password, TLS and timeout settings in redis-py's keyword names.
+
+        ``timeout_s`` bounds connecting and each reply; the default, ``redis_slow_timeout_s``,
+        leaves room for the learn path's Lua scripts and for large registry artifacts, while
+        still never waiting forever on a Redis host that vanished. The request path asks for
+        ``redis_timeout_s`` (see :mod:`streamrank.streams.state.breaker`).
+        """
+        timeout = self.redis_slow_timeout_s if timeout_s is None else timeout_s
+        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
         if self.redis_password:
             options["password"] = self.redis_password
         if self.redis_ssl_ca_certs:

@@ -44,6 +44,10 @@ MAX_NESTING = 32
 MAX_INTEGER_DIGITS = 100
 """Longest integer literal accepted; far beyond any real field, far below Python's own limit."""
 MAX_PROBLEMS = 20
+MAX_INTERACTION_VALUE = 1e15
+"""The largest dwell time or purchase amount an interaction may carry, either sign."""
+MAX_TIMESTAMP = 1e11
+"""Epoch seconds of the year 5138: beyond it a timestamp is a unit mistake (ms, ns)."""
 """Contract problems named in one error; a list of a thousand bad candidates names the first."""
 # Every contract refuses NaN and Infinity in its float fields (nested dicts of floats included).
 FINITE = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -135,8 +139,15 @@ class Interaction(Event):
     type: InteractionType
     user_id: str | None = None
     position: int | None = Field(None, ge=1, le=1_000_000)
-    value: float | None = Field(None, description="dwell seconds, purchase amount, ...")
-    timestamp: float = Field(default_factory=time.time)
+    # Bounded, so that pydantic's own JSON parser (the learn path's fast path) refuses what
+    # decode() refuses: an integer too long for decode() is far beyond these bounds.
+    value: float | None = Field(
+        None,
+        ge=-MAX_INTERACTION_VALUE,
+        le=MAX_INTERACTION_VALUE,
+        description="dwell seconds, purchase amount, ...",
+    )
+    timestamp: float = Field(default_factory=time.time, ge=0, le=MAX_TIMESTAMP)
 
 
 class Item(Event):
@@ -241,6 +252,21 @@ class ContractError(ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def decode_interaction(raw: bytes, limits: Limits) -> Interaction:
+    """An interaction from its bytes: pydantic's JSON parser first (the learn path's hot
+    path); anything it refuses goes through :func:`decode` for the precise reason.
+
+    Both accept the same messages (the contract's bounds see to it), so a message the fast
+    path took is never refused later when a stored copy is decoded again.
+    """
+    try:
+        return Interaction.model_validate_json(raw)
+    except ValueError:
+        event = decode("interactions", raw, limits)
+        assert isinstance(event, Interaction)
+        return event
 
 
 def decode(kind: str, data: bytes | str | None, limits: Limits) -> Event:

@@ -22,6 +22,7 @@ from typing import Any
 import faust
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from streamrank.models.registry import ModelRegistry
 from streamrank.streams.agents import learn, rerank, retrieve
@@ -37,8 +38,11 @@ from streamrank.streams.kafka.deadletter import (
 from streamrank.streams.kafka.topics import check_topics
 from streamrank.streams.online import OnlineServing, online_ranker_for
 from streamrank.streams.serving import Reranker, cascade_for
-from streamrank.streams.state.connections import async_redis_client, redis_client, registry_for
+from streamrank.streams.state.breaker import request_clients
+from streamrank.streams.state.connections import redis_client, registry_for
 from streamrank.streams.state.feature_store import FeatureStore
+from streamrank.streams.state.journal import JournalError
+from streamrank.streams.state.restore import RestoreSummary, restore_if_lost
 from streamrank.streams.state.service_metrics import ServiceMetrics
 from streamrank.streams.versions import VersionedServing
 
@@ -130,22 +134,28 @@ class WorkerParts:
 def build_parts(settings: Settings, app: faust.App) -> WorkerParts:
     """Connect the clients and load the serving cascade (its models) once for ``app``."""
     sync_redis = redis_client(settings)
-    feature_store = FeatureStore(sync_redis, settings)
+    # The request path's clients: short timeouts and a circuit breaker (Redis outages degrade
+    # rankings instead of stopping them); the learn path and the registry keep sync_redis.
+    fast_redis, fast_async_redis, _ = request_clients(settings)
+    feature_store = FeatureStore(fast_redis, settings)
     online = (
-        OnlineServing(online_ranker_for(settings, sync_redis), settings.exploration_max_loss)
+        OnlineServing(
+            online_ranker_for(settings, sync_redis, reads=fast_redis),
+            settings.exploration_max_loss,
+        )
         if settings.online_learning
         else None
     )
     registry = registry_for(settings, sync_redis) if settings.registry_key else None
 
     def build_reranker(pipeline: str | None) -> Reranker:
-        cascade = cascade_for(settings, sync_redis, pipeline)
+        cascade = cascade_for(settings, fast_redis, pipeline)
         return Reranker(cascade, feature_store, settings, online)
 
     return WorkerParts(
         settings=settings,
         app=app,
-        redis=async_redis_client(settings),
+        redis=fast_async_redis,
         sync_redis=sync_redis,
         limits=settings.limits(),
         executor=ThreadPoolExecutor(
@@ -155,7 +165,7 @@ def build_parts(settings: Settings, app: faust.App) -> WorkerParts:
         online=online,
         registry=registry,
         serving=VersionedServing(settings, build_reranker, registry),
-        metrics=ServiceMetrics(sync_redis, settings),
+        metrics=ServiceMetrics(fast_redis, settings),
         deadletter_topic=topic(app, settings, "deadletter"),
     )
 
@@ -166,12 +176,35 @@ def build(settings: Settings) -> faust.App:
     Loads the serving models (raises
     :class:`~streamrank.models.assets.model_files.ModelFilesError` when they are missing)
     and, with online learning on, the learner's newest checkpoint. Warns about topics whose
-    settings differ from those streamrank creates them with (:func:`check_topics`).
+    settings differ from those streamrank creates them with (:func:`check_topics`), and
+    rebuilds an emptied registry from the state journal first (:func:`restore_at_start`).
     """
     check_topics(settings)
+    restore_at_start(settings)
     app = create_app(settings)
     parts = build_parts(settings, app)
     rerank.register(parts)
     learn.register(parts)
     retrieve.register(parts)
     return app
+
+
+def restore_at_start(settings: Settings) -> RestoreSummary | None:
+    """Rebuild Redis's registry and checkpoints from the journal when Redis lost them.
+
+    Runs before anything reads the registry (the active version, the learner's checkpoint),
+    so a worker started on an emptied Redis serves the version that was active, not
+    ``settings.pipeline`` (see :func:`~streamrank.streams.state.restore.restore_if_lost`).
+    A journal that cannot be read is logged, not fatal: the worker cannot consume without
+    the broker either, and ``streamrank state restore`` mends later.
+    """
+    try:
+        summary = restore_if_lost(settings, redis_client(settings))
+    except (JournalError, RedisError) as error:
+        log.error("could not restore state at start: %s; run `streamrank state restore`", error)
+        return None
+    if summary is not None and (summary.restored or summary.failed):
+        log.warning("Redis had lost registry records: %s", summary.describe())
+        for problem in summary.problems:
+            log.error("state restore: %s", problem)
+    return summary

@@ -41,9 +41,8 @@ from streamrank.streams.config import Settings
 from streamrank.streams.events import (
     ContractError,
     DeadLetter,
-    Interaction,
     Limits,
-    decode,
+    decode_interaction,
     describe_any,
 )
 from streamrank.streams.experiments import credit
@@ -140,17 +139,6 @@ class EndOffsets:
 
 
 # -- decoding ---------------------------------------------------------------------------------
-
-
-def decode_interaction(raw: bytes, limits: Limits) -> Interaction:
-    """An interaction from its bytes: pydantic's JSON parser first (the hot path); anything it
-    refuses goes through :func:`~streamrank.streams.events.decode` for the precise reason."""
-    try:
-        return Interaction.model_validate_json(raw)
-    except ValueError:
-        event = decode("interactions", raw, limits)
-        assert isinstance(event, Interaction)
-        return event
 
 
 def split(

@@ -50,9 +50,16 @@ from pydantic_core import from_json
 from streamrank.models.learning.online_ranker import Impression
 from streamrank.models.registry import ModelRegistry, RegistryError
 from streamrank.streams.config import Settings
-from streamrank.streams.events import DeadLetter, Interaction, Limits, decode
+from streamrank.streams.events import (
+    ContractError,
+    DeadLetter,
+    Interaction,
+    Limits,
+    decode_interaction,
+)
 from streamrank.streams.online import OnlineServing
 from streamrank.streams.state.connections import key
+from streamrank.streams.state.journal import checkpoint_record_name
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +219,18 @@ def orphan_record(incoming: Incoming) -> bytes:
 
 def parse_orphan(event_id: str, record: bytes, first_seen: float) -> Orphan:
     partition, offset, topic, raw = record.split(b"|", 3)
-    interaction = decode("interactions", raw, Limits())
-    assert isinstance(interaction, Interaction)
+    try:
+        interaction = decode_interaction(raw, Limits())  # as it was decoded when it came
+        request_id, payload = interaction.request_id, payload_of(interaction)
+    except ContractError as error:
+        # Stored by a release that decoded otherwise: it can join nothing, so it waits out
+        # the orphan window and is dead-lettered whole, instead of failing every learn tick.
+        log.warning("orphan %s no longer decodes (%s); it will be dead-lettered", event_id, error)
+        request_id, payload = "", ""
     return Orphan(
         event_id=event_id,
-        request_id=interaction.request_id,
-        payload=payload_of(interaction),
+        request_id=request_id,
+        payload=payload,
         raw=raw,
         topic=topic.decode(),
         partition=int(partition),
@@ -514,6 +527,11 @@ class Checkpoints:
     of the ``interactions`` partitions it covers. The list ``checkpoints`` keeps the newest
     ``keep``; older artifacts are deleted. Loading takes the newest one whose hash and
     signature verify, and records the load under ``checkpoint-loads``.
+
+    When the registry has a journal (:mod:`streamrank.streams.state.journal`), the list is
+    journaled too, whole, as ``checkpoints/<list key>``, before Redis is changed (the artifact
+    itself is journaled by the registry): a Redis that comes back empty gets the list back
+    from ``streamrank state restore``, and the learner resumes from its newest checkpoint.
     """
 
     def __init__(self, store: SessionStore, registry: ModelRegistry, keep: int = 5) -> None:
@@ -540,18 +558,38 @@ class Checkpoints:
         }
         blob = json.dumps(record | {"state": state}).encode()
         record["digest"] = self.registry.put_artifact(blob)
-        client = self.store.client
-        pipe = client.pipeline(transaction=True)
-        pipe.lpush(self.list_key, json.dumps(record))
-        pipe.lrange(self.list_key, self.keep, -1)
-        pipe.ltrim(self.list_key, 0, self.keep - 1)
-        dropped = pipe.execute()[1]
-        kept = {r["digest"] for r in self.records()}
-        for raw in dropped:
-            digest = json.loads(raw)["digest"]
-            if digest not in kept:
-                self.registry.delete_artifact(digest)
+        kept, dropped = self._push(json.dumps(record))
+        for digest in {r["digest"] for r in dropped} - {r["digest"] for r in kept}:
+            self.registry.delete_artifact(digest)
         return record
+
+    def _push(self, raw: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Put ``raw`` first in the list, keeping ``keep``; the (kept, dropped) records.
+
+        The new list is journaled before it is written, and written only if nobody changed
+        the list in between (``WATCH``), else computed again: so the journal's last list is
+        the one Redis holds, even with several workers checkpointing at once.
+        """
+        with self.store.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(self.list_key)
+                    current = pipe.lrange(self.list_key, 0, -1)
+                    kept = [raw.encode(), *current][: self.keep]
+                    dropped = current[self.keep - 1 :]
+                    self._journal([json.loads(entry) for entry in kept])
+                    pipe.multi()
+                    pipe.delete(self.list_key)
+                    pipe.rpush(self.list_key, *kept)
+                    pipe.execute()
+                except redis.WatchError:
+                    continue
+                return [json.loads(entry) for entry in kept], [json.loads(e) for e in dropped]
+
+    def _journal(self, records: list[dict[str, Any]]) -> None:
+        if self.registry.journal is not None:
+            name = checkpoint_record_name(self.list_key)
+            self.registry.journal.write(name, json.dumps(records).encode())
 
     def records(self) -> list[dict[str, Any]]:
         """The pointer records, newest first."""

@@ -50,7 +50,16 @@ def test_sasl_ssl_settings_pass_through_to_the_kafka_clients() -> None:
 
 def test_redis_password_and_tls_pass_through() -> None:
     settings = Settings(redis_password="pw", redis_ssl_ca_certs="/etc/redis-ca.pem")
-    assert settings.redis_options() == {"password": "pw", "ssl_ca_certs": "/etc/redis-ca.pem"}
+    options = settings.redis_options()
+    assert options["password"] == "pw"
+    assert options["ssl_ca_certs"] == "/etc/redis-ca.pem"
+
+
+def test_redis_timeouts_are_short_on_request_and_bounded_elsewhere() -> None:
+    settings = Settings(redis_timeout_s=0.2, redis_slow_timeout_s=20)
+    assert settings.redis_options(settings.redis_timeout_s)["socket_timeout"] == 0.2
+    assert settings.redis_options()["socket_timeout"] == 20
+    assert settings.redis_options()["socket_connect_timeout"] == 20
 
 
 def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:

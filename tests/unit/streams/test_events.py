@@ -196,3 +196,27 @@ def test_an_unforeseen_exception_is_still_a_contract_error(monkeypatch) -> None:
         decode("candidates", json.dumps(candidates_payload()), LIMITS)
     assert caught.value.reason == "invalid"
     assert "TypeError" in str(caught.value)
+
+
+@pytest.mark.parametrize("digits", [20, 50, 120])
+def test_the_fast_and_the_strict_interaction_decoders_refuse_the_same_values(digits: int) -> None:
+    from streamrank.streams.events import decode_interaction
+
+    raw = (
+        b'{"event_id": "e1", "request_id": "r1", "doc_id": "d1", "type": "purchase", '
+        b'"value": ' + b"9" * digits + b"}"
+    )
+    with pytest.raises(ContractError):
+        decode_interaction(raw, Limits())
+    with pytest.raises(ContractError):
+        decode("interactions", raw, Limits())
+
+
+def test_an_orphan_stored_by_an_older_decoder_is_parsed_for_the_dead_letters() -> None:
+    from streamrank.streams.state.user_sessions import parse_orphan
+
+    raw = b'{"event_id": "e1", "request_id": "r1", "doc_id": "d1", "type": "click", "value": ' + (
+        b"9" * 120 + b"}"
+    )
+    orphan = parse_orphan("e1", b"0|7|interactions|" + raw, first_seen=1.0)
+    assert orphan.request_id == "" and orphan.raw == raw and orphan.offset == 7
