@@ -10,9 +10,10 @@ progress goes to stderr.
 Scenarios (``--only`` picks some, comma-separated):
 
 ``poison``
-    ``--fuzz`` generated bad messages per input topic (``candidates`` and ``interactions``;
-    the seeded corpus of ``tests/poison.py``, every family), each followed by a good one on the
-    same partition: dead letters with their reasons, worker crashes, good messages processed.
+    ``--fuzz`` generated bad messages per input topic (``candidates``, ``interactions``,
+    ``items``, ``users``; the seeded corpus of ``tests/poison.py``, every family), each
+    followed by a good one on the same partition: dead letters with their reasons, worker
+    crashes, good messages processed.
 ``kill``
     Two workers; ``--requests`` requests at ``--rate`` per second and the sessions of the
     ranked ones as interactions (up to ``--interactions``); one worker is killed with SIGKILL
@@ -74,12 +75,15 @@ from streamrank.streams.events import (  # noqa: E402
     Candidates,
     ContractError,
     DeadLetter,
+    Item,
     Ranking,
+    User,
     decode,
 )
 from streamrank.streams.kafka.topics import create_topics  # noqa: E402
 from streamrank.streams.online import learner_store_for  # noqa: E402
 from streamrank.streams.state.connections import key  # noqa: E402
+from streamrank.streams.state.feature_store import FeatureStore  # noqa: E402
 from streamrank.streams.state.user_sessions import SessionStore  # noqa: E402
 from streamrank.streams.streaming_simulator import to_interactions  # noqa: E402
 
@@ -822,12 +826,43 @@ def run_poison(services: Services, args: argparse.Namespace) -> dict[str, Any]:
         figures["interactions"] = poison_figures(
             settings, "interactions", bad, counts.get("interactions", 0)
         ) | {"good_published": sessions.sent}
+        for kind in ("items", "users"):
+            figures[kind] = poison_feature_topic(settings, kind, args.fuzz)
         figures["worker_crashed"] = worker.crashed()
         log = worker.log()
         figures["tracebacks_in_log"] = log.count("Traceback")
         figures["traceback_errors"] = dict(Counter(traceback_errors(log)).most_common(5))
     watcher.close()
     return figures
+
+
+def poison_feature_topic(settings: Settings, kind: str, count: int) -> dict[str, Any]:
+    """``count`` bad ``items`` or ``users`` messages, each followed by a good one on the same
+    key: the letters, and how many of the good ones reached the feature store."""
+    bad = refused_corpus(settings, kind, count)
+    good = [f"fuzz-good-{kind}-{n}" for n in range(len(bad))]
+    pairs: list[tuple[bytes, bytes | None]] = []
+    for n, raw in enumerate(bad):
+        message_key = f"p{n % 16}-{n}".encode()  # compacted topics: one key per pair
+        event = (
+            Item(doc_id=good[n], text=f"good document {n}")
+            if kind == "items"
+            else User(user_id=good[n], features={"age_days": float(n)})
+        )
+        pairs += [(message_key, raw), (message_key, event.to_bytes())]
+    console.log(f"poison: {len(bad)} bad {kind}, each followed by a good one")
+    send_pairs(settings, kind, pairs)
+    store = FeatureStore(redis.Redis.from_url(settings.redis_url), settings)
+
+    def stored() -> int:
+        if kind == "items":
+            return sum(text is not None for text in store.texts(good))
+        return sum(bool(store.user_features(user)) for user in good)
+
+    deadline = time.monotonic() + 120 + len(bad) / 20
+    while stored() < len(good) and time.monotonic() < deadline:
+        time.sleep(1)
+    return poison_figures(settings, kind, bad, stored())
 
 
 def traceback_errors(log: str) -> list[str]:

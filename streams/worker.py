@@ -28,11 +28,9 @@ from streamrank.models.registry import ModelRegistry
 from streamrank.streams.agents import learn, rerank, retrieve
 from streamrank.streams.app import create_app, topic
 from streamrank.streams.config import Settings
-from streamrank.streams.events import ContractError, DeadLetter, Limits, decode
+from streamrank.streams.events import DeadLetter, Limits
 from streamrank.streams.kafka.deadletter import (
-    dead_letter_for,
-    failure_letter,
-    process_or_dead_letter,
+    handle_stream,
     send_to_dead_letters,
 )
 from streamrank.streams.kafka.topics import check_topics
@@ -106,25 +104,7 @@ class WorkerParts:
         :func:`~streamrank.streams.kafka.deadletter.process_or_dead_letter`), while Redis
         being unreachable is waited out.
         """
-        async for event in stream.events():
-            try:
-                decoded = decode(kind, event.value, self.limits)
-            except ContractError as error:
-                await self.dead_letter(dead_letter_for(event.value, event.message, error, agent))
-                continue
-
-            async def dead_letter(error: Exception, tries: int, event: Any = event) -> None:
-                await self.dead_letter(
-                    failure_letter(event.value, event.message, error, agent, tries)
-                )
-
-            where = f"{agent} on {event.message.topic}[{event.message.partition}]"
-            await process_or_dead_letter(
-                lambda decoded=decoded: handler(decoded),
-                self.settings,
-                f"{where}@{event.message.offset}",
-                dead_letter,
-            )
+        await handle_stream(stream, kind, agent, handler, self.settings, self.dead_letter)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         await send_to_dead_letters(letter, self.deadletter_topic, self.redis, self.settings)

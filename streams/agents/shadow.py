@@ -42,19 +42,8 @@ import redis
 from streamrank.shadow.agreement import kendall_tau, overlap_at_k, rank_biased_overlap
 from streamrank.streams.app import create_app, topic
 from streamrank.streams.config import Settings
-from streamrank.streams.events import (
-    Candidates,
-    Comparison,
-    ContractError,
-    Interaction,
-    RankedItem,
-    decode,
-)
-from streamrank.streams.kafka.deadletter import (
-    failure_letter,
-    process_or_dead_letter,
-    send_to_dead_letters,
-)
+from streamrank.streams.events import Candidates, Comparison, DeadLetter, Interaction, RankedItem
+from streamrank.streams.kafka.deadletter import handle_stream, send_to_dead_letters
 from streamrank.streams.serving import Reranker, cascade_for
 from streamrank.streams.state.connections import (
     async_redis_client,
@@ -118,7 +107,6 @@ class ShadowMirror:
     ) -> None:
         self.settings = settings
         self.version = version
-        self.limits = settings.limits()
         self.pipeline = registry_for(settings, client).get(version).pipeline
         self.feature_store = FeatureStore(client, settings)
         cascade = cascade_for(settings, client, self.pipeline)
@@ -152,27 +140,19 @@ class ShadowMirror:
         the letter says the shadow could not), while Redis or the broker being away is waited
         out with backoff, as on the primary.
         """
-        async for event in stream.events():
-            try:
-                decoded = decode(kind, event.value, self.limits)
-            except ContractError:
-                continue
+        await handle_stream(
+            stream,
+            kind,
+            f"shadow-{self.version}.{agent}",
+            handler,
+            self.settings,
+            self.dead_letter,
+            letter_undecodable=False,
+        )
 
-            async def dead_letter(error: Exception, tries: int, event: Any = event) -> None:
-                letter = failure_letter(
-                    event.value, event.message, error, f"shadow-{self.version}.{agent}", tries
-                )
-                await send_to_dead_letters(
-                    letter, self.deadletter_topic, self.async_redis, self.settings
-                )
-
-            where = f"shadow {self.version} {agent} on {event.message.topic}"
-            await process_or_dead_letter(
-                lambda decoded=decoded: handler(decoded),
-                self.settings,
-                f"{where}[{event.message.partition}]@{event.message.offset}",
-                dead_letter,
-            )
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        await send_to_dead_letters(letter, self.deadletter_topic, self.async_redis, self.settings)
+        log.warning("shadow %s dead letter from %s: %s", self.version, letter.topic, letter.error)
 
     async def click(self, interaction: Interaction) -> None:
         if interaction.type == "click":

@@ -19,6 +19,7 @@ import base64
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import faust
 import redis
@@ -34,7 +35,7 @@ from aiokafka.errors import (
 )
 
 from streamrank.streams.config import Settings
-from streamrank.streams.events import ContractError, DeadLetter, describe_any
+from streamrank.streams.events import ContractError, DeadLetter, decode, describe_any
 from streamrank.streams.state.connections import key
 
 log = logging.getLogger(__name__)
@@ -196,3 +197,41 @@ async def process_or_dead_letter(
                 "%s failed (try %d of %d): %s", what, failures, settings.poison_tries, error
             )
             await asyncio.sleep(backoff_s(failures - 1, settings))
+
+
+async def handle_stream(
+    stream: faust.StreamT[bytes],
+    kind: str,
+    agent: str,
+    handler: Callable[[Any], Awaitable[None]],
+    settings: Settings,
+    send: Callable[[DeadLetter], Awaitable[None]],
+    letter_undecodable: bool = True,
+) -> None:
+    """Decode each message of ``stream`` and await ``handler(event)``; a message never stalls
+    the stream.
+
+    One that does not decode goes to ``send`` at once (or is skipped without
+    ``letter_undecodable``: a shadow reads the primary's input, and the primary letters it);
+    one whose handler keeps failing goes there after ``poison_tries``
+    (:func:`process_or_dead_letter`), while Redis or the broker being away is waited out.
+    """
+    limits = settings.limits()
+    async for event in stream.events():
+        try:
+            decoded = decode(kind, event.value, limits)
+        except ContractError as error:
+            if letter_undecodable:
+                await send(dead_letter_for(event.value, event.message, error, agent))
+            continue
+
+        async def dead_letter(error: Exception, tries: int, event: Any = event) -> None:
+            await send(failure_letter(event.value, event.message, error, agent, tries))
+
+        message = event.message
+        await process_or_dead_letter(
+            lambda decoded=decoded: handler(decoded),
+            settings,
+            f"{agent} on {message.topic}[{message.partition}]@{message.offset}",
+            dead_letter,
+        )

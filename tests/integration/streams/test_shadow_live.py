@@ -153,9 +153,20 @@ def test_shadow_worker_mirrors_requests_to_comparisons(
         primary.stop()
 
 
-SWITCH_S = 7.0
-"""A bound on the switch that a loaded 2-core machine keeps; the control topic, not the
-``control_poll_s`` fallback alone, is what makes it hold."""
+IN_FLIGHT_S = 1.0
+"""A request that started just before its worker switched is still served by the version it
+started with; rankings later than that come from the new version only."""
+
+
+def switched(workers: list, text: str, before: list[int], timeout_s: float = 90) -> float:
+    """When every worker has logged ``text`` (a switch) more often than ``before`` (its count
+    when the command was given); fails past the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(w.log().count(text) > n for w, n in zip(workers, before, strict=True)):
+            return time.time()
+        time.sleep(0.2)
+    raise AssertionError(f"not every worker logged {text!r} within {timeout_s} s")
 
 
 def test_promotion_and_rollback_reach_two_workers(
@@ -190,56 +201,51 @@ def test_promotion_and_rollback_reach_two_workers(
     thread.start()
     try:
         time.sleep(3)
+        to_v2, to_v1 = "now serving version v2", "now serving version v1"
+        before = [worker.log().count(to_v2) for worker in workers]
         started = time.time()
         done = cli(operator, "promote", v2, "--reason", "wins interleaving")
         assert done.returncode == 0, done.stderr
         promoted_at = time.time()  # the pointer moved and the control message was sent
-        print(f"promote command: {promoted_at - started:.2f} s")
-        time.sleep(10)
+        on_v2 = switched(workers, to_v2, before)
+        time.sleep(5)
+        before = [worker.log().count(to_v1) for worker in workers]
+        rollback_started = time.time()  # workers may switch before the command returns
         back = cli(operator, "rollback", "--reason", "canary")
         assert back.returncode == 0, back.stderr
         rolled_at = time.time()
-        time.sleep(10)
+        on_v1 = switched(workers, to_v1, before)
+        time.sleep(5)
     finally:
         stop.set()
         thread.join()
+    print(
+        f"promote command {promoted_at - started:.2f} s; both workers switched "
+        f"{on_v2 - promoted_at:.2f} s after it returned, back {on_v1 - rolled_at:.2f} s "
+        f"after rollback; {len(sent)} requests"
+    )
     rankings = consume(operator, "rankings", Ranking, count=len(sent), timeout_s=120)
     by_id = {r.request_id: r for r in rankings}
     assert set(by_id) == {r.request_id for r in sent}  # none dropped
-    switched = [r for r in rankings if r.model_version.startswith(f"{v2}:")]
-    assert switched, "no ranking came from the promoted version"
-    # How long the switch took: the last old-version ranking after each command.
-    to_v2 = max(
-        (
-            r.timestamp - promoted_at
-            for r in rankings
-            if r.model_version.startswith(f"{v1}:") and promoted_at < r.timestamp < rolled_at
-        ),
-        default=0.0,
-    )
-    to_v1 = max(
-        (
-            r.timestamp - rolled_at
-            for r in rankings
-            if r.model_version.startswith(f"{v2}:") and r.timestamp > rolled_at
-        ),
-        default=0.0,
-    )
-    print(f"switch: promote {to_v2:.2f} s, rollback {to_v1:.2f} s, {len(sent)} requests, 0 lost")
-    # Within SWITCH_S of each command's return (the pointer written, the control message
-    # sent) every ranking comes from the new version; the measured switch time is printed
-    # above. The command's own time (a CLI process on a loaded machine) is not the workers'.
+    assert any(r.model_version.startswith(f"{v2}:") for r in rankings)
+    # Once both workers said they switched, every ranking comes from the new version.
     late_v1 = [
         r
         for r in rankings
-        if promoted_at + SWITCH_S < r.timestamp < rolled_at and r.model_version.startswith(f"{v1}:")
+        if on_v2 + IN_FLIGHT_S < r.timestamp < rollback_started
+        and r.model_version.startswith(f"{v1}:")
     ]
     late_v2 = [
         r
         for r in rankings
-        if r.timestamp > rolled_at + SWITCH_S and r.model_version.startswith(f"{v2}:")
+        if r.timestamp > on_v1 + IN_FLIGHT_S and r.model_version.startswith(f"{v2}:")
     ]
-    assert not late_v1 and not late_v2
+    assert not late_v1 and not late_v2, "\n\n".join(
+        f"late v1 {[(round(r.timestamp - on_v2, 2), r.timings_ms) for r in late_v1]}, "
+        f"late v2 {[(round(r.timestamp - on_v1, 2), r.timings_ms) for r in late_v2]}; "
+        f"worker log:\n{worker.log()[-4000:]}"
+        for worker in workers
+    )
     audit = registry_for(operator, client).audit_log()
     assert [e["action"] for e in audit] == ["activate", "promote", "rollback"]
     for worker in workers:
