@@ -90,11 +90,24 @@ def plot(samples: dict[str, list[float]], path: Path, title: str) -> None:
     figure.savefig(path, dpi=100)
 
 
+def ttl_env(marker_ttl_s: int | None) -> dict[str, str]:
+    """The worker's TTL settings for ``--marker-ttl-s``: every key family that outlives a
+    session (done- and seen-markers, the learner's applied markers and statistics) expires
+    after that many seconds, so that a run of minutes reaches the plateau a deployment
+    reaches after its own TTLs (rate x TTL x bytes per key)."""
+    if marker_ttl_s is None:
+        return {}
+    return {
+        "STREAMRANK_DEDUPE_TTL_S": str(marker_ttl_s),
+        "STREAMRANK_LEARNER_TTL_S": str(marker_ttl_s),
+    }
+
+
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     env = Settings()
     settings = run_settings(env.redis_url, env.kafka_bootstrap, session_close_s=5.0)
     client = redis.Redis.from_url(settings.redis_url)
-    worker = LiveWorker(settings, args.log, {})
+    worker = LiveWorker(settings, args.log, ttl_env(args.marker_ttl_s))
     samples: dict[str, list[float]] = {
         "t_s": [],
         "worker_rss": [],
@@ -128,6 +141,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     times = samples["t_s"]
     return {
         "minutes": args.minutes,
+        "marker_ttl_s": args.marker_ttl_s,
         "rate": args.rate,
         "sent": sent,
         "ranked": len(worker.ranked),
@@ -152,6 +166,13 @@ def main() -> None:
     parser.add_argument("--png", type=Path, default=None, help="draw both curves here")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--log", type=Path, default=Path("/tmp/streamrank-bench-soak.log"))
+    parser.add_argument(
+        "--marker-ttl-s",
+        type=int,
+        default=None,
+        help="expire the long-lived markers and statistics after this many seconds (default: "
+        "the deployment's 7 and 30 days), to see their plateau within the run",
+    )
     args = parser.parse_args()
     if args.minutes <= 0 or args.rate <= 0 or args.sample_s <= 0:
         parser.error("--minutes, --rate and --sample-s must be positive")
