@@ -69,6 +69,7 @@ class VersionedServing:
         self._serial = 0  # the highest serial obeyed or audited: older records are replays
         self._logged: tuple[str, float] | None = None
         self._failed_shadows: set[str] = set()
+        self._audited_active: str | None = None  # the fallback when the record is refused
         self.shadows: dict[str, Reranker] = {}
         pointers = self._start_pointers()
         self.slot: RankerSlot[Reranker] = RankerSlot(self.load, self._start_version(pointers))
@@ -79,7 +80,8 @@ class VersionedServing:
         if self.registry is None:
             return None
         try:
-            self._serial = self.registry.audited_state()[1]
+            # One read of the audit log serves both the replay bound and the fallback.
+            self._audited_active, self._serial = self.registry.audited_state()
             return self._read()
         except redis.RedisError as error:
             log.error(
@@ -96,7 +98,7 @@ class VersionedServing:
         if isinstance(pointers, Pointers):
             return self._loadable(pointers.active) or UNVERSIONED
         try:
-            audited = self._loadable(self.registry.audited_state()[0])
+            audited = self._loadable(self._audited_active)
         except redis.RedisError:
             audited = None
         log.error(

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import redis
@@ -114,12 +115,14 @@ class Breaker:
                     self.opened += 1
                 self.opened_at, self.probing = self.clock(), False
 
-    def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``function(*args, **kwargs)`` through the breaker (a blocking Redis call)."""
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Around one Redis call: refused while open; an outage counts as a failure, any
+        other exception frees the probe, a return counts as a success."""
         if not self.allow():
             raise RedisUnavailable("Redis circuit breaker is open")
         try:
-            result = function(*args, **kwargs)
+            yield
         except OUTAGE_ERRORS:
             self.failure()
             raise
@@ -127,22 +130,16 @@ class Breaker:
             self.release_probe()
             raise
         self.success()
-        return result
+
+    def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``function(*args, **kwargs)`` through the breaker (a blocking Redis call)."""
+        with self.guard():
+            return function(*args, **kwargs)
 
     async def acall(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``await function(*args)`` through the breaker (an asyncio Redis call)."""
-        if not self.allow():
-            raise RedisUnavailable("Redis circuit breaker is open")
-        try:
-            result = await function(*args)
-        except OUTAGE_ERRORS:
-            self.failure()
-            raise
-        except BaseException:
-            self.release_probe()
-            raise
-        self.success()
-        return result
+        with self.guard():
+            return await function(*args)
 
     def release_probe(self) -> None:
         """A call that failed for another reason (a script error, say) answered: Redis is up."""
