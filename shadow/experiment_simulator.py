@@ -567,7 +567,7 @@ def model_identity(spec: str, model_dir: str | Path, max_length: int) -> str:
     if not needed:
         return "no-models"
     root = Path(model_dir).expanduser()
-    folders = {FOLDERS[tier] for tier in needed}
+    folders = {FOLDERS[tier] for tier in needed if tier in FOLDERS}
     verify_models(root, tuple(m for m in MODELS if m.folder in folders))
     parts = [
         f"{folder}/{path.name}={sha256_file(path)[:12]}"

@@ -2,14 +2,15 @@
 
 A pipeline is a spec string, so stages and K values are configuration, not code:
 
-==================== ==========================================================================
-``first-stage``      the candidates' own order
-``dense``            the bi-encoder re-scores every candidate
-``ce``               the cross-encoder re-scores every candidate
-``dense>ce:30``      dense re-scores all; the cross-encoder re-scores dense's top 30
-``colbert>ce:30``    the same with ColBERT as the cheap tier
-``dense:100>ce:20``  dense re-scores the first stage's top 100; the cross-encoder dense's top 20
-==================== ==========================================================================
+========================== =========================================================================
+``first-stage``            the candidates' own order
+``dense``                  the bi-encoder re-scores every candidate
+``ce``                     the cross-encoder re-scores every candidate
+``dense>ce:30``            dense re-scores all; the cross-encoder re-scores dense's top 30
+``colbert>ce:30``          the same with ColBERT as the cheap tier
+``dense:100>ce:20``        dense re-scores the first stage's top 100, the cross-encoder its top 20
+``dense>student:50>ce:5``  the distilled student orders dense's top 50, the cross-encoder its top 5
+========================== =========================================================================
 
 ``tier:K`` means the tier re-scores the top ``K`` of the order it receives (the previous
 tier keeps its top ``K`` for it); without ``:K`` it re-scores them all. After each tier the
@@ -54,7 +55,7 @@ from streamrank.models.scoring.confidence import ConfidenceRule
 from streamrank.models.scoring.tiers import TierScores
 from streamrank.models.types import CandidateLike, has_text
 
-TIERS = ("dense", "colbert", "ce")
+TIERS = ("dense", "colbert", "student", "ce")
 FIRST_STAGE = "first-stage"
 
 

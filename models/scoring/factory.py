@@ -16,6 +16,7 @@ import numpy as np
 from tokenizers import Encoding
 
 from streamrank.models.assets.model_files import MODELS, verify_models
+from streamrank.models.assets.student_files import student_folder
 from streamrank.models.scoring.cascade import Cascade, Tier, parse_pipeline
 from streamrank.models.scoring.confidence import ConfidenceRule
 
@@ -34,6 +35,7 @@ def build_tiers(
     score_cache: object | None = None,
     vector_cache: object | None = None,
     predict_wrapper: Callable[[Callable[[list[Encoding]], np.ndarray]], Callable] | None = None,
+    student: str | None = None,
 ) -> dict[str, Tier]:
     """Load the models a pipeline needs, verified, as tiers.
 
@@ -51,6 +53,9 @@ def build_tiers(
     predict_wrapper
         Wraps the cross-encoder's ``predict_encoded``, e.g.
         ``lambda p: CrossRequestBatcher(p).predict``.
+    student
+        The ``student`` tier's model hash (a prefix will do); ``None``: the shipped student
+        (:func:`streamrank.models.assets.student_files.student_folder`).
 
     Raises
     ------
@@ -61,14 +66,18 @@ def build_tiers(
 
     needed = tiers_needed(spec)
     root = Path(model_dir).expanduser()
-    verify_models(root, tuple(m for m in MODELS if m.folder in {FOLDERS[t] for t in needed}))
+    folders = {FOLDERS[t] for t in needed if t in FOLDERS}  # the student is not fetched
+    verify_models(root, tuple(m for m in MODELS if m.folder in folders))
     tiers: dict[str, Tier] = {}
-    if "ce" in needed:
+    for name in ("student", "ce"):
+        if name not in needed:
+            continue
         from streamrank.models.scoring.cross_encoder import CrossEncoder
 
-        encoder = CrossEncoder(root / FOLDERS["ce"], max_length=max_length)
+        folder = root / FOLDERS["ce"] if name == "ce" else student_folder(root, student)
+        encoder = CrossEncoder(folder, max_length=max_length)
         predict = predict_wrapper(encoder.predict_encoded) if predict_wrapper else None
-        tiers["ce"] = CrossEncoderTier(encoder, score_cache, predict)  # type: ignore[arg-type]
+        tiers[name] = CrossEncoderTier(encoder, score_cache, predict, name=name)  # type: ignore[arg-type]
     if "dense" in needed:
         from streamrank.models.scoring.bi_encoder import QUERY_INSTRUCTION, BiEncoder
 

@@ -105,9 +105,9 @@ class CrossEncoderTier:
         deadline come from the same encodings the model runs on.
     cost
         Seconds per token; default: calibrated on start.
+    name
+        The tier's name in pipeline specs: ``ce`` (the teacher) or ``student``.
     """
-
-    name = "ce"
 
     def __init__(
         self,
@@ -115,7 +115,9 @@ class CrossEncoderTier:
         cache: ScoreCache | None = None,
         predict_encoded: Callable[[list[Encoding]], np.ndarray] | None = None,
         cost: CostModel | None = None,
+        name: str = "ce",
     ) -> None:
+        self.name = name
         self.encoder = encoder
         self.cache = cache
         self.predict_encoded = predict_encoded or encoder.predict_encoded
