@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrank.models.learning.distill import Tokenized
 from streamrank.streams.config import Settings
 
 # The checkout (the folder holding pyproject.toml) and the judged collections beside it.
@@ -108,3 +109,17 @@ def consume(
 
 def json_values(records: list) -> list[dict]:
     return [json.loads(record.value) for record in records]
+
+
+def tiny_tokenized(groups: int = 6, per_query: int = 4, seed: int = 0) -> Tokenized:
+    """Random token ids and teacher scores for distillation tests on a 20-word vocabulary."""
+
+    rng = np.random.default_rng(seed)
+    ids, types = [], []
+    for _ in range(groups * per_query):
+        length = int(rng.integers(5, 12))
+        ids.append([1, *rng.integers(3, 20, length - 2).tolist(), 2])
+        types.append([0] * (length // 2) + [1] * (length - length // 2))
+    data = Tokenized(ids, types, per_query)
+    data.teacher = rng.normal(0, 2, groups * per_query).astype(np.float32)
+    return data

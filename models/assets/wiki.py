@@ -264,3 +264,17 @@ def _existing_counts(out: Path) -> WikiCounts | None:
     if provenance.get("wheel_sha256") != WHEEL_SHA256 or not files_there:
         return None
     return WikiCounts(**provenance["counts"])
+
+
+def demo_query_ids(out: Path = DEFAULT_OUT, count: int = 200, seed: int = 0) -> list[str]:
+    """The ids of the queries the demo scores: ``count`` drawn with ``seed`` from the file.
+
+    The demo and anything that must keep away from its queries (distillation's training
+    data) draw them here, so both agree on which they are.
+    """
+    import numpy as np
+
+    from streamrank.models.retrieval.corpus import read_queries
+
+    ids = list(read_queries(out / "queries.jsonl").items)
+    return [ids[i] for i in np.random.default_rng(seed).choice(len(ids), count, replace=False)]

@@ -5,6 +5,7 @@
     streamrank models fetch [--model-dir DIR]
     streamrank models verify [--model-dir DIR]
     streamrank models export HF_ID_OR_DIR --out DIR [--no-quantize]
+    streamrank models distill [--data DIR] [--layers 0,6,11] [--steps N] [--register]
     streamrank models register --pipeline SPEC [--parent V] [--notes TEXT]
     streamrank models list
     streamrank models show VERSION
@@ -97,6 +98,157 @@ def export(source: str, out: Path, max_length: int, quantize: bool) -> None:
     except ExportError as error:
         fail(str(error), error.fix)
     console.print_json(data=report)
+
+
+@models_group.command("distill")
+@model_dir_option
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("../shared/data"),
+    show_default=True,
+    help="folder with scifact/ and cranfield/ (their titles become pseudo-queries)",
+)
+@click.option("--layers", default="0,6,11", show_default=True, help="teacher layers to keep")
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--steps", default=0, show_default=True, type=click.IntRange(0), help="cap (smoke runs)"
+)
+@click.option(
+    "--queries",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.0, min_open=True),
+    help="fraction of the default query counts",
+)
+@click.option("--max-length", default=128, show_default=True, type=click.IntRange(16, 512))
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--evaluate/--no-evaluate",
+    default=True,
+    show_default=True,
+    help="DL19 figures against the teacher",
+)
+@click.option(
+    "--register", is_flag=True, help="register a version serving it (dense>student:50>ce:5)"
+)
+@token_option
+def distill(
+    model_dir: Path,
+    data_dir: Path,
+    layers: str,
+    epochs: int,
+    steps: int,
+    queries: float,
+    max_length: int,
+    seed: int,
+    evaluate: bool,
+    register: bool,
+    token: str | None,
+) -> None:
+    """Distil the teacher cross-encoder into a smaller student (int8 ONNX) and print its folder.
+
+    Trains on the teacher's scores of BM25 candidates for the wiki demo corpus's queries and
+    SciFact's and Cranfield's titles (never TREC DL). Resumable: run it again after a stop.
+    Needs the [distill] extra (jax, optax, onnx).
+
+    Example: streamrank models distill --data ../shared/data
+    """
+    from streamrank.models.learning.distill import DistillConfig, DistillError, distill_student
+
+    sources, evaluation = _distill_sources(data_dir, queries)
+    try:
+        config = DistillConfig(
+            layers=tuple(int(x) for x in layers.split(",")),
+            epochs=epochs,
+            steps=steps,
+            max_length=max_length,
+            seed=seed,
+        )
+    except ValueError:
+        fail(f"bad --layers {layers!r}", "give teacher layer numbers, e.g. --layers 0,6,11")
+    try:
+        with progress_bar() as bars:
+            folder, provenance = distill_student(
+                config,
+                sources,
+                model_dir,
+                model_dir / "distill",
+                RichProgress(bars),
+                evaluation if evaluate else None,
+                command=_distill_command(config, queries, data_dir),
+            )
+    except DistillError as error:
+        fail(str(error), error.fix)
+    except ImportError as error:
+        fail(f"distillation needs {error.name}", "pip install 'streamrank[distill]'")
+    console.print_json(json.dumps({"folder": str(folder)} | provenance))
+    if register:
+        _register_student(provenance, token)
+
+
+def _distill_command(config: Any, queries: float, data_dir: Path) -> str:
+    from streamrank.models.learning.distill import rebuild_command
+
+    command = rebuild_command(config) + f" --data {data_dir}"
+    return command + (f" --queries {queries}" if queries != 1.0 else "")
+
+
+def _distill_sources(data_dir: Path, fraction: float) -> tuple[Any, tuple[Path, Path] | None]:
+    from streamrank.models.assets.wiki import DEFAULT_OUT, demo_query_ids
+    from streamrank.models.learning.distill_data import Sources
+
+    wiki = DEFAULT_OUT if (DEFAULT_OUT / "corpus.jsonl").is_file() else None
+    scifact = data_dir / "scifact" if (data_dir / "scifact" / "corpus.jsonl").is_file() else None
+    cranfield = data_dir / "cranfield"
+    cranfield = cranfield if (cranfield / "cran.all.1400").is_file() else None
+    if wiki is None and scifact is None and cranfield is None:
+        fail(
+            f"no training corpus: no wiki demo corpus in {DEFAULT_OUT}, none in {data_dir}",
+            "run `streamrank demo --prepare-only`, or pass --data with scifact/ or cranfield/",
+        )
+    default = Sources(None, None, None)
+    sources = Sources(
+        wiki,
+        scifact,
+        cranfield,
+        wiki_queries=max(1, round(default.wiki_queries * fraction)),
+        scifact_queries=max(1, round(default.scifact_queries * fraction)),
+        cranfield_queries=max(1, round(default.cranfield_queries * fraction)),
+        held_out=frozenset(demo_query_ids(wiki)) if wiki else frozenset(),
+    )
+    dl19 = data_dir / "trec-dl-2019"
+    evaluation = (dl19 / "bm25-top100.json", dl19 / "qrels.txt")
+    return sources, evaluation if evaluation[0].is_file() else None
+
+
+def _register_student(provenance: dict[str, Any], token: str | None) -> None:
+    from streamrank.models.assets.model_files import sha256_file
+    from streamrank.models.registry import RegistryError
+    from streamrank.models.scoring.factory import FOLDERS
+
+    settings, _, registry = open_registry()
+    teacher = settings.model_dir / FOLDERS["ce"] / "model.onnx"
+    student = provenance["model_sha256"]
+    pipeline = f"dense>student@{student[:12]}:50>ce:5"
+    try:
+        version = registry.register(
+            pipeline=pipeline,
+            cross_encoder={
+                "name": FOLDERS["ce"],
+                "sha256": sha256_file(teacher),
+                "student": student,
+            },
+            notes=f"distilled student {student[:12]}: {provenance.get('figures', {})}",
+        )
+    except RegistryError as error:
+        fail(
+            f"version not registered: {error}",
+            "check that Kafka and Redis are up, then run it again",
+        )
+    _first_activation(registry.with_operator_key((token or "").encode()), version.version)
+    console.print(f"registered {version.version} ({pipeline}, student {student[:12]})")
 
 
 # -- registry versions ----------------------------------------------------------------------

@@ -57,49 +57,15 @@ def test_export_local_bert_with_fresh_head(tmp_path: Path):
 
 def checkpoint_from_shipped_reranker(folder: Path, target: Path) -> Path:
     """HF-named float32 weights (int8 x scale) from the shipped reranker's ONNX graph."""
-    import onnx
-    from onnx import numpy_helper
     from safetensors.numpy import save_file
 
-    graph = onnx.load(str(folder / "model.onnx")).graph
-    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    made = {o: n for n in graph.node for o in n.output}
-    weights = {n.removeprefix("bert."): a for n, a in init.items() if n.startswith("bert.")}
-    weights.update({n: a for n, a in init.items() if n.startswith("classifier.")})
-    for node in graph.node:
-        if node.op_type == "MatMulInteger":
-            scale = next(i for i in made[node.input[0]].output if i.endswith("_scale"))
-            w_scale = next(
-                i
-                for n in graph.node
-                if scale in n.input
-                and n.op_type == "Mul"
-                and node.name.removesuffix("_quant") in n.name
-                for i in n.input
-                if i in init
-            )
-            w = (init[node.input[1]].astype(np.float32) - init[node.input[3]]) * init[w_scale]
-            name = (
-                node.name.strip("/")
-                .removesuffix("/MatMul_quant")
-                .removesuffix("/Gemm_MatMul_quant")
-            )
-            weights[name.removeprefix("bert/").replace("/", ".") + ".weight"] = w.T.copy()
-        if node.op_type == "DequantizeLinear":
-            table = made[node.input[0]].input[0]
-            w = (init[table].astype(np.float32) - init[node.input[2]]) * init[node.input[1]]
-            weights[table.removeprefix("bert.").removesuffix("_quantized")] = w
+    from streamrank.models.onnx.dequantize import dequantized_weights
+
+    weights, config = dequantized_weights(folder / "model.onnx")
     weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
     target.mkdir()
     save_file(weights, str(target / "model.safetensors"))
-    config = {
-        "model_type": "bert",
-        "hidden_size": 384,
-        "num_attention_heads": 12,
-        "num_hidden_layers": 12,
-        "vocab_size": 30522,
-        "layer_norm_eps": 1e-12,
-    }
+    config |= {"model_type": "bert", "num_attention_heads": 12}
     (target / "config.json").write_text(json.dumps(config))
     shutil.copyfile(folder / "tokenizer.json", target / "tokenizer.json")
     return target
