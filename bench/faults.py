@@ -327,6 +327,7 @@ class Seen:
     created: float  # the record's timestamp: when the worker sent it
     degraded: bool
     shown: list[str]
+    ranking: Ranking | None = None  # the whole message (timings, reasons), for bench/sla.py
 
 
 class RankingWatcher:
@@ -344,8 +345,12 @@ class RankingWatcher:
     def _run(self) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
+        # check_crcs off: kafka-python checksums in pure Python (about 1 MB/s), which would
+        # delay when a large ranking is seen; the worker's own consumers check theirs
         consumer = KafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap, reconnect_backoff_max_ms=500
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            reconnect_backoff_max_ms=500,
+            check_crcs=False,
         )
         topic = self.settings.topic("rankings")
         partitions = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
@@ -373,6 +378,7 @@ class RankingWatcher:
             record.timestamp / 1000,
             ranking.degraded,
             [item.doc_id for item in ranking.items],
+            ranking,
         )
         with self._lock:
             self.seen.append(seen)

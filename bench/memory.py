@@ -170,13 +170,18 @@ class LiveWorker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.log_file.close()
-        admin = admin_client(self.settings)
-        try:
-            admin.delete_topics(self.topics)
-        finally:
-            admin.close()
-        for name in client.scan_iter(match=f"{self.settings.topic_prefix}*", count=1000):
-            client.delete(name)
+        delete_run(self.settings, self.topics, client)
+
+
+def delete_run(settings: Settings, topics: list[str], client: redis.Redis) -> None:
+    """Delete a run's topics and every Redis key under its prefix."""
+    admin = admin_client(settings)
+    try:
+        admin.delete_topics(topics)
+    finally:
+        admin.close()
+    for name in client.scan_iter(match=f"{settings.topic_prefix}*", count=1000):
+        client.delete(name)
 
 
 def run_settings(redis_url: str, kafka: str, session_close_s: float = 1.0) -> Settings:

@@ -560,6 +560,7 @@ def model_identity(spec: str, model_dir: str | Path, max_length: int) -> str:
     model never hits stale rankings. ``first-stage`` needs no model.
     """
     from streamrank.models.assets.model_files import MODELS, sha256_file, verify_models
+    from streamrank.models.assets.student_files import student_folder
     from streamrank.models.scoring.cascade import parse_pipeline
     from streamrank.models.scoring.factory import FOLDERS
 
@@ -574,6 +575,10 @@ def model_identity(spec: str, model_dir: str | Path, max_length: int) -> str:
         for folder in sorted(folders)
         for path in sorted((root / folder).glob("*.onnx"))
     ]
+    for stage in parse_pipeline(spec):
+        if stage.tier == "student":  # named by hash, or the shipped one: hash it either way
+            model = student_folder(root, stage.model) / "model.onnx"
+            parts.append(f"student/model.onnx={sha256_file(model)[:12]}")
     return ";".join([f"L{max_length}", *parts])
 
 
@@ -595,6 +600,7 @@ def pipeline_rankings(
     score_dir: Path = CACHE_DIR / "simulate",
     progress: ProgressReporter | None = None,
     vector_cache: Any = None,
+    fusion: Any = None,
 ) -> PipelineRankings:
     """Each query's ranking by ``spec`` with the real cascade, computed once and cached.
 
@@ -620,6 +626,9 @@ def pipeline_rankings(
     vector_cache
         Document vectors for the dense and ColBERT tiers; pass one cache to several calls
         so pipelines that share a tier encode the documents once.
+    fusion
+        How the tiers' scores combine (a :class:`~streamrank.models.scoring.fusion.Fusion`);
+        ``None``: the cascade's default. Part of the cache key.
 
     Raises
     ------
@@ -629,9 +638,13 @@ def pipeline_rankings(
         When a model the pipeline needs is missing (names ``streamrank models fetch``).
     """
     from streamrank.models.scoring.cascade import Cascade, parse_pipeline
+    from streamrank.models.scoring.fusion import DEFAULT_FUSION
 
     parse_pipeline(spec)
+    fusion = DEFAULT_FUSION if fusion is None else fusion
     identity = model_identity(spec, model_dir, max_length)
+    if parse_pipeline(spec) and fusion.active:
+        identity += f";fusion={fusion}"
     path = rankings_cache_path(candidates, spec, identity, cache_dir)
     if path.exists():
         saved = json.loads(path.read_text())
@@ -650,7 +663,7 @@ def pipeline_rankings(
             max_length,
             score_cache=scores,
             vector_cache=vector_cache,
-        )
+        ).with_fusion(fusion)
     else:
         cascade, scores = Cascade(spec, {}), None
     score_file = _seed_scores(cascade, scores, queries, candidates, score_dir)

@@ -24,6 +24,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamrank.models.assets.model_files import default_model_dir
+from streamrank.models.scoring.fusion import DEFAULT_FUSION, Fusion
 from streamrank.streams.events import Limits
 
 
@@ -190,6 +191,18 @@ class Settings(BaseSettings):
     skip_ce_if_top_score_below: float | None = Field(
         None, description="skip the cross-encoder when the best first-stage score is this low"
     )
+    fusion: Literal["none", "minmax", "zscore", "rrf"] = Field(
+        DEFAULT_FUSION.method,
+        description="how each tier's scores combine with the order it received "
+        "(none: the tier's own order; see docs/models.md)",
+    )
+    fusion_weight: float = Field(
+        DEFAULT_FUSION.weight,
+        ge=0,
+        le=1,
+        description="the tier's share in the fusion (1: the tier alone); "
+        "fit per corpus with `streamrank eval fit-fusion`",
+    )
     score_cache_ttl_s: int = Field(3600, ge=1, description="cross-encoder score cache lifetime")
     vector_cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="document vector lifetime")
     inference_threads: int = Field(
@@ -263,6 +276,10 @@ class Settings(BaseSettings):
             )
             self.impression_ttl_s = max(1, math.ceil(windows))
         return self
+
+    def cascade_fusion(self) -> Fusion:
+        """The configured :class:`~streamrank.models.scoring.fusion.Fusion`."""
+        return Fusion(self.fusion, self.fusion_weight)
 
     def topic(self, kind: str) -> str:
         """The full Kafka topic name for a kind of message, prefix included."""

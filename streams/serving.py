@@ -13,16 +13,25 @@ Candidates without text keep their slots, as they do in the cascade.
 
 Redis being away never stops a request. Every Redis call of the request path has a short
 timeout and goes through one circuit breaker (:mod:`streamrank.streams.state.breaker`); when one
-fails, the request is ranked by the active pipeline all the same: the score and vector caches
-count as misses (scores are computed), stored texts and user features are left out, the online
-ranker is skipped (the cascade's order is served), and the ranking says ``degraded`` with the
-reasons. What that costs is recorded by the rerank agent (:mod:`streamrank.streams.agents.rerank`).
+fails, the request is ranked by the active pipeline all the same: the score cache counts as
+misses (scores are computed), document vectors come from the worker's memory only (its LRU and
+its index; a candidate whose vector is only in Redis is left unscored by the vector tiers),
+stored texts and user features are left out, the online ranker is skipped (the cascade's order
+is served), and the ranking says ``degraded`` with the reasons. What that costs is recorded by
+the rerank agent (:mod:`streamrank.streams.agents.rerank`).
+
+Document vectors are never computed here: they are stored at ingestion (``index build``, the
+``items`` agent through :meth:`Reranker.ensure_vectors`). A candidate without one is left
+unscored by the vector tiers and counted (``streamrank_vectors_missing_total`` in ``/metrics``);
+the ranking is not called degraded for it, since it is an ingestion gap and not overload.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,6 +42,7 @@ from streamrank.models.scoring.batching import CrossRequestBatcher
 from streamrank.models.scoring.cascade import Cascade, CascadeItem, CascadeResult
 from streamrank.models.scoring.confidence import ConfidenceRule
 from streamrank.models.scoring.factory import build_cascade
+from streamrank.models.scoring.score_cache import InMemoryCache, LayeredVectors, VectorCache
 from streamrank.models.types import TextCandidate
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidates, RankedItem, Ranking
@@ -61,9 +71,85 @@ def shown_count(request: Candidates) -> int:
     return max(request.k, 10)
 
 
+VECTOR_LRU_BYTES = 256 * 2**20
+"""Bytes of document vectors a worker keeps in process (about 170,000 384-float vectors)."""
+
+_worker_vectors: weakref.WeakKeyDictionary[redis.Redis, LayeredVectors] = (
+    weakref.WeakKeyDictionary()
+)
+_worker_vectors_lock = threading.Lock()
+
+
+MAX_CLOCK_SKEW_S = 60.0
+"""A request older than this by its own timestamp is taken for a producer with a wrong clock."""
+
+
+def waited_s(sent_at: float, now: float) -> float:
+    """Seconds a request waited before ranking began, by its timestamp (the producer's clock).
+
+    The latency budget counts from there, so a request that queued behind others (a burst,
+    an overloaded worker) is not given the whole budget again: under 3x overload the answer
+    comes within about twice the budget instead of growing with the queue. A timestamp in the
+    future or implausibly old is a clock problem, not a queue, and counts as no wait.
+
+    Examples
+    --------
+    >>> waited_s(100.0, 100.25)
+    0.25
+    >>> waited_s(100.0, 99.0), waited_s(100.0, 100.0 + 3600)
+    (0.0, 0.0)
+    """
+    waited = now - sent_at
+    return waited if 0.0 <= waited <= MAX_CLOCK_SKEW_S else 0.0
+
+
+def vector_store_for(settings: Settings, client: redis.Redis) -> LayeredVectors:
+    """Where a worker's vector tiers read document vectors: an in-process LRU, then Redis.
+
+    One per request-path Redis client, hence one per worker: every cascade the worker builds
+    (the active version, a promoted one, shadows served in experiments) shares the warm LRU
+    (keys carry the encoder version, so sharing is safe). An MGET of 1,000 vectors from Redis
+    costs a large part of a 50 ms budget where the LRU answers in about a millisecond
+    (``bench/vector_lookup.py``). The retrieve agent adds its index's own vectors as a layer
+    between the two (:func:`add_index_vectors`).
+    """
+    with _worker_vectors_lock:
+        store = _worker_vectors.get(client)
+        if store is None:
+            redis_store = RedisVectorCache(
+                client, key(settings, "vec:"), settings.vector_cache_ttl_s
+            )
+            lru = InMemoryCache(max_items=None, max_bytes=VECTOR_LRU_BYTES)
+            store = _worker_vectors[client] = LayeredVectors([lru, redis_store])
+        return store
+
+
+def add_index_vectors(store: LayeredVectors, index_vectors: VectorCache) -> None:
+    """Put a first-stage index's vectors in front of Redis in a worker's vector store."""
+    if index_vectors not in store.layers:
+        store.layers.insert(len(store.layers) - 1, index_vectors)
+
+
 def cascade_for(settings: Settings, client: redis.Redis, pipeline: str | None = None) -> Cascade:
-    """The configured cascade, with the shared Redis caches and cross-request batching."""
-    return build_cascade(
+    """The configured cascade, with the shared Redis caches, the worker's vector store
+    (:func:`vector_store_for`) and cross-request batching."""
+    return configured_cascade(
+        settings,
+        pipeline,
+        score_cache=RedisScoreCache(client, key(settings, "score:"), settings.score_cache_ttl_s),
+        vector_cache=vector_store_for(settings, client),
+        predict_wrapper=lambda predict: (
+            CrossRequestBatcher(predict, max_wait_s=settings.batch_wait_ms / 1000).predict
+        ),
+    )
+
+
+def configured_cascade(settings: Settings, pipeline: str | None = None, **caches: Any) -> Cascade:
+    """The cascade a worker serves (models, max length, confidence rule, fusion) for
+    ``pipeline`` (default ``settings.pipeline``), with the given caches and wrappers
+    (``build_cascade``'s keywords). The demo's offline comparison builds its cascade here too,
+    so it measures exactly what the worker serves."""
+    cascade = build_cascade(
         pipeline or settings.pipeline,
         settings.model_dir,
         max_length=settings.max_length,
@@ -71,12 +157,9 @@ def cascade_for(settings: Settings, client: redis.Redis, pipeline: str | None = 
             skip_if_margin_at_least=settings.skip_ce_if_margin_at_least,
             skip_if_top_score_below=settings.skip_ce_if_top_score_below,
         ),
-        score_cache=RedisScoreCache(client, key(settings, "score:"), settings.score_cache_ttl_s),
-        vector_cache=RedisVectorCache(client, key(settings, "vec:"), settings.vector_cache_ttl_s),
-        predict_wrapper=lambda predict: (
-            CrossRequestBatcher(predict, max_wait_s=settings.batch_wait_ms / 1000).predict
-        ),
+        **caches,
     )
+    return cascade.with_fusion(settings.cascade_fusion())
 
 
 FEATURE_DIGITS = 6
@@ -121,18 +204,22 @@ class Reranker:
 
     def rank(self, request: Candidates) -> tuple[Ranking, dict[str, Any]]:
         """The ranking to publish and the impression to record."""
+        queued_s = waited_s(request.timestamp, time.time())
         started = time.perf_counter()
         try:
             candidates, lost = self.with_stored_texts(request), None
         except redis.RedisError as error:  # rank what came with text; the rest keep their slots
             candidates, lost = list(request.candidates), f"stored texts not read: {error}"
         lookup_ms = (time.perf_counter() - started) * 1000
-        budget_s = self.settings.latency_budget_ms / 1000 - lookup_ms / 1000
+        budget_s = self.settings.latency_budget_ms / 1000 - lookup_ms / 1000 - queued_s
         result = self.cascade.rank(request.query, candidates, deadline_s=max(budget_s, 0.0))
         if lost is not None:
             result = degrade(result, lost)
-        result, online = self.serve_online(request, result)
-        ranking = self.to_ranking(request, result, lookup_ms)
+        if budget_s > 0:
+            result, online = self.serve_online(request, result)
+        else:  # late already: the first stage's order now beats a good order later
+            result, online = degrade(result, f"late: waited {queued_s * 1000:.0f} ms"), None
+        ranking = self.to_ranking(request, result, lookup_ms, queued_s * 1000)
         return ranking, self.impression(request, result, online)
 
     def serve_online(
@@ -201,15 +288,25 @@ class Reranker:
         ]
 
     def ensure_vectors(self, doc_id: str, text: str) -> int:
-        """Encode and cache a document's vectors for this cascade's vector tiers (ingestion).
+        """Encode and store a document's vectors for this cascade's vector tiers (ingestion).
 
-        Serving then only reads them: a document first seen in a request would otherwise be
-        encoded inside that request's latency budget. Returns how many vectors were encoded
-        (0 when they were cached already).
+        Serving only reads them: the vector tiers never encode a document inside a request
+        (a candidate without a stored vector is left unscored by that tier and counted, see
+        :meth:`take_vectors_missing`). Returns how many vectors were encoded (0 when they
+        were stored already).
         """
         document = [TextCandidate(doc_id, text, 0.0)]
         tiers = [t for t in self.cascade.tiers.values() if hasattr(t, "ensure_vectors")]
         return sum(tier.ensure_vectors(document) for tier in tiers)
+
+    def take_vectors_missing(self) -> dict[str, int]:
+        """Candidates each vector tier scored without a stored vector since the last call."""
+        counts = {
+            name: tier.take_missing()
+            for name, tier in self.cascade.tiers.items()
+            if hasattr(tier, "take_missing")
+        }
+        return {name: count for name, count in counts.items() if count}
 
     def with_stored_texts(self, request: Candidates) -> list:
         """The candidates, with the feature store's text for those that came without one."""
@@ -224,8 +321,10 @@ class Reranker:
             for c in request.candidates
         ]
 
-    def to_ranking(self, request: Candidates, result: CascadeResult, lookup_ms: float) -> Ranking:
-        timings = {"lookup": lookup_ms, **result.timings_ms}
+    def to_ranking(
+        self, request: Candidates, result: CascadeResult, lookup_ms: float, queued_ms: float = 0.0
+    ) -> Ranking:
+        timings = {"queue": queued_ms, "lookup": lookup_ms, **result.timings_ms}
         retrieve_ms = request.context.get("retrieve_ms")
         if isinstance(retrieve_ms, int | float):
             timings = {"retrieve": float(retrieve_ms), **timings}

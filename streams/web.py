@@ -7,7 +7,9 @@ comes from Redis, so any worker's dashboard shows the whole deployment:
   that polls ``/dashboard/data`` every two seconds and draws, per shadow, the interleaving
   preference over sessions with its 95 % band, the primary's latency histogram, and the
   live learning curve (click-through rate of closed sessions per minute);
-- ``/metrics`` has the same numbers as Prometheus text;
+- ``/metrics`` has the same numbers as Prometheus text, and the candidates each vector tier
+  left unscored for want of a stored document vector
+  (``streamrank_vectors_missing_total{tier="dense"}``: an ingestion gap to fix, not overload);
 - ``/health`` answers 200 with the serving version while Redis answers, 503 otherwise.
 
 The pages listen on ``STREAMRANK_WEB_HOST`` (127.0.0.1 unless set: Faust's own default is
@@ -41,6 +43,9 @@ from streamrank.shadow.report import summarize
 from streamrank.streams.config import Settings
 from streamrank.streams.state.connections import registry_for, shadow_stats_for
 from streamrank.streams.state.service_metrics import ServiceMetrics
+
+VECTOR_TIERS = ("dense", "colbert")
+"""Tiers ``streamrank_vectors_missing_total`` always has a series for (0 until one misses)."""
 
 # What a 401 offers: Basic makes a browser ask for the token (as the password); Bearer is
 # for programs.
@@ -159,7 +164,14 @@ def prometheus_text(data: dict[str, Any]) -> str:
     lines += [
         f"streamrank_ranking_latency_ms_sum {primary['latency_sum_ms']}",
         f"streamrank_ranking_latency_ms_count {primary['rankings']}",
+        "# HELP streamrank_vectors_missing_total Candidates a vector tier left unscored: "
+        "no stored document vector (ingestion gap).",
+        "# TYPE streamrank_vectors_missing_total counter",
     ]
+    missing = primary.get("vectors_missing", {})
+    for tier in sorted(set(VECTOR_TIERS) | set(missing)):
+        count = missing.get(tier, 0)
+        lines.append(f'streamrank_vectors_missing_total{{tier="{label_value(tier)}"}} {count}')
     if data.get("active"):
         lines += [
             "# HELP streamrank_active_version_info The registry's active version.",

@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from streamrank.models.assets.model_files import ModelFilesError, sha256_file
@@ -52,3 +53,16 @@ def student_folder(model_dir: str | Path, sha256: str | None = None) -> Path:
         f"missing model file: no student cross-encoder{wanted} in {built} or the package\n"
         f"fix: run `{DISTILL_COMMAND}` to build one"
     )
+
+
+def trained_length(folder: Path, default: int = 512) -> int:
+    """The max tokens per pair the student in ``folder`` was trained on (its provenance).
+
+    A student scores pairs as it learned them: cut longer, its positions past this length
+    were never trained, and each pair costs more.
+    """
+    try:
+        provenance = json.loads((folder / "PROVENANCE.json").read_text())
+        return int(provenance["config"]["max_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default

@@ -76,7 +76,8 @@ def evaluate_pipeline(
     """Metrics of one pipeline over the judged queries.
 
     ``cascade_factory(spec) -> Cascade`` builds the re-ranking part (the real models by
-    default); returns ``ndcg@10``, ``mrr@10``, ``recall@100``, ``recall@1000`` (first stage),
+    default, with the default fusion); returns ``ndcg@10``, ``mrr@10``, ``recall@100``,
+    ``recall@1000`` (first stage), ``fusion`` (how the tiers' scores were combined),
     ``pairs_scored``, ``latency_ms`` (p50/p95/p99, first stage + cascade per query) and
     ``doc_encode_seconds``.
     """
@@ -84,7 +85,7 @@ def evaluate_pipeline(
     selected = judged_queries(queries, qrels)
     retrieved, first_ms = retrieve_all(stage, selected, method, k1)
     first_ranking = {query.qid: [c.doc_id for c in query.candidates] for query in retrieved}
-    result: dict[str, Any] = {"pipeline": spec, "queries": len(retrieved)}
+    result: dict[str, Any] = {"pipeline": spec, "queries": len(retrieved), "fusion": "none"}
     result["recall@100"] = _mean_recall(first_ranking, qrels, 100)
     result["recall@1000"] = _mean_recall(first_ranking, qrels, 1000)
     if cascade_spec is None:
@@ -98,6 +99,7 @@ def evaluate_pipeline(
         }
         return result
     cascade = cascade_factory(cascade_spec)
+    result["fusion"] = str(cascade.fusion)
     rankings, cascade_ms, pairs, encode_s = rerank_all(cascade, retrieved, progress)
     metrics = mean_metrics(rankings, qrels, k=10)
     result |= {

@@ -31,6 +31,7 @@ from streamrank.models.evaluation.metrics import latency_percentiles, mean_metri
 from streamrank.models.progress import ProgressReporter, SilentProgress
 from streamrank.models.scoring.budget import CostModel
 from streamrank.models.scoring.cascade import Cascade, parse_pipeline
+from streamrank.models.scoring.fusion import Fusion
 from streamrank.models.types import TextCandidate
 
 
@@ -151,6 +152,7 @@ def evaluate_rerank(
     model_dir: str | Path | None = None,
     deadline_s: float | None = None,
     progress: ProgressReporter | None = None,
+    fusion: Fusion | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``pipeline`` on a candidate file against qrels.
 
@@ -170,6 +172,9 @@ def evaluate_rerank(
         Per-query latency budget (``None``: none).
     progress
         Told about each stage (encoding, warm-up, ranking); silent by default.
+    fusion
+        How the tiers' scores combine (:mod:`streamrank.models.scoring.fusion`); ``None``:
+        the cascade's default.
 
     Returns
     -------
@@ -179,7 +184,7 @@ def evaluate_rerank(
         that tier, over its own time), ``latency_ms`` (``p50``/``p95``/``p99`` per query),
         ``doc_encode_seconds`` (one-time document encoding, excluded from latency),
         ``degraded_queries``, ``warmup_queries`` (ranked untimed first, under a deadline),
-        ``pipeline``, ``max_length``, ``model_version``.
+        ``pipeline``, ``fusion``, ``max_length``, ``model_version``.
     """
     from streamrank.models.scoring.factory import build_cascade
 
@@ -189,10 +194,13 @@ def evaluate_rerank(
     queries = load_candidates(candidates_file)
     qrels = load_qrels(qrels_file)
     cascade = build_cascade(pipeline, model_dir, max_length=max_length)
+    if fusion is not None:
+        cascade = cascade.with_fusion(fusion)
     report = run_cascade(cascade, queries, qrels, deadline_s, progress)
     return {
         **report,
         "pipeline": pipeline,
+        "fusion": str(cascade.fusion),
         "max_length": max_length,
         "model_version": cascade.model_version,
     }

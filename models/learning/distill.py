@@ -350,8 +350,9 @@ def compare_on_candidates(
     """nDCG@10 and pairs/s of the student and the teacher alone, over the same candidates.
 
     Both score every candidate of every query in one run, so the speed ratio is measured
-    under the same load.
+    under the same load; the student at the length it was trained on, as the cascade runs it.
     """
+    from streamrank.models.assets.student_files import trained_length
     from streamrank.models.evaluation.metrics import ndcg_at_k
     from streamrank.models.evaluation.rerank import load_candidates, load_qrels
     from streamrank.models.scoring.cross_encoder import CrossEncoder
@@ -360,8 +361,9 @@ def compare_on_candidates(
     judged = load_qrels(qrels)
     queries = [q for q in queries if q.qid in judged]
     figures: dict[str, float] = {"queries": len(queries)}
+    lengths = {"student": min(max_length, trained_length(student)), "teacher": max_length}
     for name, folder in (("student", student), ("teacher", teacher)):
-        encoder = CrossEncoder(folder, max_length=max_length)
+        encoder = CrossEncoder(folder, max_length=lengths[name])
         encoder.predict([("warm up", "the encoder's first call")] * 8)
         pairs, seconds, ndcgs = 0, 0.0, []
         for query in queries:

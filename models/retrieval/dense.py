@@ -92,6 +92,13 @@ def encoder_name(encoder: Encoder) -> str:
     return name if isinstance(name, str) else type(encoder).__name__
 
 
+def encoder_version(encoder: Encoder) -> str:
+    """The encoder's exact identity: its ``version`` attribute (the bi-encoder's includes its
+    weights' hash and max length, what its vectors depend on), else :func:`encoder_name`."""
+    version = getattr(encoder, "version", None)
+    return version if isinstance(version, str) else encoder_name(encoder)
+
+
 def encode_documents(
     docs: Sequence[Document],
     encoder: Encoder,
@@ -114,10 +121,15 @@ def encode_documents(
 class DenseIndex:
     """Document vectors (main matrix + delta + tombstones) searched exactly by inner product."""
 
-    def __init__(self, vectors: np.ndarray, ids: list[str], model: str = "") -> None:
+    def __init__(
+        self, vectors: np.ndarray, ids: list[str], model: str = "", version: str = ""
+    ) -> None:
         if vectors.ndim != 2 or vectors.shape[0] != len(ids):
             raise ValueError(f"{vectors.shape[0]} vectors for {len(ids)} ids")
         self.model = model
+        # The encoder's exact identity (weights and max length: ``encoder_version``), which a
+        # reader of these vectors in place of its own must match; "" when not recorded.
+        self.version = version
         self._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self._ids = ids
         self._position = {doc_id: position for position, doc_id in enumerate(ids)}
@@ -143,7 +155,8 @@ class DenseIndex:
         if not docs:
             raise ValueError("cannot build a dense index from no documents")
         vectors = encode_documents(docs, encoder, batch_size, on_progress)
-        return cls(vectors, [doc.id for doc in docs], encoder_name(encoder))
+        ids = [doc.id for doc in docs]
+        return cls(vectors, ids, encoder_name(encoder), encoder_version(encoder))
 
     def save(self, directory: str | Path) -> None:
         """Write the main matrix (``vectors.npy``), its ids and a manifest."""
@@ -153,7 +166,13 @@ class DenseIndex:
         np.save(temporary, self._vectors)
         os.replace(temporary, directory / "vectors.npy")
         (directory / "ids.json").write_text(json.dumps(self._ids), encoding="utf-8")
-        meta = {"format": FORMAT, "documents": len(self._ids), "dim": self.dim, "model": self.model}
+        meta = {
+            "format": FORMAT,
+            "documents": len(self._ids),
+            "dim": self.dim,
+            "model": self.model,
+            "version": self.version,
+        }
         (directory / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
@@ -165,7 +184,7 @@ class DenseIndex:
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
         vectors = np.load(directory / "vectors.npy", mmap_mode="r" if mmap else None)
         ids = json.loads((directory / "ids.json").read_text(encoding="utf-8"))
-        return cls(np.asarray(vectors), ids, meta.get("model", ""))
+        return cls(np.asarray(vectors), ids, meta.get("model", ""), meta.get("version", ""))
 
     # ---- updates ------------------------------------------------------------------------
 

@@ -163,6 +163,7 @@ class FirstStage:
             "documents": len(self._main_ids),
             "dense": self.dense is not None,
             "dense_model": self.dense.model if self.dense else None,
+            "dense_version": self.dense.version if self.dense else None,
             "dense_dim": self.dense.dim if self.dense else None,
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "corpus_sha256": self.corpus_sha256,
@@ -290,6 +291,7 @@ class FirstStage:
                     self.dense.live_vectors([doc.id for doc in docs]),
                     [doc.id for doc in docs],
                     self.dense.model,
+                    self.dense.version,
                 )
             self._reset(docs, bm25, dense)
 
@@ -338,6 +340,19 @@ class FirstStage:
     def get(self, doc_id: str) -> Document | None:
         """A live document by id."""
         return self._docs.get(doc_id)
+
+    def stored_vectors(
+        self, doc_ids: Sequence[str]
+    ) -> list[tuple[Document, np.ndarray] | tuple[None, None]]:
+        """Each live document with its dense vector, ``(None, None)`` where there is none."""
+        with self._lock:
+            found: list[tuple[Document, np.ndarray] | tuple[None, None]] = []
+            for doc_id in doc_ids:
+                doc = self._docs.get(doc_id)
+                vector = self.dense.vector(doc_id) if self.dense is not None else None
+                have = doc is not None and vector is not None
+                found.append((doc, vector) if have else (None, None))
+            return found
 
     def doc_ids(self) -> list[str]:
         """The ids of the live documents."""

@@ -14,7 +14,11 @@ A pipeline is a spec string, so stages and K values are configuration, not code:
 
 ``tier:K`` means the tier re-scores the top ``K`` of the order it receives (the previous
 tier keeps its top ``K`` for it); without ``:K`` it re-scores them all. After each tier the
-candidates it scored come first, by its score, and the rest follow in the previous order.
+candidates it scored come first, by their fused score, and the rest follow in the previous
+order. The :class:`~streamrank.models.scoring.fusion.Fusion` mixes the tier's score with the
+score that made the order it received (the first stage's, then each fusion's), so a tier
+that knows the corpus less than the first stage does cannot throw the first stage's order
+away; ``Fusion("none")`` orders by the tier's score alone.
 
 :meth:`Cascade.rank` also
 
@@ -29,15 +33,18 @@ candidates it scored come first, by its score, and the rest follow in the previo
 Examples
 --------
 >>> parse_pipeline("dense:100>ce:20")
-(Stage(tier='dense', k=100), Stage(tier='ce', k=20))
+(Stage(tier='dense', k=100, model=None), Stage(tier='ce', k=20, model=None))
 >>> from streamrank.models.types import TextCandidate
 >>> from streamrank.models.scoring.tiers import FunctionTier
 >>> length = FunctionTier("ce", lambda query, texts: np.array([len(t) for t in texts]))
->>> cascade = Cascade("ce:2", {"ce": length})
+>>> cascade = Cascade("ce:2", {"ce": length}, fusion=Fusion("none"))
 >>> docs = [TextCandidate("a", "x", 9.0), TextCandidate("b", "xxx", 8.0),
 ...         TextCandidate("c", "xxxxx", 7.0)]
 >>> [item.doc_id for item in cascade.rank("q", docs).items]
 ['b', 'a', 'c']
+>>> fused = cascade.with_fusion(Fusion("minmax", weight=0.3))
+>>> [(item.doc_id, item.score, item.fused) for item in fused.rank("q", docs).items]
+[('a', 1.0, 0.7), ('b', 3.0, 0.3), ('c', 7.0, None)]
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from typing import Protocol
 import numpy as np
 
 from streamrank.models.scoring.confidence import ConfidenceRule
+from streamrank.models.scoring.fusion import DEFAULT_FUSION, Fusion
 from streamrank.models.scoring.tiers import TierScores
 from streamrank.models.types import CandidateLike, has_text
 
@@ -76,10 +84,13 @@ class Tier(Protocol):
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of a pipeline: a tier and how many of the top candidates it re-scores."""
+    """One step of a pipeline: a tier, how many of the top candidates it re-scores and, for
+    the ``student`` tier, which student (``student@<model hash prefix>``; none: the shipped
+    one), so that a registry version's spec names its model by content."""
 
     tier: str
     k: int | None = None
+    model: str | None = None
 
 
 def parse_pipeline(spec: str) -> tuple[Stage, ...]:
@@ -95,12 +106,22 @@ def parse_pipeline(spec: str) -> tuple[Stage, ...]:
         name, _, k = part.strip().partition(":")
         if name == FIRST_STAGE and number == 0 and not k:
             continue
+        name, at, model = name.partition("@")
         if name not in TIERS:
             raise PipelineError(f"unknown tier {name!r} in {spec!r}; tiers: {', '.join(TIERS)}")
+        if at and (name != "student" or not _is_hash_prefix(model)):
+            raise PipelineError(
+                f"bad model {name}@{model!r} in {spec!r}: only the student tier takes one, "
+                "a hex model hash of 8 to 64 characters (e.g. student@1a2b3c4d5e6f)"
+            )
         if k and not (k.isdigit() and int(k) > 0):
             raise PipelineError(f"bad K {k!r} in {spec!r}: a positive integer")
-        stages.append(Stage(name, int(k) if k else None))
+        stages.append(Stage(name, int(k) if k else None, model or None))
     return tuple(stages)
+
+
+def _is_hash_prefix(text: str) -> bool:
+    return 8 <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text)
 
 
 @dataclass(frozen=True)
@@ -112,6 +133,10 @@ class CascadeItem:
     score
         The score of the last tier that scored it (first-stage score if none did): scores
         of different tiers are on different scales, only the order is comparable.
+    fused
+        The fused score that placed it (``None`` when the last tier that scored it was not
+        fused with the order before, or no tier scored it); it orders the candidates that
+        tier scored within this request only.
     stage
         Which tier's score placed it (``first-stage`` when none).
     flags
@@ -124,14 +149,16 @@ class CascadeItem:
     position: int
     stage: str
     flags: tuple[str, ...] = ()
+    fused: float | None = None
 
 
 @dataclass
 class CascadeResult:
-    """A ranking with what it took to make it."""
+    """A ranking with what it took to make it (``fusion``: how tier scores were combined)."""
 
     items: list[CascadeItem]
     model_version: str
+    fusion: str = "none"
     timings_ms: dict[str, float] = field(default_factory=dict)
     degraded: bool = False
     degraded_reason: str | None = None
@@ -157,6 +184,10 @@ class Cascade:
         are needed.
     confidence
         When to skip the cross-encoder; off by default.
+    fusion
+        How each tier's scores combine with the order it received; ``None``:
+        :data:`~streamrank.models.scoring.fusion.DEFAULT_FUSION`. An active fusion is part of
+        ``model_version`` (it changes the rankings as much as a model does).
     """
 
     def __init__(
@@ -164,6 +195,7 @@ class Cascade:
         spec: str,
         tiers: Mapping[str, Tier],
         confidence: ConfidenceRule | None = None,
+        fusion: Fusion | None = None,
     ) -> None:
         self.spec = spec
         self.stages = parse_pipeline(spec)
@@ -172,8 +204,14 @@ class Cascade:
             raise PipelineError(f"pipeline {spec!r} needs tiers that were not given: {missing}")
         self.tiers = {s.tier: tiers[s.tier] for s in self.stages}
         self.confidence = confidence or ConfidenceRule()
+        self.fusion = DEFAULT_FUSION if fusion is None else fusion
         versions = [f"{s.tier}={self.tiers[s.tier].version}" for s in self.stages]
-        self.model_version = ";".join([spec, *versions])
+        fused = [f"fusion={self.fusion}"] if self.stages and self.fusion.active else []
+        self.model_version = ";".join([spec, *versions, *fused])
+
+    def with_fusion(self, fusion: Fusion) -> Cascade:
+        """The same cascade (the same tier objects, so their caches) with another fusion."""
+        return Cascade(self.spec, self.tiers, self.confidence, fusion)
 
     def rank(
         self, query: str, candidates: Sequence[CandidateLike], deadline_s: float | None = None
@@ -186,7 +224,7 @@ class Cascade:
             Seconds this call may take; ``None`` for no limit.
         """
         started = time.perf_counter()
-        run = _Run(candidates, self.model_version)
+        run = _Run(candidates, self.model_version, self.fusion)
         skip = self.confidence.skip_reason([c.first_stage_score for c in candidates])
         for stage in self.stages:
             if stage.tier == "ce" and skip:
@@ -212,14 +250,18 @@ class Cascade:
 class _Run:
     """The state of one :meth:`Cascade.rank` call."""
 
-    def __init__(self, candidates: Sequence[CandidateLike], model_version: str) -> None:
+    def __init__(
+        self, candidates: Sequence[CandidateLike], model_version: str, fusion: Fusion
+    ) -> None:
         self.candidates = candidates
+        self.fusion = fusion
         self.order = [i for i, c in enumerate(candidates) if has_text(c)]
         self.scores = {i: float(c.first_stage_score) for i, c in enumerate(candidates)}
+        self.fused: dict[int, float] = {}
         self.stage = dict.fromkeys(range(len(candidates)), FIRST_STAGE)
         self.unscored: set[int] = set()
         self.reasons: list[str] = []
-        self.result = CascadeResult([], model_version)
+        self.result = CascadeResult([], model_version, fusion=str(fusion))
 
     def apply(self, stage: Stage, tier: Tier, query: str, left: float | None) -> None:
         head = self.order[: stage.k] if stage.k else list(self.order)
@@ -244,22 +286,34 @@ class _Run:
         scores = np.asarray(result.scores, dtype=np.float64)
         done = [i for i, s in zip(head, scores, strict=True) if not np.isnan(s)]
         left_out = [i for i, s in zip(head, scores, strict=True) if np.isnan(s)]
-        if left_out and not any(r.startswith(f"{name} failed") for r in self.reasons):
+        late = len(left_out) - result.missing  # missing vectors: an ingestion gap, not overload
+        if late > 0 and not any(r.startswith(f"{name} failed") for r in self.reasons):
             self.reasons.append(
                 f"{name}: deadline, scored {len(done)} of {len(head)}, "
                 "the rest keep the previous order"
             )
         by_index = dict(zip(head, scores, strict=True))
-        done.sort(key=lambda i: -by_index[i])  # stable: ties keep the previous order
+        fused = self._fuse(done, by_index)
+        done.sort(key=lambda i: -fused[i])  # stable: ties keep the previous order
         for i in done:
             self.scores[i] = float(by_index[i])
             self.stage[i] = name
             self.unscored.discard(i)
+            if self.fusion.method == "none":
+                self.fused.pop(i, None)
+            else:
+                self.fused[i] = float(fused[i])
         self.unscored.update(left_out)
         self.order = done + left_out + self.order[len(head) :]
         if name == "ce":
             self.result.pairs_scored += result.inferred
             self.result.cache_hits += result.cached
+
+    def _fuse(self, done: list[int], by_index: dict[int, float]) -> dict[int, float]:
+        """Fused scores of the candidates a tier scored (``done``, in the order received)."""
+        previous = np.array([self.fused.get(i, self.scores[i]) for i in done])
+        new = np.array([by_index[i] for i in done])
+        return dict(zip(done, self.fusion.fuse(previous, new).tolist(), strict=True))
 
     def finish(self) -> CascadeResult:
         slots: list[int | None] = [None] * len(self.candidates)
@@ -281,4 +335,5 @@ class _Run:
         elif i in self.unscored:
             flags = ("not_scored",)
         doc_id = self.candidates[i].doc_id
-        return CascadeItem(doc_id, self.scores[i], position, self.stage[i], flags)
+        fused = self.fused.get(i)
+        return CascadeItem(doc_id, self.scores[i], position, self.stage[i], flags, fused)

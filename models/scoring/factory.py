@@ -16,7 +16,7 @@ import numpy as np
 from tokenizers import Encoding
 
 from streamrank.models.assets.model_files import MODELS, verify_models
-from streamrank.models.assets.student_files import student_folder
+from streamrank.models.assets.student_files import student_folder, trained_length
 from streamrank.models.scoring.cascade import Cascade, Tier, parse_pipeline
 from streamrank.models.scoring.confidence import ConfidenceRule
 
@@ -46,7 +46,8 @@ def build_tiers(
     model_dir
         The model directory (``Settings.model_dir``).
     max_length
-        The cross-encoder's max tokens per pair.
+        The cross-encoder's max tokens per pair (the student's: at most what it was trained
+        on, from its ``PROVENANCE.json``).
     score_cache, vector_cache
         Caches for cross-encoder scores and document vectors (``None``: the cross-encoder
         has none; the vector tiers keep an in-memory one).
@@ -54,7 +55,8 @@ def build_tiers(
         Wraps the cross-encoder's ``predict_encoded``, e.g.
         ``lambda p: CrossRequestBatcher(p).predict``.
     student
-        The ``student`` tier's model hash (a prefix will do); ``None``: the shipped student
+        The ``student`` tier's model hash (a prefix will do) when the spec names none
+        (``student@<hash>``); ``None``: the shipped student
         (:func:`streamrank.models.assets.student_files.student_folder`).
 
     Raises
@@ -65,6 +67,8 @@ def build_tiers(
     from streamrank.models.scoring.tiers import ColBERTTier, CrossEncoderTier, DenseTier
 
     needed = tiers_needed(spec)
+    named = [stage.model for stage in parse_pipeline(spec) if stage.model]
+    student_model = named[0] if named else student
     root = Path(model_dir).expanduser()
     folders = {FOLDERS[t] for t in needed if t in FOLDERS}  # the student is not fetched
     verify_models(root, tuple(m for m in MODELS if m.folder in folders))
@@ -74,8 +78,9 @@ def build_tiers(
             continue
         from streamrank.models.scoring.cross_encoder import CrossEncoder
 
-        folder = root / FOLDERS["ce"] if name == "ce" else student_folder(root, student)
-        encoder = CrossEncoder(folder, max_length=max_length)
+        folder = root / FOLDERS["ce"] if name == "ce" else student_folder(root, student_model)
+        length = max_length if name == "ce" else min(max_length, trained_length(folder))
+        encoder = CrossEncoder(folder, max_length=length)
         predict = predict_wrapper(encoder.predict_encoded) if predict_wrapper else None
         tiers[name] = CrossEncoderTier(encoder, score_cache, predict, name=name)  # type: ignore[arg-type]
     if "dense" in needed:

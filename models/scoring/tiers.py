@@ -2,10 +2,12 @@
 
 A tier scores a query against candidates in the order it is given them and may stop early:
 ``score(query, candidates, budget_s)`` returns a :class:`TierScores` whose ``scores`` hold
-NaN for the candidates it had no time for. Each tier asks its cache first (cross-encoder
-scores; document vectors), estimates what the rest costs with a
-:class:`~streamrank.models.scoring.budget.CostModel` calibrated at start and updated from every
-call, and computes only what fits in the budget.
+NaN for the candidates it had no time for. The cross-encoder tier asks its score cache first,
+estimates what the rest costs with a :class:`~streamrank.models.scoring.budget.CostModel`
+calibrated at start and updated from every call, and computes only what fits in the budget.
+The vector tiers (dense, ColBERT) encode only the query in a request: document vectors are
+read from their store, filled ahead of time (:meth:`_VectorTier.ensure_vectors`); a candidate
+without one is left unscored and counted, never encoded inline.
 
 Examples
 --------
@@ -20,6 +22,7 @@ A tier can be anything with ``name``, ``version`` and ``score``; tests use tiny 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,11 +58,16 @@ class TierScores:
         Candidates (pairs or documents) that needed the model in this call.
     cached
         Candidates answered from a cache.
+    missing
+        Candidates left unscored because their stored input is not there (a vector tier's
+        document vector): an ingestion gap, not lack of time, so not a reason to call the
+        ranking degraded. Counted among the NaN of ``scores``.
     """
 
     scores: np.ndarray
     inferred: int = 0
     cached: int = 0
+    missing: int = 0
 
 
 def _texts(candidates: Sequence[CandidateLike]) -> list[str]:
@@ -176,14 +184,28 @@ class CrossEncoderTier:
 
 
 class _VectorTier:
-    """Shared logic of the tiers that score cached document vectors against a query."""
+    """Shared logic of the tiers that score stored document vectors against a query.
+
+    On the request path (:meth:`score`) only the query is encoded: a candidate whose vector is
+    not in the store is left unscored (NaN: it keeps the previous tier's order) and counted
+    in ``missing`` and :attr:`TierScores.missing`. A missing vector is a gap in ingestion
+    (``index build``, the ``items`` agent, :meth:`ensure_vectors`), not overload: encoding it
+    inline would spend the request's budget on work that belongs before the request, and make
+    a request's cost depend on how many of its documents are new. :meth:`ensure_vectors`
+    encodes ahead of time.
+    """
 
     name = "vectors"
     version = "vectors"
+    ENCODE_BATCH = 256
+    """Documents per :meth:`ensure_vectors` encoder call (and store write)."""
 
     def __init__(self, cache: VectorCache | None, cost: CostModel) -> None:
         self.cache = cache if cache is not None else InMemoryCache(max_items=50_000)
         self.cost = cost
+        self.missing = 0
+        """Candidates scored without a stored vector so far (see :meth:`take_missing`)."""
+        self._missing_lock = threading.Lock()
 
     def _encode_docs(self, texts: list[str]) -> list[np.ndarray]:
         raise NotImplementedError
@@ -194,43 +216,56 @@ class _VectorTier:
     def _similarity(self, query: np.ndarray, docs: list[np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
-    def ensure_vectors(self, candidates: Sequence[CandidateLike]) -> int:
-        """Encode and cache the documents not cached yet (on ingestion or ahead of a run)."""
-        vectors = self._vectors(candidates, budget_s=None, started=time.perf_counter())
-        return vectors[1]
+    def _keys(self, candidates: Sequence[CandidateLike]) -> list[str]:
+        return [vector_key(self.version, c.doc_id, c.text or "") for c in candidates]
 
-    def _vectors(
-        self, candidates: Sequence[CandidateLike], budget_s: float | None, started: float
-    ) -> tuple[list[np.ndarray | None], int, int]:
-        keys = [vector_key(self.version, c.doc_id, c.text or "") for c in candidates]
-        found: list[np.ndarray | None] = list(self.cache.get_many(keys)) if keys else []
-        missing = [i for i, v in enumerate(found) if v is None]
-        cached = len(candidates) - len(missing)
-        if budget_s is not None and missing:
-            left = budget_s - (time.perf_counter() - started)
-            costs = [len(candidates[i].text or "") for i in missing]
-            missing = missing[: self.cost.fits(costs, left)]
-        if missing:
-            texts = [candidates[i].text or "" for i in missing]
+    def ensure_vectors(
+        self,
+        candidates: Sequence[CandidateLike],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Encode and store the vectors of the documents not stored yet; how many were encoded.
+
+        For ingestion and ahead of an evaluation run, never for a request. Encodes in batches
+        of :attr:`ENCODE_BATCH`; ``on_progress`` gets the count of documents done per batch.
+        """
+        keys = self._keys(candidates)
+        found = self.cache.get_many(keys) if keys else []
+        todo = {keys[i]: candidates[i].text or "" for i, v in enumerate(found) if v is None}
+        pending = list(todo.items())  # a document given twice is encoded once
+        for start in range(0, len(pending), self.ENCODE_BATCH):
+            batch = pending[start : start + self.ENCODE_BATCH]
+            texts = [text for _, text in batch]
             begun = time.perf_counter()
             encoded = self._encode_docs(texts)
             self.cost.observe(sum(map(len, texts)), time.perf_counter() - begun)
-            for i, vector in zip(missing, encoded, strict=True):
-                found[i] = vector
-            self.cache.set_many({keys[i]: found[i] for i in missing})
-        return found, len(missing), cached
+            self.cache.set_many({k: v for (k, _), v in zip(batch, encoded, strict=True)})
+            if on_progress is not None:
+                on_progress(len(batch))
+        return len(pending)
+
+    def take_missing(self) -> int:
+        """Candidates scored without a stored vector since the last call (then reset to 0)."""
+        with self._missing_lock:
+            count, self.missing = self.missing, 0
+            return count
 
     def score(
         self, query: str, candidates: Sequence[CandidateLike], budget_s: float | None
     ) -> TierScores:
-        started = time.perf_counter()
+        """Similarity of the query with each candidate's stored vector; NaN where none is
+        stored (``budget_s`` is not needed: nothing here grows with the documents' length)."""
         query_vector = self._encode_query(query)
-        found, inferred, cached = self._vectors(candidates, budget_s, started)
+        found = self.cache.get_many(self._keys(candidates)) if candidates else []
         scores = np.full(len(candidates), np.nan)
         have = [i for i, v in enumerate(found) if v is not None]
         if have:
             scores[have] = self._similarity(query_vector, [found[i] for i in have])
-        return TierScores(scores, inferred=inferred, cached=cached)
+        missing = len(candidates) - len(have)
+        if missing:
+            with self._missing_lock:
+                self.missing += missing
+        return TierScores(scores, inferred=0, cached=len(have), missing=missing)
 
 
 class DenseTier(_VectorTier):

@@ -3,7 +3,9 @@
 - ``rerank``: ``candidates`` -> ``rankings`` through the cross-encoder cascade
   (:mod:`streamrank.streams.serving`), several requests at once, inference in executor threads.
 - ``items`` and ``users``: keep the feature store in Redis up to date; ``items`` also encodes
-  each document's vectors for the serving cascade's dense tier, so requests only read them.
+  each document's vectors for the serving cascades' vector tiers, so requests only read them
+  (a request never encodes a document; candidates without a stored vector are counted in
+  ``/metrics`` as ``streamrank_vectors_missing_total``).
 - ``learn`` (:mod:`streamrank.streams.agents.learn`, when online learning is on):
   ``interactions`` -> the online ranker's click statistics in Redis, each session once; it
   reads its topic in batches with a consumer of its own (group ``<app_id>-learn``), not as a
@@ -53,6 +55,7 @@ from streamrank.streams.state.connections import key
 from streamrank.streams.web import mount as mount_pages
 
 if TYPE_CHECKING:
+    from streamrank.streams.serving import Reranker
     from streamrank.streams.worker import WorkerParts
 
 log = logging.getLogger(__name__)
@@ -133,21 +136,43 @@ class RerankAgents:
             reasons = "; ".join(filter(None, [ranking.degraded_reason, reason]))
             ranking = ranking.model_copy(update={"degraded": True, "degraded_reason": reasons})
         try:
-            self.parts.metrics.record_ranking(impression["latency_ms"], ranking.degraded)
+            self.parts.metrics.record_ranking(
+                impression["latency_ms"], ranking.degraded, self.vectors_missing()
+            )
         except redis.RedisError as error:
             log.warning("ranking %s not counted in the metrics: %s", request.request_id, error)
         return ranking
 
+    def rankers(self) -> list[Reranker]:
+        """The rankers requests are served by here: the active version and the shadows that
+        experiments serve (all share the worker's vector store)."""
+        serving = self.parts.serving
+        return [serving.slot.current.ranker, *list(serving.shadows.values())]
+
+    def vectors_missing(self) -> dict[str, int]:
+        """Candidates the vector tiers of :meth:`rankers` found without a stored vector since
+        the last call, by tier (a request ranked by two rankers is counted by each)."""
+        counts: dict[str, int] = {}
+        for ranker in self.rankers():
+            for tier, count in ranker.take_vectors_missing().items():
+                counts[tier] = counts.get(tier, 0) + count
+        return counts
+
     def ingest(self, item: Item) -> None:
-        """Store a document and encode its vectors for the serving cascade; runs in a thread."""
+        """Store a document and encode its vectors for the serving rankers; runs in a thread.
+
+        This is where document vectors are made: a request never encodes a document, and
+        leaves one without a stored vector unscored by the vector tiers.
+        """
         feature_store = self.parts.feature_store
         feature_store.apply_item(item)
         if item.op == "upsert" and item.text is not None:
             text = feature_store.texts([item.doc_id])[0]
             try:
                 if text:
-                    self.parts.serving.slot.current.ranker.ensure_vectors(item.doc_id, text)
-            except Exception:  # stored all the same; the first request that ranks it encodes it
+                    for ranker in self.rankers():  # the store is shared: each is encoded once
+                        ranker.ensure_vectors(item.doc_id, text)
+            except Exception:  # stored all the same; requests leave it unscored by those tiers
                 log.exception("could not encode document %s on ingestion", item.doc_id)
 
     def active_version(self) -> str | None:

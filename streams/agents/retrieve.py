@@ -6,6 +6,10 @@ Every worker holds the index in memory (it is derived state: the snapshot on dis
 start of the topic: new, changed and deleted documents reach every worker's index without a
 rebuild, and re-applying an update is harmless (unchanged documents are skipped).
 
+The index's document vectors also serve the worker's dense tier (:func:`share_index_vectors`):
+a candidate this agent retrieved has its vector in memory already, so the re-ranker reads it
+there rather than from Redis.
+
 :func:`register` loads the index and adds the agent and its task to a worker's app (see
 :func:`streamrank.streams.worker.build`).
 """
@@ -23,9 +27,11 @@ from aiokafka import AIOKafkaConsumer
 
 from streamrank.models.retrieval.corpus import Document
 from streamrank.models.retrieval.first_stage import FirstStage, Fusion
+from streamrank.models.retrieval.index_vectors import IndexVectors
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, ContractError, Item, Query, decode
 from streamrank.streams.kafka.deadletter import backoff_s
+from streamrank.streams.serving import add_index_vectors, vector_store_for
 
 if TYPE_CHECKING:
     from streamrank.streams.worker import WorkerParts
@@ -39,7 +45,9 @@ def register(parts: WorkerParts) -> RetrieveAgent | None:
     settings = parts.settings
     if settings.index_dir is None:
         return None
-    agent = RetrieveAgent(parts, load_first_stage(settings, settings.index_dir))
+    first_stage = load_first_stage(settings, settings.index_dir)
+    agent = RetrieveAgent(parts, first_stage)
+    share_index_vectors(parts, first_stage)
     # The name Faust gave this agent when it was declared at module level.
     parts.app.agent(parts.topic("queries"), name=f"{__name__}.retrieve_agent")(agent.retrieve)
     parts.app.task(agent.follow_items)
@@ -60,6 +68,32 @@ def load_first_stage(settings: Settings, index_dir: Path) -> FirstStage:
     first_stage = FirstStage.load(index_dir, encoder=encoder)
     first_stage.fusion = fusion
     return first_stage
+
+
+def share_index_vectors(parts: WorkerParts, first_stage: FirstStage) -> IndexVectors | None:
+    """Let the worker's vector tiers read the index's own document vectors (in process).
+
+    They are put in the worker's vector store between its LRU and Redis
+    (:func:`~streamrank.streams.serving.vector_store_for`); they answer only for the encoder
+    version the index recorded and the text it indexed, so a tier of another encoder, or a
+    candidate whose text differs, reads elsewhere. Returns the layer, or None for an index
+    without vectors.
+    """
+    if first_stage.dense is None:
+        return None
+    vectors = IndexVectors(first_stage)
+    encoder_version = getattr(first_stage.encoder, "version", None)
+    if not vectors.version or (encoder_version and encoder_version != vectors.version):
+        log.warning(
+            "the index in %s records encoder %r, the worker loads %r: its vectors are not "
+            "served to the vector tiers; rebuild it with `streamrank index build`",
+            parts.settings.index_dir,
+            vectors.version or "(none recorded)",
+            encoder_version,
+        )
+        return None
+    add_index_vectors(vector_store_for(parts.settings, parts.feature_store.client), vectors)
+    return vectors
 
 
 class RetrieveAgent:
@@ -149,7 +183,8 @@ class RetrieveAgent:
             user_id=query.user_id,
             session_id=query.session_id,
             context=query.context | {"retrieve_ms": (time.perf_counter() - started) * 1000},
-            timestamp=query.timestamp,
+            # the re-rank stage's latency budget counts from here, not from the query
+            timestamp=time.time(),
         )
 
     def apply_item(self, item: Item) -> None:

@@ -3,9 +3,17 @@
 ::
 
     streamrank eval rerank --candidates FILE.json --qrels QRELS.txt --pipeline P
-                           [--max-length N] [--deadline-ms MS] [--model-dir DIR] [--json]
+                           [--fusion METHOD[:WEIGHT]] [--max-length N] [--deadline-ms MS]
+                           [--model-dir DIR] [--json]
     streamrank eval pipeline --corpus C --queries Q --qrels R --pipeline P [--pipeline P2 ...]
-                             [--index DIR] [--max-length N] [--model-dir DIR] [--json]
+                             [--fusion METHOD[:WEIGHT]] [--index DIR] [--max-length N]
+                             [--model-dir DIR] [--json]
+    streamrank eval fit-fusion (--candidates FILE.json | --corpus C --queries Q) --qrels R
+                               --pipeline P [--fit N] [--seed S] [--json]
+
+``--fusion`` defaults to the configured one (``STREAMRANK_FUSION``, ``STREAMRANK_FUSION_WEIGHT``),
+so an evaluation ranks as the worker would; ``fit-fusion`` prints the setting that did best on
+``--fit`` random judged queries and how it, no fusion and the default do on the others.
 
 The evaluations themselves are library code (:mod:`streamrank.models.evaluation.rerank`,
 :mod:`streamrank.models.evaluation.pipeline`); these commands read the options, draw the
@@ -31,7 +39,28 @@ from streamrank.streams.cli.helpers import (
     progress_bar,
 )
 
-PIPELINE_FIX = "use tiers first-stage, dense, colbert, ce joined by '>', e.g. dense>ce:30"
+PIPELINE_FIX = "use tiers first-stage, dense, colbert, student, ce joined by '>', e.g. dense>ce:30"
+FUSION_HELP = "none, minmax, zscore or rrf, with :WEIGHT (the tier's share, 0-1); default: config"
+
+
+def parse_fusion(context: click.Context, parameter: click.Parameter, value: str | None) -> Any:
+    """``--fusion`` as a :class:`~streamrank.models.scoring.fusion.Fusion` (the configured one
+    when not given); a bad one is a usage error that names the methods."""
+    from streamrank.models.scoring.fusion import Fusion, FusionError
+
+    if value is None:
+        from streamrank.streams.config import get_settings
+
+        return get_settings().cascade_fusion()
+    try:
+        return Fusion.parse(value)
+    except FusionError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+fusion_option = click.option(
+    "--fusion", callback=parse_fusion, metavar="METHOD[:WEIGHT]", help=FUSION_HELP
+)
 
 
 @click.group("eval")
@@ -44,6 +73,7 @@ def eval_group() -> None:
 @click.option("--pipeline", default="dense>ce:30", show_default=True, help="e.g. ce, dense>ce:20")
 @click.option("--max-length", default=256, show_default=True, help="cross-encoder tokens/pair")
 @click.option("--deadline-ms", type=float, default=None, help="per-query latency budget")
+@fusion_option
 @model_dir_option
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def rerank(
@@ -52,6 +82,7 @@ def rerank(
     pipeline: str,
     max_length: int,
     deadline_ms: float | None,
+    fusion: Any,
     model_dir: Path,
     as_json: bool,
 ) -> None:
@@ -74,6 +105,7 @@ def rerank(
                 model_dir=model_dir,
                 deadline_s=None if deadline_ms is None else deadline_ms / 1000,
                 progress=RichProgress(bars),
+                fusion=fusion,
             )
     except PipelineError as error:
         fail(str(error), PIPELINE_FIX)
@@ -87,7 +119,8 @@ def rerank(
 
 def report_table(report: dict[str, Any]) -> Table:
     """The evaluation report as a rich table."""
-    table = Table(title=f"{report['pipeline']} (max length {report['max_length']})")
+    title = f"{report['pipeline']} (max length {report['max_length']}, fusion {report['fusion']})"
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name in ("queries", "ndcg@10", "mrr@10", "recall@10", "pairs_scored", "pairs_per_second"):
@@ -132,6 +165,7 @@ def report_table(report: dict[str, Any]) -> Table:
     help="index directory (default: the cache; built when missing)",
 )
 @click.option("--max-length", default=256, show_default=True)
+@fusion_option
 @model_dir_option
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per pipeline")
 def pipeline(
@@ -141,6 +175,7 @@ def pipeline(
     specs: tuple[str, ...],
     index_dir: Path | None,
     max_length: int,
+    fusion: Any,
     model_dir: Path,
     as_json: bool,
 ) -> None:
@@ -173,7 +208,9 @@ def pipeline(
                     query_texts,
                     judgments,
                     spec,
-                    lambda cascade_spec: build_cascade(cascade_spec, model_dir, max_length),
+                    lambda cascade_spec: build_cascade(
+                        cascade_spec, model_dir, max_length
+                    ).with_fusion(fusion),
                     progress=RichProgress(bars),
                 )
                 for spec in specs
@@ -204,4 +241,130 @@ def pipeline_table(results: list[dict[str, Any]]) -> Table:
             f"{r['latency_ms']['p50']:.0f}",
             f"{r['latency_ms']['p95']:.0f}",
         )
+    return table
+
+
+@eval_group.command("fit-fusion")
+@click.option(
+    "--candidates",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="rank_llm JSON candidate lists (as `eval rerank`), or give --corpus and --queries",
+)
+@click.option(
+    "--corpus",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="BEIR corpus.jsonl (as `eval pipeline`)",
+)
+@click.option(
+    "--queries",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="BEIR queries.jsonl (with --corpus)",
+)
+@click.option(
+    "--qrels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="TREC or BEIR qrels",
+)
+@click.option("--pipeline", required=True, help="e.g. dense>ce:30, or hybrid:1000>dense:100>ce:20")
+@click.option("--fit", default=20, show_default=True, help="judged queries to fit on")
+@click.option("--seed", default=0, show_default=True, help="which queries are drawn")
+@click.option(
+    "--methods", default="minmax,zscore,rrf", show_default=True, help="fusion methods to try"
+)
+@click.option(
+    "--index",
+    "index_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="index directory, with --corpus (default: the cache)",
+)
+@click.option("--max-length", default=256, show_default=True)
+@model_dir_option
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def fit_fusion_command(
+    candidates: Path | None,
+    corpus: Path | None,
+    queries: Path | None,
+    qrels: Path,
+    pipeline: str,
+    fit: int,
+    seed: int,
+    methods: str,
+    index_dir: Path | None,
+    max_length: int,
+    model_dir: Path,
+    as_json: bool,
+) -> None:
+    """Fit the fusion weight on FIT random judged queries; report it on the rest.
+
+    Example: streamrank eval fit-fusion --corpus ../shared/data/scifact/corpus.jsonl
+    --queries ../shared/data/scifact/queries.jsonl --qrels ../shared/data/scifact/qrels-test.txt
+    --pipeline hybrid:1000>dense:100>ce:20 --fit 30
+    """
+    from streamrank.models.assets.model_files import ModelFilesError
+    from streamrank.models.evaluation.fusion_fit import (
+        fit_on_candidates,
+        fit_on_corpus,
+        fusion_grid,
+    )
+    from streamrank.models.scoring.cascade import PipelineError
+    from streamrank.models.scoring.fusion import FusionError
+
+    if (candidates is None) == (corpus is None) or (corpus is not None and queries is None):
+        raise click.UsageError("give --candidates, or --corpus with --queries")
+    if fit < 1:
+        raise click.BadParameter("at least one query to fit on", param_hint="--fit")
+    try:
+        grid = fusion_grid(tuple(m.strip() for m in methods.split(",") if m.strip()))
+    except FusionError as error:
+        raise click.BadParameter(str(error), param_hint="--methods") from None
+    try:
+        with progress_bar(errors, transient=True, disable=as_json) as bars:
+            progress = RichProgress(bars)
+            if candidates is not None:
+                report = fit_on_candidates(
+                    candidates, qrels, pipeline, fit, seed, grid, model_dir, max_length, progress
+                )
+            else:
+                report = fit_on_corpus(
+                    corpus,  # type: ignore[arg-type]
+                    queries,  # type: ignore[arg-type]
+                    qrels,
+                    pipeline,
+                    fit,
+                    seed,
+                    grid,
+                    model_dir,
+                    max_length,
+                    index_dir,
+                    progress,
+                )
+    except PipelineError as error:
+        fail(str(error), PIPELINE_FIX)
+    except ModelFilesError as error:
+        fail(str(error).splitlines()[0], "run `streamrank models fetch`")
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    console.print(fit_table(report))
+
+
+def fit_table(report: dict[str, Any]) -> Table:
+    """The fitted fusion, its held-out figure beside none and the default, and how to set it."""
+    method, _, weight = report["fusion"].partition(":")
+    held = report["held_out_ndcg@10"]
+    table = Table(
+        title=f"{report['pipeline']}: fitted on {report['fit_queries']} queries, "
+        f"held out {report['held_out_queries']}"
+    )
+    table.add_column("fusion")
+    table.add_column("nDCG@10 fitted", justify="right")
+    table.add_column("nDCG@10 held out", justify="right")
+    rows = [(report["fusion"], "fitted"), ("none", "none"), (report["default"], "default")]
+    for name, key in rows:
+        table.add_row(f"{name} ({key})", f"{report['grid'][name]['fit']:.4f}", f"{held[key]:.4f}")
+    setting = f"STREAMRANK_FUSION={method}"
+    if weight:
+        setting += f" STREAMRANK_FUSION_WEIGHT={weight}"
+    table.caption = f"to serve it: {setting}"
     return table

@@ -25,6 +25,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from streamrank.streams.cli.evaluate import fusion_option
 from streamrank.streams.cli.helpers import (
     RichProgress,
     click_model_option,
@@ -95,6 +96,7 @@ def shadow_group() -> None:
     default=None,
     help="where rankings are cached [default: ~/.cache/streamrank/shadow]",
 )
+@fusion_option
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def simulate_command(
     candidates: Path,
@@ -111,6 +113,7 @@ def simulate_command(
     max_length: int,
     model_dir: Path,
     cache_dir: Path | None,
+    fusion: Any,
     as_json: bool,
 ) -> None:
     """Simulated users: sessions interleaving and an A/B split need to find the better ranker.
@@ -124,7 +127,7 @@ def simulate_command(
     from streamrank.models.evaluation.rerank import load_qrels
     from streamrank.shadow import experiment_simulator as sim
 
-    found = _rankings(candidates, [primary, shadow], model_dir, max_length, cache_dir)
+    found = _rankings(candidates, [primary, shadow], model_dir, max_length, cache_dir, fusion)
     queries = sim.build_queries(found[primary].rankings, found[shadow].rankings, load_qrels(qrels))
     if not queries:
         fail(f"no query of {candidates} has judgments in {qrels}", "check the qrels file")
@@ -148,7 +151,12 @@ def simulate_command(
 
 
 def _rankings(
-    candidates: Path, specs: list[str], model_dir: Path, max_length: int, cache_dir: Path | None
+    candidates: Path,
+    specs: list[str],
+    model_dir: Path,
+    max_length: int,
+    cache_dir: Path | None,
+    fusion: Any = None,
 ) -> dict[str, Any]:
     """Each pipeline's rankings of the candidate file (cached), or a clear error."""
     from streamrank.models.assets.model_files import ModelFilesError
@@ -164,7 +172,7 @@ def _rankings(
             try:
                 found[spec] = sim.pipeline_rankings(
                     candidates, spec, model_dir, max_length, folder,
-                    progress=RichProgress(bars), vector_cache=vectors,
+                    progress=RichProgress(bars), vector_cache=vectors, fusion=fusion,
                 )  # fmt: skip
             except PipelineError as error:
                 fail(

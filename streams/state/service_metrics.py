@@ -1,7 +1,9 @@
 """Service metrics every worker adds to in Redis: what ``/metrics`` and ``/dashboard`` show.
 
 Counters and a latency histogram of published rankings (Prometheus' cumulative ``le``
-buckets), and a per-minute click-through rate of closed sessions: the live learning curve.
+buckets), the candidates each vector tier found without a stored document vector (an
+ingestion gap: such candidates are left unscored by that tier), and a per-minute
+click-through rate of closed sessions: the live learning curve.
 Kept in Redis, not in the worker, so they survive restarts and add up across workers.
 
 Examples
@@ -12,17 +14,19 @@ Examples
 >>> metrics = ServiceMetrics(client, Settings(topic_prefix="doctest-metrics."))
 >>> metrics.clear()
 >>> metrics.record_ranking(latency_ms=120.0, degraded=False)
->>> metrics.record_ranking(latency_ms=480.0, degraded=True)
+>>> metrics.record_ranking(latency_ms=480.0, degraded=True, vectors_missing={"dense": 3})
 >>> snapshot = metrics.snapshot()
 >>> snapshot["rankings"], snapshot["degraded"], snapshot["latency_buckets"]["250"]
 (2, 1, 1)
+>>> snapshot["vectors_missing"]
+{'dense': 3}
 >>> metrics.clear()
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -64,13 +68,23 @@ class ServiceMetrics:
     def _key(self, *parts: str) -> str:
         return key(self.settings, "metrics", *parts)
 
-    def record_ranking(self, latency_ms: float, degraded: bool) -> None:
+    def record_ranking(
+        self,
+        latency_ms: float,
+        degraded: bool,
+        vectors_missing: Mapping[str, int] | None = None,
+    ) -> None:
+        """Count one published ranking, and the candidates each vector tier found without a
+        stored vector (``vectors_missing``: tier name -> count) since the last one counted."""
         bucket = next((str(b) for b in LATENCY_BUCKETS_MS if latency_ms <= b), "+Inf")
         pipe = self.client.pipeline()
         pipe.hincrby(self._key("counts"), "rankings", 1)
         pipe.hincrby(self._key("counts"), "degraded", int(degraded))
         pipe.hincrbyfloat(self._key("counts"), "latency_sum_ms", latency_ms)
         pipe.hincrby(self._key("latency"), bucket, 1)
+        for tier, count in (vectors_missing or {}).items():
+            if count:
+                pipe.hincrby(self._key("vectors-missing"), tier, int(count))
         pipe.execute()
 
     def record_session(self, request_id: str, clicked: bool, at: float | None = None) -> bool:
@@ -115,11 +129,13 @@ class ServiceMetrics:
         for bound in [*map(str, LATENCY_BUCKETS_MS), "+Inf"]:
             total += raw.get(bound, 0)
             cumulative[bound] = total
+        missing = self.client.hgetall(self._key("vectors-missing"))
         return {
             "rankings": int(counts.get("rankings", 0)),
             "degraded": int(counts.get("degraded", 0)),
             "latency_sum_ms": counts.get("latency_sum_ms", 0.0),
             "latency_buckets": cumulative,
+            "vectors_missing": {k.decode(): int(v) for k, v in sorted(missing.items())},
         }
 
     def clear(self) -> None:

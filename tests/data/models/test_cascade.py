@@ -62,6 +62,7 @@ def real_tiers() -> dict:
 
 @needs_models
 def test_real_cascade_puts_the_relevant_passages_on_top(real_tiers: dict):
+    real_tiers["dense"].ensure_vectors([c for c in docs(*TEXTS) if c.text])  # as on ingestion
     result = Cascade("dense>ce:3", real_tiers).rank(QUERY, docs(*TEXTS))
     top = result.doc_ids[:3]
     assert set(top) >= {"d1", "d4"} and "d0" not in top and "d3" not in top
@@ -85,16 +86,18 @@ def test_score_cache_answers_repeated_queries(real_tiers: dict):
 
 
 @needs_models
-def test_documents_are_encoded_once(real_tiers: dict):
+def test_documents_are_encoded_once_ahead_of_requests(real_tiers: dict):
     dense = real_tiers["dense"]
     candidates = [
         TextCandidate(f"once{i}", f"unique text number {i} about fleas", 1.0) for i in range(4)
     ]
     assert dense.ensure_vectors(candidates) == 4
+    assert dense.ensure_vectors(candidates) == 0
     result = dense.score("fleas", candidates, None)
-    assert result.inferred == 0 and result.cached == 4
+    assert result.inferred == 0 and result.cached == 4 and not np.isnan(result.scores).any()
     changed = [TextCandidate("once0", "the text changed", 1.0)]
-    assert dense.score("fleas", changed, None).inferred == 1  # new text, new vector
+    late = dense.score("fleas", changed, None)  # new text: no stored vector, none made inline
+    assert late.inferred == 0 and late.missing == 1 and np.isnan(late.scores[0])
 
 
 @needs_models

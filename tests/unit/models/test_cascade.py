@@ -10,10 +10,18 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from streamrank.models.scoring.cascade import Cascade, PipelineError, Stage, parse_pipeline
+from streamrank.models.scoring import cascade as cascade_module
+from streamrank.models.scoring.cascade import PipelineError, Stage, parse_pipeline
 from streamrank.models.scoring.confidence import ConfidenceRule
+from streamrank.models.scoring.fusion import NO_FUSION, Fusion
 from streamrank.models.scoring.tiers import FunctionTier, TierScores
 from streamrank.models.types import CandidateLike, TextCandidate
+
+
+def Cascade(*args, fusion: Fusion = NO_FUSION, **kwargs) -> cascade_module.Cascade:
+    """A cascade that orders by each tier's own score unless told otherwise: most tests here
+    are about the tiers, K, deadlines and flags, which fusion does not change."""
+    return cascade_module.Cascade(*args, fusion=fusion, **kwargs)
 
 
 def docs(*texts: str | None) -> list[TextCandidate]:

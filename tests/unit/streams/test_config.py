@@ -68,6 +68,24 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
 
 
+def test_fusion_settings_make_a_fusion_and_bad_ones_are_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamrank.models.scoring.fusion import DEFAULT_FUSION, Fusion
+
+    assert Settings().cascade_fusion() == DEFAULT_FUSION
+    monkeypatch.setenv("STREAMRANK_FUSION", "rrf")
+    monkeypatch.setenv("STREAMRANK_FUSION_WEIGHT", "0.7")
+    assert Settings().cascade_fusion() == Fusion("rrf", 0.7)
+    monkeypatch.setenv("STREAMRANK_FUSION_WEIGHT", "1.5")
+    with pytest.raises(ValueError, match="fusion_weight"):
+        Settings()
+    monkeypatch.setenv("STREAMRANK_FUSION_WEIGHT", "0.5")
+    monkeypatch.setenv("STREAMRANK_FUSION", "linear")
+    with pytest.raises(ValueError, match="fusion"):
+        Settings()
+
+
 def test_every_setting_is_documented() -> None:
     from tests.helpers import REPO
 

@@ -52,3 +52,16 @@ def test_prometheus_label_values_are_escaped() -> None:
     text = prometheus_text({"primary": primary, "active": None, "shadows": [shadow]})
     assert "\nstreamrank_fake" not in text
     assert 'streamrank_shadow_sessions{version="v\\"} 1\\nstreamrank_fake 2"} 3' in text
+
+
+def test_prometheus_counts_missing_vectors_per_tier() -> None:
+    from streamrank.streams.web import prometheus_text
+
+    primary = {"rankings": 2, "degraded": 0, "latency_buckets": {}, "latency_sum_ms": 1.0}
+    before = prometheus_text({"primary": primary, "active": None, "shadows": []})
+    assert 'streamrank_vectors_missing_total{tier="dense"} 0' in before  # a series from start
+    primary["vectors_missing"] = {"dense": 7}
+    text = prometheus_text({"primary": primary, "active": None, "shadows": []})
+    assert "# TYPE streamrank_vectors_missing_total counter" in text
+    assert 'streamrank_vectors_missing_total{tier="dense"} 7' in text
+    assert 'streamrank_vectors_missing_total{tier="colbert"} 0' in text

@@ -1,0 +1,54 @@
+"""The latency budget counts from the request's timestamp: a request that queued past its
+budget is answered at once in the first stage's order, flagged, instead of late and good."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import redis
+
+from streamrank.models.scoring.cascade import Cascade
+from streamrank.models.scoring.tiers import FunctionTier
+from streamrank.streams.config import Settings
+from streamrank.streams.events import Candidate, Candidates
+from streamrank.streams.serving import Reranker
+from streamrank.streams.state.feature_store import FeatureStore
+from tests.helpers import free_port
+
+
+def _reranker() -> Reranker:
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", latency_budget_ms=250)
+    by_length = FunctionTier("ce", lambda query, texts: np.array([len(t) for t in texts]))
+    client = redis.Redis.from_url(settings.redis_url)  # never asked: every candidate has text
+    return Reranker(Cascade("ce", {"ce": by_length}), FeatureStore(client, settings), settings)
+
+
+def _request(sent_at: float) -> Candidates:
+    texts = {"short": "a", "long": "a much longer text", "middle": "some text"}
+    candidates = [
+        Candidate(doc_id=doc, text=text, first_stage_score=3.0 - i)
+        for i, (doc, text) in enumerate(texts.items())
+    ]
+    return Candidates(request_id="r1", query="q", candidates=candidates, timestamp=sent_at)
+
+
+def test_a_fresh_request_gets_the_cascade_order():
+    ranking, _ = _reranker().rank(_request(time.time()))
+    assert [item.doc_id for item in ranking.items] == ["long", "middle", "short"]
+    assert not ranking.degraded
+    assert 0 <= ranking.timings_ms["queue"] < 250
+
+
+def test_a_request_that_queued_past_its_budget_keeps_the_first_stage_order_flagged():
+    ranking, _ = _reranker().rank(_request(time.time() - 2.0))
+    assert [item.doc_id for item in ranking.items] == ["short", "long", "middle"]
+    assert ranking.degraded and "late: waited" in ranking.degraded_reason
+    assert ranking.timings_ms["queue"] >= 2000
+
+
+def test_a_timestamp_from_a_wrong_clock_is_not_taken_for_a_queue():
+    for sent_at in (time.time() + 30, time.time() - 3600):
+        ranking, _ = _reranker().rank(_request(sent_at))
+        assert not ranking.degraded
+        assert ranking.timings_ms["queue"] == 0
