@@ -80,7 +80,7 @@ SHARED = ROOT.parent / "shared" / "data"
 DL19 = SHARED / "trec-dl-2019"
 BASELINE = "dense>ce:30"
 """Today's default cascade, measured in every run."""
-PIPELINE = "dense>ce:5"
+PIPELINE = "dense>ce:3"
 """The cascade under test by default (to become the three-tier ``dense>student:K>ce:K``)."""
 K1 = 1000
 OUTSIDE_CASCADE = ("lookup", "online")

@@ -5,7 +5,7 @@
     streamrank models fetch [--model-dir DIR]
     streamrank models verify [--model-dir DIR]
     streamrank models export HF_ID_OR_DIR --out DIR [--no-quantize]
-    streamrank models distill [--data DIR] [--layers 0,6,11] [--steps N] [--register]
+    streamrank models distill [--data DIR] [--layers 0,1,2] [--steps N] [--register]
     streamrank models register --pipeline SPEC [--parent V] [--notes TEXT]
     streamrank models list
     streamrank models show VERSION
@@ -110,10 +110,10 @@ def export(source: str, out: Path, max_length: int, quantize: bool) -> None:
     show_default=True,
     help="folder with scifact/ and cranfield/ (their titles become pseudo-queries)",
 )
-@click.option("--layers", default="0,6,11", show_default=True, help="teacher layers to keep")
+@click.option("--layers", default="0,1,2", show_default=True, help="teacher layers to keep")
 @click.option("--epochs", default=1, show_default=True, type=click.IntRange(1))
 @click.option(
-    "--steps", default=0, show_default=True, type=click.IntRange(0), help="cap (smoke runs)"
+    "--steps", default=150, show_default=True, type=click.IntRange(0), help="0: every batch"
 )
 @click.option(
     "--queries",
@@ -123,6 +123,9 @@ def export(source: str, out: Path, max_length: int, quantize: bool) -> None:
     help="fraction of the default query counts",
 )
 @click.option("--max-length", default=128, show_default=True, type=click.IntRange(16, 512))
+@click.option(
+    "--learning-rate", default=5e-4, show_default=True, type=click.FloatRange(0, min_open=True)
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--evaluate/--no-evaluate",
@@ -131,7 +134,7 @@ def export(source: str, out: Path, max_length: int, quantize: bool) -> None:
     help="DL19 figures against the teacher",
 )
 @click.option(
-    "--register", is_flag=True, help="register a version serving it (dense>student:50>ce:5)"
+    "--register", is_flag=True, help="register a version serving it (dense>student@HASH:20>ce:3)"
 )
 @token_option
 def distill(
@@ -142,6 +145,7 @@ def distill(
     steps: int,
     queries: float,
     max_length: int,
+    learning_rate: float,
     seed: int,
     evaluate: bool,
     register: bool,
@@ -164,10 +168,11 @@ def distill(
             epochs=epochs,
             steps=steps,
             max_length=max_length,
+            learning_rate=learning_rate,
             seed=seed,
         )
     except ValueError:
-        fail(f"bad --layers {layers!r}", "give teacher layer numbers, e.g. --layers 0,6,11")
+        fail(f"bad --layers {layers!r}", "give teacher layer numbers, e.g. --layers 0,1,2")
     try:
         with progress_bar() as bars:
             folder, provenance = distill_student(
@@ -231,7 +236,7 @@ def _register_student(provenance: dict[str, Any], token: str | None) -> None:
     settings, _, registry = open_registry()
     teacher = settings.model_dir / FOLDERS["ce"] / "model.onnx"
     student = provenance["model_sha256"]
-    pipeline = f"dense>student@{student[:12]}:50>ce:5"
+    pipeline = f"dense>student@{student[:12]}:20>ce:3"
     try:
         version = registry.register(
             pipeline=pipeline,
