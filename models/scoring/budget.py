@@ -55,6 +55,9 @@ class CostModel:
         Recent calls the quantile is taken over.
     min_calls
         Calls measured before the learned margin replaces ``safety``.
+    probe_every
+        When this many calls in a row with time left fit nothing, the next fits one item, so
+        that an estimate made too high is measured again rather than believed for good.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class CostModel:
         quantile: float = 0.95,
         window: int = 100,
         min_calls: int = 20,
+        probe_every: int = 5,
     ) -> None:
         self.seconds_per_unit = seconds_per_unit
         self.overhead_s = overhead_s
@@ -73,6 +77,8 @@ class CostModel:
         self.safety = safety
         self.quantile = quantile
         self.min_calls = min_calls
+        self.probe_every = probe_every
+        self.starved = 0
         self.ratios: deque[float] = deque(maxlen=window)
 
     @property
@@ -92,7 +98,18 @@ class CostModel:
         if budget_s is None:
             return len(costs)
         spent = self.margin * (self.overhead_s + np.cumsum(costs) * self.seconds_per_unit)
-        return int(np.searchsorted(spent, budget_s, side="right"))
+        fit = int(np.searchsorted(spent, budget_s, side="right"))
+        if fit or not len(costs) or budget_s <= 0:
+            self.starved = 0
+            return fit
+        # An estimate that fits nothing is never measured again, so one made too high (a
+        # calibration on a busy machine) would starve the tier for good: every
+        # ``probe_every``-th such call scores one item anyway, and its time corrects it.
+        self.starved += 1
+        if self.starved >= self.probe_every:
+            self.starved = 0
+            return 1
+        return 0
 
     def _expected(self, units: float) -> float:
         """Seconds the current estimate gives ``units`` of work, before the margin."""

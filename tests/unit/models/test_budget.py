@@ -44,3 +44,14 @@ def test_the_margin_follows_the_recent_window():
     for _ in range(20):  # the machine got quiet again
         model.observe(units=100, seconds=0.1)
     assert model.margin == pytest.approx(1.0)
+
+
+def test_an_estimate_that_fits_nothing_is_probed_and_corrected():
+    from streamrank.models.scoring.budget import CostModel
+
+    model = CostModel(seconds_per_unit=1.0, alpha=1.0, probe_every=3)  # far too pessimistic
+    fits = [model.fits([100.0] * 5, budget_s=0.05) for _ in range(3)]
+    assert fits == [0, 0, 1]  # every third starved call scores one item
+    model.observe(units=100.0, seconds=0.01)  # that item was fast
+    assert model.fits([100.0] * 5, budget_s=0.05) >= 4
+    assert model.fits([100.0] * 5, budget_s=0.0) == 0  # no time left: no probe
