@@ -54,6 +54,7 @@ from streamrank.streams.state.redis_cache import RedisScoreCache, RedisVectorCac
 log = logging.getLogger(__name__)
 
 DENSE_TIERS = ("dense", "colbert")
+CROSS_TIERS = ("student", "ce")  # the student is a cross-encoder too
 """Tiers whose score the online ranker reads as the candidate's dense score."""
 
 
@@ -87,9 +88,9 @@ MAX_CLOCK_SKEW_S = 60.0
 def waited_s(sent_at: float, now: float) -> float:
     """Seconds a request waited before ranking began, by its timestamp (the producer's clock).
 
-    The latency budget counts from there, so a request that queued behind others (a burst,
-    an overloaded worker) is not given the whole budget again: under 3x overload the answer
-    comes within about twice the budget instead of growing with the queue. A timestamp in the
+    The serving path's latency budget counts from there, so a request that queued behind
+    others (a burst, an overloaded worker) is not given the whole budget again: it is
+    answered at once in the first stage's order instead of late. A timestamp in the
     future or implausibly old is a clock problem, not a queue, and counts as no wait.
 
     Examples
@@ -202,9 +203,13 @@ class Reranker:
     def version(self) -> str:
         return self.cascade.model_version
 
-    def rank(self, request: Candidates) -> tuple[Ranking, dict[str, Any]]:
-        """The ranking to publish and the impression to record."""
-        queued_s = waited_s(request.timestamp, time.time())
+    def rank(self, request: Candidates, queued_s: float = 0.0) -> tuple[Ranking, dict[str, Any]]:
+        """The ranking to publish and the impression to record.
+
+        ``queued_s``: how long the request waited before this call (:func:`waited_s`, which
+        the serving path passes); it comes out of the latency budget. A shadow ranking the
+        same request later passes nothing: its lag is not the user's wait.
+        """
         started = time.perf_counter()
         try:
             candidates, lost = self.with_stored_texts(request), None
@@ -279,7 +284,7 @@ class Reranker:
         return [
             ScoredCandidate(
                 doc_id=item.doc_id,
-                ce=float(item.score) if item.stage == "ce" else None,
+                ce=float(item.score) if item.stage in CROSS_TIERS else None,
                 dense=float(item.score) if item.stage in DENSE_TIERS else None,
                 first_stage=float(given[item.doc_id].first_stage_score),
                 features=features | dict(given[item.doc_id].features),

@@ -200,8 +200,9 @@ class VersionedServing:
         for version in set(self.shadows) - wanted:
             self.shadows.pop(version, None)
 
-    def rank(self, request: Candidates) -> tuple[Ranking, dict[str, Any]]:
-        """The ranking to publish and the impression to record (with its latency)."""
+    def rank(self, request: Candidates, queued_s: float = 0.0) -> tuple[Ranking, dict[str, Any]]:
+        """The ranking to publish and the impression to record (with its latency);
+        ``queued_s`` is the request's wait so far, out of its budget."""
         started = time.perf_counter()
         serving = self.slot.current  # one read: the whole request uses this version
         shadows = sorted(self.shadows)
@@ -213,11 +214,11 @@ class VersionedServing:
             self.settings.ab_fraction,
         )
         if experiment is not None and experiment.kind == AB_SHADOW:
-            ranking, impression = self.shadows[experiment.shadow].rank(request)
+            ranking, impression = self.shadows[experiment.shadow].rank(request, queued_s)
         else:
-            ranking, impression = serving.ranker.rank(request)
+            ranking, impression = serving.ranker.rank(request, queued_s)
         if experiment is not None and experiment.kind == INTERLEAVE:
-            shadow_ranking, _ = self.shadows[experiment.shadow].rank(request)
+            shadow_ranking, _ = self.shadows[experiment.shadow].rank(request, queued_s)
             ranking, impression, teams = interleaved(request, ranking, shadow_ranking, impression)
             impression["experiment"] = {
                 "kind": INTERLEAVE,

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -128,7 +129,11 @@ class RerankAgents:
         An impression Redis does not take makes the ranking degraded: it is served all the
         same, but clicks on it cannot be learned.
         """
-        ranking, impression = self.parts.serving.rank(request)
+        from streamrank.streams.serving import waited_s
+
+        ranking, impression = self.parts.serving.rank(
+            request, waited_s(request.timestamp, time.time())
+        )
         try:
             self.parts.feature_store.record_impression(request.request_id, impression)
         except redis.RedisError as error:

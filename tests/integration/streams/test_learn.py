@@ -23,6 +23,7 @@ import redis
 from streamrank.models.learning.online_ranker import ScoredCandidate
 from streamrank.models.registry import ModelRegistry
 from streamrank.models.scoring.cascade import Cascade
+from streamrank.models.scoring.fusion import Fusion
 from streamrank.models.scoring.tiers import FunctionTier
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, DeadLetter, Interaction, Ranking
@@ -80,7 +81,9 @@ def random_request(rng: np.random.Generator, request_id: str, n: int = 25) -> Ca
 def test_a_fresh_online_ranker_serves_the_cascade_order(settings: Settings) -> None:
     client = redis.Redis.from_url(settings.redis_url)
     store = FeatureStore(client, settings)
-    cascade = Cascade("dense>ce:8", tiers())
+    # The online ranker reads the tiers' own scores, not the fused ones: its starting order
+    # is the cascade's without fusion.
+    cascade = Cascade("dense>ce:8", tiers(), fusion=Fusion("none"))
     online = OnlineServing(online_ranker_for(settings, client), max_loss=0.0)
     with_online = Reranker(cascade, store, settings, online)
     without = Reranker(cascade, store, settings)

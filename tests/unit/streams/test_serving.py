@@ -12,7 +12,7 @@ from streamrank.models.scoring.cascade import Cascade
 from streamrank.models.scoring.tiers import FunctionTier
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates
-from streamrank.streams.serving import Reranker
+from streamrank.streams.serving import Reranker, waited_s
 from streamrank.streams.state.feature_store import FeatureStore
 from tests.helpers import free_port
 
@@ -33,15 +33,21 @@ def _request(sent_at: float) -> Candidates:
     return Candidates(request_id="r1", query="q", candidates=candidates, timestamp=sent_at)
 
 
+def _served(sent_at: float):
+    """Ranked as the serving path ranks: with the wait the request's timestamp shows."""
+    request = _request(sent_at)
+    return _reranker().rank(request, waited_s(request.timestamp, time.time()))[0]
+
+
 def test_a_fresh_request_gets_the_cascade_order():
-    ranking, _ = _reranker().rank(_request(time.time()))
+    ranking = _served(time.time())
     assert [item.doc_id for item in ranking.items] == ["long", "middle", "short"]
     assert not ranking.degraded
     assert 0 <= ranking.timings_ms["queue"] < 250
 
 
 def test_a_request_that_queued_past_its_budget_keeps_the_first_stage_order_flagged():
-    ranking, _ = _reranker().rank(_request(time.time() - 2.0))
+    ranking = _served(time.time() - 2.0)
     assert [item.doc_id for item in ranking.items] == ["short", "long", "middle"]
     assert ranking.degraded and "late: waited" in ranking.degraded_reason
     assert ranking.timings_ms["queue"] >= 2000
@@ -49,6 +55,13 @@ def test_a_request_that_queued_past_its_budget_keeps_the_first_stage_order_flagg
 
 def test_a_timestamp_from_a_wrong_clock_is_not_taken_for_a_queue():
     for sent_at in (time.time() + 30, time.time() - 3600):
-        ranking, _ = _reranker().rank(_request(sent_at))
+        ranking = _served(sent_at)
         assert not ranking.degraded
         assert ranking.timings_ms["queue"] == 0
+
+
+def test_a_caller_that_passes_no_wait_gets_the_whole_budget():
+    """A shadow ranks the same request later: its lag is not the user's wait."""
+    ranking, _ = _reranker().rank(_request(time.time() - 2.0))
+    assert [item.doc_id for item in ranking.items] == ["long", "middle", "short"]
+    assert not ranking.degraded
