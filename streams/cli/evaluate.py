@@ -30,6 +30,7 @@ import click
 from rich.table import Table
 
 from streamrank.streams.cli.helpers import (
+    EXISTING_FILE,
     RichProgress,
     console,
     errors,
@@ -135,19 +136,19 @@ def report_table(report: dict[str, Any]) -> Table:
 @eval_group.command("pipeline")
 @click.option(
     "--corpus",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     required=True,
     help="BEIR corpus.jsonl",
 )
 @click.option(
     "--queries",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     required=True,
     help="BEIR queries.jsonl",
 )
 @click.option(
     "--qrels",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     required=True,
     help="TREC or BEIR qrels",
 )
@@ -247,22 +248,22 @@ def pipeline_table(results: list[dict[str, Any]]) -> Table:
 @eval_group.command("fit-fusion")
 @click.option(
     "--candidates",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     help="rank_llm JSON candidate lists (as `eval rerank`), or give --corpus and --queries",
 )
 @click.option(
     "--corpus",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     help="BEIR corpus.jsonl (as `eval pipeline`)",
 )
 @click.option(
     "--queries",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     help="BEIR queries.jsonl (with --corpus)",
 )
 @click.option(
     "--qrels",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     required=True,
     help="TREC or BEIR qrels",
 )

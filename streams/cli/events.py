@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from streamrank.streams.cli.helpers import (
+    EXISTING_FILE,
     RichProgress,
     console,
     errors,
@@ -55,7 +56,7 @@ def numbered_lines(path: Path, advance: Callable[[int], None]) -> Iterator[tuple
 
 @click.command()
 @click.argument("kind", metavar="TOPIC", type=topic_kind)
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=EXISTING_FILE)
 def publish(kind: str, file: Path) -> None:
     """Validate every line of FILE.jsonl against TOPIC's contract and publish the good ones.
 

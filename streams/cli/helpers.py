@@ -22,6 +22,7 @@ from streamrank.models.learning.click_models import CLICK_MODELS
 from streamrank.streams.terminal import RichProgress, progress_bar
 
 __all__ = [
+    "EXISTING_FILE",
     "RichProgress",
     "click_model_option",
     "console",
@@ -40,6 +41,10 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 
 console = Console()
 errors = Console(stderr=True)
+
+
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+"""A click argument type: a file that must already exist."""
 
 
 def fail(message: str, fix: str) -> NoReturn:
@@ -164,13 +169,13 @@ def judged_candidates(function: Command) -> Command:
     """``--candidates FILE.json --qrels QRELS.txt``: what every evaluation and simulation reads."""
     function = click.option(
         "--qrels",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=EXISTING_FILE,
         required=True,
         help="TREC qrels (the true grades)",
     )(function)
     return click.option(
         "--candidates",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=EXISTING_FILE,
         required=True,
         help="rank_llm JSON candidate lists (e.g. ../shared/data/trec-dl-2019/bm25-top100.json)",
     )(function)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import click
 
 from streamrank.streams.cli.helpers import (
+    EXISTING_FILE,
     click_model_option,
     console,
     errors,
@@ -66,7 +67,7 @@ def streaming_system(candidates: Path) -> RankingSystem:
 @click.option("--offline", is_flag=True, help="Run learner and ranker in-process (no Kafka).")
 @click.option(
     "--scores",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     help="Precomputed starting scores instead of running the cross-encoder.",
 )
 @click.option(
