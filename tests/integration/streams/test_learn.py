@@ -288,6 +288,9 @@ LEARN_ENV = {
     "STREAMRANK_CHECKPOINT_EVERY_S": "2",
     "STREAMRANK_REGISTRY_KEY": "test-registry-key",
     "STREAMRANK_KAFKA_SESSION_TIMEOUT_S": "8",
+    # learning is under test, not the budget: a burst queued on a slow runner must still be
+    # ranked by the cascade, not answered late in the first stage's order
+    "STREAMRANK_LATENCY_BUDGET_MS": "30000",
 }
 
 
