@@ -19,10 +19,14 @@ model calls again. The targets are read on the ``warm`` pass.
 
 Latencies, per request (milliseconds; p50/p95/p99/max over the measured requests):
 
+``added_ms``
+    the re-rank stage's added latency as the target defines it: candidates consumed (the
+    worker's consumer handing the message over, before decoding) -> ranking produced (the
+    ranking record's timestamp, set by the worker's producer). It holds the decoding, any wait
+    in the worker, the cascade, the impression write and the ranking's send;
 ``rerank_ms``
-    the re-rank stage's added latency: candidates published -> ranking produced (the ranking
-    record's timestamp, set by the worker's producer). It holds the broker hop of the
-    candidates, any wait in the worker, the cascade and the impression write;
+    the same from candidates published: ``added_ms`` plus the hop in (the producer, the
+    broker, the consumer's fetch; the ranking's ``timings_ms["hop"]``);
 ``worker_ms``
     the sum of the ranking's own ``timings_ms`` (lookup, tiers, online ranker): the work alone;
 ``e2e_ms``
@@ -85,6 +89,8 @@ PIPELINE = "dense>ce:3"
 K1 = 1000
 OUTSIDE_CASCADE = ("lookup", "online")
 """Stages of a ranking's ``timings_ms`` that the cascade's ``total`` does not hold."""
+WAITS = ("queue", "hop")
+"""Entries of a ranking's ``timings_ms`` that are waits before the work, not work."""
 OVERLOAD_FACTOR = 3.0
 
 
@@ -179,6 +185,13 @@ class Timed:
         return 1000 * (self.seen.created - self.sent)
 
     @property
+    def added_ms(self) -> float:
+        """``rerank_ms`` less the hop in (published -> consumed), where the ranking says it."""
+        ranking = self.seen.ranking
+        hop = ranking.timings_ms.get("hop", 0.0) if ranking is not None else 0.0
+        return self.rerank_ms - hop
+
+    @property
     def e2e_ms(self) -> float:
         return 1000 * (self.seen.received - self.sent)
 
@@ -193,7 +206,9 @@ class Timed:
         outside = {name: timings[name] for name in OUTSIDE_CASCADE if name in timings}
         cascade = timings.get("total")
         if cascade is None:
-            cascade = sum(v for name, v in timings.items() if name not in outside)
+            cascade = sum(
+                v for name, v in timings.items() if name not in outside and name not in WAITS
+            )
         return cascade + sum(outside.values())
 
 
@@ -211,6 +226,7 @@ def latency_summary(timed: Sequence[Timed], budget_ms: float) -> dict[str, Any]:
     """
     rerank = [t.rerank_ms for t in timed]
     return {
+        "added_ms": percentiles([t.added_ms for t in timed]),
         "rerank_ms": percentiles(rerank),
         "worker_ms": percentiles([t.worker_ms for t in timed]),
         "e2e_ms": percentiles([t.e2e_ms for t in timed]),
@@ -651,7 +667,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     warm = tested["warm"]
     dl19 = result["dl19"].get(tested["pipeline"], {})
     figures: dict[str, Any] = {
-        "rerank_p95_le_50ms": (warm["rerank_ms"]["p95"] or 1e9) <= 50,
+        "added_p95_le_50ms": (warm["added_ms"]["p95"] or 1e9) <= 50,
         "zero_degraded": warm["degraded"] == 0,
         "dl19_ndcg@10_ge_0.705": dl19.get("ndcg@10", 0) >= 0.705,
     }

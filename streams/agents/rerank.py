@@ -51,6 +51,7 @@ import redis
 
 from streamrank.streams.agents.control import follow_control
 from streamrank.streams.events import Candidates, Item, Ranking, User
+from streamrank.streams.kafka.deadletter import consumed_at
 from streamrank.streams.state.breaker import Breaker
 from streamrank.streams.state.connections import key
 from streamrank.streams.web import mount as mount_pages
@@ -101,7 +102,8 @@ class RerankAgents:
             done_key = key(settings, "done", "rerank", request.request_id)
             if await self.redis_or(None, parts.redis.exists, done_key):
                 return
-            ranking = await parts.run_blocking(self.serve, request)
+            consumed = consumed_at.get(None)
+            ranking = await parts.run_blocking(self.serve, request, consumed)
             delivery = await self.rankings_topic.send(
                 key=request.request_id.encode(), value=ranking.to_bytes()
             )
@@ -123,17 +125,25 @@ class RerankAgents:
             log.warning("%s skipped: Redis: %s", function.__name__, error)
             return fallback
 
-    def serve(self, request: Candidates) -> Ranking:
+    def serve(self, request: Candidates, consumed: float | None = None) -> Ranking:
         """Rank and record the impression; runs in an executor thread.
 
         An impression Redis does not take makes the ranking degraded: it is served all the
-        same, but clicks on it cannot be learned.
+        same, but clicks on it cannot be learned. ``consumed``: when the consumer handed the
+        request over; the ranking's ``timings_ms["hop"]`` is the part of its ``queue`` spent
+        before that (the producer, the broker, the fetch), so the re-rank stage's own added
+        latency (consumed -> produced) can be told from the broker's.
         """
         from streamrank.streams.serving import waited_s
 
         ranking, impression = self.parts.serving.rank(
             request, waited_s(request.timestamp, time.time())
         )
+        if consumed is not None:
+            hop_ms = 1000 * waited_s(request.timestamp, consumed)
+            ranking = ranking.model_copy(
+                update={"timings_ms": ranking.timings_ms | {"hop": hop_ms}}
+            )
         try:
             self.parts.feature_store.record_impression(request.request_id, impression)
         except redis.RedisError as error:

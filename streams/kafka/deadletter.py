@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +39,10 @@ from aiokafka.errors import (
 from streamrank.streams.config import Settings
 from streamrank.streams.events import ContractError, DeadLetter, decode, describe_any
 from streamrank.streams.state.connections import key
+
+consumed_at: contextvars.ContextVar[float] = contextvars.ContextVar("consumed_at")
+"""When the handler now running got its message from the consumer (epoch seconds, before
+decoding): a handler reads it to split a request's wait into the broker hop and what follows."""
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +224,7 @@ async def handle_stream(
     """
     limits = settings.limits()
     async for event in stream.events():
+        consumed_at.set(time.time())  # each agent actor is its own task, so its own context
         try:
             decoded = decode(kind, event.value, limits)
         except ContractError as error:

@@ -57,6 +57,9 @@ def test_candidates_are_reranked_by_the_cross_encoder(settings: Settings, start_
     assert [item.position for item in rankings["r1"].items] == [1, 2, 3]
     assert "ce=" in rankings["r1"].model_version
     assert rankings["r1"].timings_ms["ce"] > 0 and not rankings["r1"].degraded
+    # the wait before ranking, split: the broker hop in is a part of it
+    timings = rankings["r1"].timings_ms
+    assert 0 < timings["hop"] <= timings["queue"]
     assert rankings["r2"].user_id == "u1"
     # The impression the learner joins clicks against is in Redis, with positions.
     store = FeatureStore(redis.Redis.from_url(settings.redis_url), settings)
