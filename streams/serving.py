@@ -45,7 +45,7 @@ from streamrank.models.scoring.factory import build_cascade
 from streamrank.models.scoring.score_cache import InMemoryCache, LayeredVectors, VectorCache
 from streamrank.models.types import TextCandidate
 from streamrank.streams.config import Settings
-from streamrank.streams.events import Candidates, RankedItem, Ranking
+from streamrank.streams.events import Candidates, Ranking
 from streamrank.streams.online import OnlineServing, served_ranks
 from streamrank.streams.state.connections import key
 from streamrank.streams.state.feature_store import FeatureStore
@@ -338,13 +338,15 @@ class Reranker:
         return Ranking(
             request_id=request.request_id,
             model_version=result.model_version,
+            # plain dicts, validated in one call: a RankedItem per item costs several
+            # times more, and a ranking may hold 1,000 of them
             items=[
-                RankedItem(
-                    doc_id=item.doc_id,
-                    score=float(item.score),
-                    position=item.position,
-                    flags=list(item.flags),
-                )
+                {
+                    "doc_id": item.doc_id,
+                    "score": float(item.score),
+                    "position": item.position,
+                    "flags": list(item.flags),
+                }
                 for item in result.items
             ],
             timings_ms=timings,

@@ -255,7 +255,8 @@ class _Run:
     ) -> None:
         self.candidates = candidates
         self.fusion = fusion
-        self.order = [i for i, c in enumerate(candidates) if has_text(c)]
+        self.textful = [has_text(c) for c in candidates]
+        self.order = [i for i, textful in enumerate(self.textful) if textful]
         self.scores = {i: float(c.first_stage_score) for i, c in enumerate(candidates)}
         self.fused: dict[int, float] = {}
         self.stage = dict.fromkeys(range(len(candidates)), FIRST_STAGE)
@@ -284,15 +285,16 @@ class _Run:
 
     def _reorder(self, name: str, head: list[int], result: TierScores) -> None:
         scores = np.asarray(result.scores, dtype=np.float64)
-        done = [i for i, s in zip(head, scores, strict=True) if not np.isnan(s)]
-        left_out = [i for i, s in zip(head, scores, strict=True) if np.isnan(s)]
+        unscored = np.isnan(scores).tolist()
+        done = [i for i, nan in zip(head, unscored, strict=True) if not nan]
+        left_out = [i for i, nan in zip(head, unscored, strict=True) if nan]
         late = len(left_out) - result.missing  # missing vectors: an ingestion gap, not overload
         if late > 0 and not any(r.startswith(f"{name} failed") for r in self.reasons):
             self.reasons.append(
                 f"{name}: deadline, scored {len(done)} of {len(head)}, "
                 "the rest keep the previous order"
             )
-        by_index = dict(zip(head, scores, strict=True))
+        by_index = dict(zip(head, scores.tolist(), strict=True))
         fused = self._fuse(done, by_index)
         done.sort(key=lambda i: -fused[i])  # stable: ties keep the previous order
         for i in done:
@@ -317,8 +319,8 @@ class _Run:
 
     def finish(self) -> CascadeResult:
         slots: list[int | None] = [None] * len(self.candidates)
-        for i, c in enumerate(self.candidates):
-            if not has_text(c):
+        for i, textful in enumerate(self.textful):
+            if not textful:
                 slots[i] = i  # no text: keeps its first-stage position
         fill = iter(self.order)
         final = [slot if slot is not None else next(fill) for slot in slots]
@@ -330,7 +332,7 @@ class _Run:
 
     def _item(self, i: int, position: int) -> CascadeItem:
         flags = ()
-        if not has_text(self.candidates[i]):
+        if not self.textful[i]:
             flags = ("no_text",)
         elif i in self.unscored:
             flags = ("not_scored",)
