@@ -35,7 +35,7 @@ import re
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SCHEMA_VERSION = 1
 Id = Field(min_length=1, max_length=256)
@@ -122,6 +122,11 @@ class Ranking(Event):
     timings_ms: dict[str, float] = Field(default_factory=dict, description="per stage")
     degraded: bool = False
     degraded_reason: str | None = None
+    rules_fired: dict[str, list[str]] | None = Field(
+        None,
+        description="business rule -> the doc ids it fired on (streamrank rules); absent when "
+        "no rules are configured",
+    )
     user_id: str | None = None
     session_id: str | None = None
     timestamp: float = Field(default_factory=time.time)
@@ -151,14 +156,48 @@ class Interaction(Event):
 
 
 class Item(Event):
-    """A document was added, changed or deleted (topic ``items``)."""
+    """A document was added, changed or deleted (topic ``items``).
+
+    The commerce fields are optional; the business rules after the model read them
+    (:mod:`streamrank.models.scoring.rules`). ``in_stock`` is derived from ``stock`` when only
+    the count is sent, and refused when it contradicts it; a negative count or price is
+    refused, so the message goes to the dead letters with the reason.
+
+    Examples
+    --------
+    >>> Item(doc_id="sku-1", stock=0).in_stock
+    False
+    >>> Item(doc_id="sku-2", stock=3, brand="acme").in_stock
+    True
+    """
 
     doc_id: str = Id
     op: Literal["upsert", "delete"] = "upsert"
     title: str | None = None
     text: str | None = None
     features: dict[str, float] = Field(default_factory=dict)
+    price: float | None = Field(None, ge=0)
+    stock: int | None = Field(None, ge=0, description="units available; 0: out of stock")
+    in_stock: bool | None = Field(None, description="derived from stock when absent")
+    promoted: bool | None = None
+    brand: str | None = Field(None, max_length=256)
+    category: str | None = Field(None, max_length=256)
+    created_at: float | None = Field(None, ge=0, le=MAX_TIMESTAMP, description="epoch seconds")
     timestamp: float = Field(default_factory=time.time)
+
+    @model_validator(mode="after")
+    def _stock_flag(self) -> Item:
+        if self.stock is None:
+            return self
+        if self.in_stock is None:
+            # frozen model: set once, while it is being built
+            object.__setattr__(self, "in_stock", self.stock > 0)
+        elif self.in_stock != (self.stock > 0):
+            raise ValueError(
+                f"in_stock is {str(self.in_stock).lower()} but stock is {self.stock}; "
+                "send one of them, or both in agreement"
+            )
+        return self
 
 
 class User(Event):
@@ -173,7 +212,7 @@ class Control(Event):
     """An operator command every worker obeys (topic ``control``)."""
 
     command_id: str = Id
-    action: Literal["promote", "rollback", "reload"]
+    action: Literal["promote", "rollback", "reload", "rules"]
     version: str | None = None
     issued_by: str | None = None
     reason: str | None = None

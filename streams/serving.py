@@ -11,6 +11,13 @@ and returns the ranking together with the impression the learner will join click
 With no clicks yet, the online ranker serves exactly the cascade's order (exploration aside).
 Candidates without text keep their slots, as they do in the cascade.
 
+The business rules come last (:func:`streamrank.models.scoring.rules.apply_rules`, the
+worker's :class:`~streamrank.streams.state.rules_store.LiveRules`): stock, promoted boost,
+bury list, diversity and pins re-order the final list, filtered items leave it, and the
+ranking and the impression record which rules fired (``rules_fired``). Positions in both are
+the served, post-rule ones; the online ranker's features in the impression are pre-rule, so
+the learner never learns the rules' boosts. With no rules configured nothing changes.
+
 Redis being away never stops a request. Every Redis call of the request path has a short
 timeout and goes through one circuit breaker (:mod:`streamrank.streams.state.breaker`); when one
 fails, the request is ranked by the active pipeline all the same: the score cache counts as
@@ -29,9 +36,11 @@ the ranking is not called degraded for it, since it is an ingestion gap and not 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,6 +51,7 @@ from streamrank.models.scoring.batching import CrossRequestBatcher
 from streamrank.models.scoring.cascade import Cascade, CascadeItem, CascadeResult
 from streamrank.models.scoring.confidence import ConfidenceRule
 from streamrank.models.scoring.factory import build_cascade
+from streamrank.models.scoring.rules import RuleItem, apply_rules
 from streamrank.models.scoring.score_cache import InMemoryCache, LayeredVectors, VectorCache
 from streamrank.models.types import TextCandidate
 from streamrank.streams.config import Settings
@@ -50,6 +60,7 @@ from streamrank.streams.online import OnlineServing, served_ranks
 from streamrank.streams.state.connections import key
 from streamrank.streams.state.feature_store import FeatureStore
 from streamrank.streams.state.redis_cache import RedisScoreCache, RedisVectorCache
+from streamrank.streams.state.rules_store import LiveRules
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +195,33 @@ def degrade(result: CascadeResult, reason: str) -> CascadeResult:
     return replace(result, degraded=True, degraded_reason=reasons)
 
 
+def rule_items(items: Sequence[CascadeItem], fields: Sequence[Mapping[str, Any]]) -> list[RuleItem]:
+    """The rules' view of a served list: each item's pre-rule score and its fields.
+
+    The score is the item's, capped by the one above it. Scores of different tiers are on
+    different scales and the online ranker re-orders the top without re-scoring it, so the
+    raw scores need not fall down the served list; capped, they do (ties keep the list's
+    order, and a NaN takes the score above it), so the rules start from the served order
+    exactly, and a boost is in the units of the scores around it. The published ranking keeps
+    the raw scores; the learner's features are those of the online ranker, before any rule.
+
+    Examples
+    --------
+    >>> items = [CascadeItem("a", 0.2, 1, "ce"), CascadeItem("b", 0.9, 2, "ce"),
+    ...          CascadeItem("c", 0.1, 3, "ce")]
+    >>> [(i.doc_id, i.score) for i in rule_items(items, [{}, {"in_stock": False}, {}])]
+    [('a', 0.2), ('b', 0.2), ('c', 0.1)]
+    """
+    ceiling = math.inf
+    out = []
+    for item, item_fields in zip(items, fields, strict=True):
+        score = float(item.score)
+        # "not score <= ceiling" is also true of a NaN: it takes the ceiling, like a tie
+        ceiling = score if score <= ceiling else ceiling
+        out.append(RuleItem(item.doc_id, ceiling, item_fields))
+    return out
+
+
 class Reranker:
     """Ranks ``candidates`` requests with one cascade; safe to call from several threads."""
 
@@ -193,11 +231,13 @@ class Reranker:
         feature_store: FeatureStore,
         settings: Settings,
         online: OnlineServing | None = None,
+        rules: LiveRules | None = None,
     ) -> None:
         self.cascade = cascade
         self.feature_store = feature_store
         self.settings = settings
         self.online = online
+        self.rules = rules  # the worker's business rules, shared by its rankers
 
     @property
     def version(self) -> str:
@@ -224,8 +264,52 @@ class Reranker:
             result, online = self.serve_online(request, result)
         else:  # late already: the first stage's order now beats a good order later
             result, online = degrade(result, f"late: waited {queued_s * 1000:.0f} ms"), None
+        result, fired = self.apply_rules(request, result)
         ranking = self.to_ranking(request, result, lookup_ms, queued_s * 1000)
-        return ranking, self.impression(request, result, online)
+        impression = self.impression(request, result, online)
+        if fired is not None:
+            ranking = ranking.model_copy(update={"rules_fired": fired})
+            impression["rules_fired"] = fired
+        return ranking, impression
+
+    def apply_rules(
+        self, request: Candidates, result: CascadeResult
+    ) -> tuple[CascadeResult, dict[str, list[str]] | None]:
+        """The served list after the business rules, and which fired on what (None: no rules).
+
+        The rules see each item's pre-rule score (:func:`rule_items`) and the fields they
+        read, from the feature store in one read, and only when an active rule reads one.
+        Filtered items leave the list; the rest are renumbered in their new order. Fields
+        Redis does not give are left out (every item then counts as in stock and not
+        promoted) and the ranking says degraded.
+        """
+        config = self.rules.config if self.rules is not None else None
+        if config is None:
+            return result, None
+        started = time.perf_counter()
+        ids = result.doc_ids
+        names = sorted(set(config.fields_used().values()))
+        fields: list[dict[str, Any]] = [{}] * len(ids)
+        if names and ids:
+            try:
+                fields = self.feature_store.rule_fields(ids, names)
+            except redis.RedisError as error:
+                result = degrade(result, f"rule fields not read: Redis: {error}")
+            except Exception as error:  # a stored field that does not parse, say
+                log.exception("rule fields not read for %s", request.request_id)
+                result = degrade(result, f"rule fields not read: {type(error).__name__}")
+        try:
+            ruled = apply_rules(request.query, rule_items(result.items, fields), config)
+        except Exception as error:  # a rules bug must not stop serving: the model's order
+            log.exception("business rules failed for %s", request.request_id)
+            return degrade(result, f"rules failed: {type(error).__name__}: {error}"), None
+        items = result.items
+        if list(ruled.doc_ids) != ids:
+            by_id = {item.doc_id: item for item in items}
+            items = [replace(by_id[d], position=p) for p, d in enumerate(ruled.doc_ids, 1)]
+        timings = result.timings_ms | {"rules": 1000 * (time.perf_counter() - started)}
+        fired = {rule: list(doc_ids) for rule, doc_ids in ruled.fired.items()}
+        return replace(result, items=items, timings_ms=timings), fired
 
     def serve_online(
         self, request: Candidates, result: CascadeResult

@@ -41,6 +41,7 @@ from streamrank.streams.state.connections import redis_client, registry_for
 from streamrank.streams.state.feature_store import FeatureStore
 from streamrank.streams.state.journal import JournalError
 from streamrank.streams.state.restore import RestoreSummary, restore_if_lost
+from streamrank.streams.state.rules_store import LiveRules, RulesStore
 from streamrank.streams.state.service_metrics import ServiceMetrics
 from streamrank.streams.versions import VersionedServing
 
@@ -67,6 +68,9 @@ class WorkerParts:
     serving
         The registry's active version (or ``settings.pipeline``), switched live by
         ``promote`` / ``rollback``; shadows are loaded here too when experiments are on.
+    rules
+        The business rules every ranker applies after the model, followed live
+        (:func:`~streamrank.streams.agents.control.follow_rules`).
     """
 
     settings: Settings
@@ -81,6 +85,7 @@ class WorkerParts:
     serving: VersionedServing
     metrics: ServiceMetrics
     deadletter_topic: faust.TopicT
+    rules: LiveRules | None = None
 
     def topic(self, kind: str) -> faust.TopicT:
         """A streamrank topic of this worker's app by kind, as raw bytes."""
@@ -127,10 +132,11 @@ def build_parts(settings: Settings, app: faust.App) -> WorkerParts:
         else None
     )
     registry = registry_for(settings, sync_redis) if settings.registry_key else None
+    rules = start_rules(settings, sync_redis)
 
     def build_reranker(pipeline: str | None) -> Reranker:
         cascade = cascade_for(settings, fast_redis, pipeline)
-        return Reranker(cascade, feature_store, settings, online)
+        return Reranker(cascade, feature_store, settings, online, rules)
 
     return WorkerParts(
         settings=settings,
@@ -147,7 +153,19 @@ def build_parts(settings: Settings, app: faust.App) -> WorkerParts:
         serving=VersionedServing(settings, build_reranker, registry),
         metrics=ServiceMetrics(fast_redis, settings),
         deadletter_topic=topic(app, settings, "deadletter"),
+        rules=rules,
     )
+
+
+def start_rules(settings: Settings, client: redis.Redis) -> LiveRules:
+    """The worker's business rules, read once before the first request (Redis down: none
+    until the rules follower reads them)."""
+    rules = LiveRules(RulesStore(client, settings))
+    try:
+        rules.refresh()
+    except RedisError as error:
+        log.error("cannot read the business rules at start (%s); none until Redis answers", error)
+    return rules
 
 
 def build(settings: Settings) -> faust.App:

@@ -9,6 +9,10 @@ seconds, so one that missed a message (it was restarting) still converges.
 A switch loads the new version completely, in an executor thread, while the old one keeps
 serving; only then is the reference swapped. A request is served by the version that was
 current when it started, so none is dropped and none meets a half-loaded model.
+
+The business rules (:mod:`streamrank.streams.state.rules_store`) are followed the same way, by
+:func:`follow_rules`: a control message or the timer re-reads them, a bad stored config is
+refused and the running one kept.
 """
 
 from __future__ import annotations
@@ -169,6 +173,44 @@ async def follow_control(
             registry.succeeded()
             if version is not None:
                 await _switch(slot, version)
+    finally:
+        await control.close()
+
+
+async def follow_rules(
+    refresh: Callable[[], bool],
+    bootstrap: str,
+    topic_name: str,
+    poll_s: float,
+    client_options: dict,
+    make_consumer: Callable[[], Any] | None = None,
+    max_backoff_s: float = 5.0,
+) -> None:
+    """Keep a worker's business rules on the stored ones, for as long as the worker runs.
+
+    The same pattern as :func:`follow_control`, with a group-less consumer of its own: each
+    ``control`` message (``streamrank rules set`` sends one) and each ``poll_s`` tick calls
+    ``refresh`` (:meth:`~streamrank.streams.state.rules_store.LiveRules.refresh`, in an
+    executor thread), which re-reads the rules when their stored version changed. A failing
+    consumer or Redis read is retried with backoff, the running rules kept meanwhile.
+    """
+    if make_consumer is None:
+        make_consumer = _aiokafka_consumer(bootstrap, topic_name, client_options)
+    control = ControlConsumer(
+        make_consumer, FailureStreak("the rules' control consumer", max_s=max_backoff_s)
+    )
+    reads = FailureStreak("reading the business rules", max_s=max_backoff_s)
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            if await control.wait(poll_s):
+                log.info("control message received; re-reading the business rules")
+            try:
+                await loop.run_in_executor(None, refresh)
+            except Exception as error:
+                await asyncio.sleep(reads.failed(error))
+                continue
+            reads.succeeded()
     finally:
         await control.close()
 

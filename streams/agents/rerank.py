@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 import redis
 
-from streamrank.streams.agents.control import follow_control
+from streamrank.streams.agents.control import follow_control, follow_rules
 from streamrank.streams.events import Candidates, Item, Ranking, User
 from streamrank.streams.kafka.deadletter import consumed_at
 from streamrank.streams.state.breaker import Breaker
@@ -199,6 +199,18 @@ class RerankAgents:
         """The version this worker serves now, for the web pages."""
         return self.parts.serving.slot.current.version or self.parts.settings.pipeline
 
+    async def follow_rules(self) -> None:
+        """Follow the business rules (:func:`~streamrank.streams.agents.control.follow_rules`)."""
+        settings, rules = self.parts.settings, self.parts.rules
+        assert rules is not None
+        await follow_rules(
+            rules.refresh,
+            settings.kafka_bootstrap,
+            settings.topic("control"),
+            settings.control_poll_s,
+            settings.aiokafka_client_options(),
+        )
+
     async def control(self) -> None:
         """Follow promotions and rollbacks (see :mod:`streamrank.streams.agents.control`)."""
         settings = self.parts.settings
@@ -213,12 +225,14 @@ class RerankAgents:
 
 
 def register(parts: WorkerParts) -> RerankAgents:
-    """Add the rerank, items and users agents, the control task (with a registry) and the web
-    pages (when enabled) to ``parts.app``; the handlers are returned."""
+    """Add the rerank, items and users agents, the control task (with a registry), the rules
+    follower and the web pages (when enabled) to ``parts.app``; the handlers are returned."""
     app, settings = parts.app, parts.settings
     agents = RerankAgents(parts)
     if parts.registry is not None:
         app.task(agents.control)
+    if parts.rules is not None:
+        app.task(agents.follow_rules)
     if settings.web_enabled:
         mount_pages(app, settings, parts.sync_redis, agents.serving_version)
     # The names Faust gave these agents when they were declared at module level.

@@ -18,6 +18,7 @@ from streamrank.streams.cli.events import publish, tail
 from streamrank.streams.cli.index import index_group
 from streamrank.streams.cli.models import models_group
 from streamrank.streams.cli.operator import promote, rollback
+from streamrank.streams.cli.rules import rules_group
 from streamrank.streams.cli.services import services
 from streamrank.streams.cli.shadow import shadow_group
 from streamrank.streams.cli.simulate import simulate_command
@@ -50,6 +51,7 @@ for command in (
     shadow_group,
     promote,
     rollback,
+    rules_group,
     state_group,
 ):
     cli.add_command(command)

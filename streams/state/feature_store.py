@@ -1,4 +1,5 @@
-"""The feature store in Redis: document texts and features, user features, and impressions.
+"""The feature store in Redis: document texts, features and commerce fields, user features,
+and impressions.
 
 Documents and users arrive on the ``items`` and ``users`` topics; any worker can then fill in a
 candidate that came without text, and add item or user features to a ranking. Impressions (what
@@ -20,6 +21,18 @@ import redis
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Item, User
 from streamrank.streams.state.connections import key
+
+RULE_FIELDS: tuple[str, ...] = (
+    "price",
+    "stock",
+    "in_stock",
+    "promoted",
+    "brand",
+    "category",
+    "created_at",
+)
+"""The :class:`~streamrank.streams.events.Item` fields the business rules may read (the
+``known_fields`` of :func:`~streamrank.models.scoring.rules.load_rules`)."""
 
 
 class FeatureStore:
@@ -47,6 +60,9 @@ class FeatureStore:
             fields["text"] = item.text
         if item.features:
             fields["features"] = json.dumps(item.features)
+        for name in RULE_FIELDS:  # as JSON, so a flag reads back as a flag, a count as a count
+            if (value := getattr(item, name)) is not None:
+                fields[name] = json.dumps(value)
         self.client.hset(doc_key, mapping=fields)
 
     def texts(self, doc_ids: Sequence[str]) -> list[str | None]:
@@ -65,6 +81,25 @@ class FeatureStore:
         for doc_id in doc_ids:
             pipe.hget(self._doc_key(doc_id), "features")
         return [json.loads(raw) if raw else {} for raw in pipe.execute()]
+
+    def rule_fields(
+        self, doc_ids: Sequence[str], names: Sequence[str] = RULE_FIELDS
+    ) -> list[dict[str, Any]]:
+        """The commerce fields ``names`` of each document, in one pipelined read.
+
+        A field never sent is absent from its document's dict (the rules read that as "in
+        stock", "not promoted", "never capped"); so is an unknown document.
+        """
+        names = list(names)
+        if not names:
+            return [{} for _ in doc_ids]
+        pipe = self.client.pipeline(transaction=False)
+        for doc_id in doc_ids:
+            pipe.hmget(self._doc_key(doc_id), names)
+        return [
+            {name: json.loads(raw) for name, raw in zip(names, values, strict=True) if raw}
+            for values in pipe.execute()
+        ]
 
     # -- users ----------------------------------------------------------------------------
 
