@@ -10,6 +10,8 @@
                              [--model-dir DIR] [--json]
     streamrank eval fit-fusion (--candidates FILE.json | --corpus C --queries Q) --qrels R
                                --pipeline P [--fit N] [--seed S] [--json]
+    streamrank eval shop --offline [--seed S] [--train-queries N] [--test-queries N]
+                         [--candidates K] [--data DIR] [--model-dir DIR] [--json]
 
 ``--fusion`` defaults to the configured one (``STREAMRANK_FUSION``, ``STREAMRANK_FUSION_WEIGHT``),
 so an evaluation ranks as the worker would; ``fit-fusion`` prints the setting that did best on
@@ -23,6 +25,7 @@ progress on stderr and print the results to stdout, so ``--json`` output can be 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ from streamrank.streams.cli.helpers import (
     errors,
     fail,
     judged_candidates,
+    load_bi_encoder_or_fail,
     model_dir_option,
     progress_bar,
 )
@@ -368,4 +372,87 @@ def fit_table(report: dict[str, Any]) -> Table:
     if weight:
         setting += f" STREAMRANK_FUSION_WEIGHT={weight}"
     table.caption = f"to serve it: {setting}"
+    return table
+
+
+@eval_group.command("shop")
+@click.option("--seed", default=0, show_default=True, help="draws stock, promotions, queries")
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="library only, no live worker (required for now: the streaming replay is not built)",
+)
+@click.option(
+    "--train-queries",
+    default=3000,
+    show_default=True,
+    type=click.IntRange(min=10),
+    help="training searches sampled",
+)
+@click.option(
+    "--test-queries",
+    default=None,
+    type=click.IntRange(min=10),
+    help="held-out searches sampled  [default: all]",
+)
+@click.option("--candidates", default=200, show_default=True, type=click.IntRange(min=10))
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="the MovieLens folder  [default: <cache>/streamrank/data/movielens]",
+)
+@model_dir_option
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def shop_command(
+    seed: int,
+    offline: bool,
+    train_queries: int,
+    test_queries: int | None,
+    candidates: int,
+    data_dir: Path | None,
+    model_dir: Path,
+    as_json: bool,
+) -> None:
+    """The shop: the cascade, popularity and LambdaMART with and without personal features,
+    on MovieLens users' held-out purchases (nDCG@10, purchases@10, latency, rules).
+
+    Example: streamrank eval shop --offline --json
+    """
+    from streamrank.models.assets.movielens import DEFAULT_OUT, MovieLensMissing, load_movielens
+    from streamrank.models.evaluation.shop import build_shop
+    from streamrank.models.evaluation.shop_eval import ShopEvalConfig, run_shop_eval
+
+    if not offline:
+        fail(
+            "the streaming half of `eval shop` (replaying through a live worker) is not built yet",
+            "pass --offline for the library figures",
+        )
+    try:
+        data = load_movielens(data_dir or DEFAULT_OUT)
+    except MovieLensMissing as error:
+        fail(str(error).splitlines()[0], "run `streamrank data fetch movielens`")
+    encoder = load_bi_encoder_or_fail(model_dir, "run `streamrank models fetch`")
+    config = ShopEvalConfig(seed, candidates, train_queries, test_queries)
+    log = (lambda message: None) if as_json else errors.print
+    with errors.status("evaluating the shop", spinner="dots") if not as_json else nullcontext():
+        report = run_shop_eval(
+            data, build_shop(data, seed), encoder, config, model_dir / "shop", log=log
+        )
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    console.print(shop_table(report))
+
+
+def shop_table(report: dict[str, Any]) -> Table:
+    """nDCG@10 and purchases@10 per method, with each method's ratio to the cascade."""
+    table = Table(title=f"shop (seed {report['seed']}): {report['searches']['test']:,} searches")
+    for column in ("method", "nDCG@10", "x cascade", "purchases@10"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    base = report["ndcg@10"]["cascade"] or float("nan")
+    for method, ndcg in report["ndcg@10"].items():
+        bought = report["purchases@10"][method]
+        table.add_row(method, f"{ndcg:.4f}", f"{ndcg / base:.2f}", f"{bought:.3f}")
     return table
