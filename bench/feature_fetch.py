@@ -1,0 +1,225 @@
+"""What the feature matrix of 1,000 candidates costs from Redis, against the same from memory.
+
+The synthetic stream of ``bench/features.py`` (items with fields and ``--dim``-float vectors,
+users, interactions over ``--days`` days across ``--queries`` queries) is learnt by the default
+feature config into a ``MemoryState`` and into a ``RedisFeatureState`` under a unique key prefix
+(deleted at the end). Then, in one run:
+
+- ``memory``: the baseline, ``FeatureVector.matrix`` from the ``MemoryState``;
+- ``redis``: the same request's matrix from Redis (median, p95, p99 wall-clock ms over
+  ``--repeats`` requests, process CPU median), and its round trips;
+- ``reads``: each batch read alone for the candidates (counters, item hashes, vectors);
+- ``identical``: whether both matrices are equal bit for bit (NaN where NaN);
+- ``memory_report``: entries and ``MEMORY USAGE`` bytes per item and per user in Redis, next to
+  ``MemoryState``'s figures; and how fast each state learnt the events.
+
+Redis is ``--redis-url`` (default ``STREAMRANK_REDIS_URL`` or redis://127.0.0.1:6379/0); a
+Redis on the same host hides the network a deployment adds to every round trip.
+
+Example: python bench/feature_fetch.py --repeats 100 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import redis
+import redis.connection
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.features import KINDS, START, request_for  # noqa: E402
+from streamrank.models.features.defaults import default_features  # noqa: E402
+from streamrank.models.features.events import (  # noqa: E402
+    DAY_S,
+    Event,
+    InteractionEvent,
+    ItemEvent,
+    UserEvent,
+    day_of,
+)
+from streamrank.models.features.learn import FeatureLearner  # noqa: E402
+from streamrank.models.features.state import FeatureState, MemoryState  # noqa: E402
+from streamrank.models.features.vector import FeatureVector  # noqa: E402
+from streamrank.streams.state.feature_state import RedisFeatureState  # noqa: E402
+
+
+def synthetic_events(args: argparse.Namespace) -> list[Event]:
+    """The stream ``bench/features.py`` learns (same generator, same seed), in time order."""
+    rng = np.random.default_rng(args.seed)
+    events: list[Event] = []
+    for i in range(args.items):
+        fields = {
+            "price": float(rng.lognormal(3, 1)),
+            "category": f"cat{i % 40}",
+            "brand": f"brand{i % 200}",
+            "stock": int(rng.integers(0, 20)),
+            "promoted": bool(i % 17 == 0),
+        }
+        vector = rng.standard_normal(args.dim).astype(np.float32)
+        events.append(
+            ItemEvent(f"d{i}", START - float(rng.integers(0, 400)) * DAY_S, fields, vector)
+        )
+    events += [UserEvent(f"u{u}", START, {"segment": f"s{u % 5}"}) for u in range(args.users)]
+    times = np.sort(START + rng.random(args.interactions) * args.days * DAY_S)
+    docs = rng.zipf(1.3, args.interactions) % args.items
+    kinds = rng.choice(4, args.interactions, p=[0.85, 0.1, 0.03, 0.02])
+    users = rng.integers(0, args.users, args.interactions)
+    queries = rng.integers(0, args.queries, args.interactions)
+    events += [
+        InteractionEvent(
+            KINDS[k],
+            f"d{d}",
+            float(t),
+            user_id=f"u{u}",
+            query=f"query {q}",
+            session_id=f"s{u}-{int(t // 3600)}",
+        )
+        for t, d, k, u, q in zip(times, docs, kinds, users, queries, strict=True)
+    ]
+    events.sort(key=lambda event: event.timestamp)
+    return events
+
+
+def learn(state: FeatureState, events: list[Event]) -> float:
+    """Learn ``events`` into ``state``; events per second."""
+    learner = FeatureLearner(default_features(), state)
+    started = time.perf_counter()
+    for event in events:
+        learner.learn_one(event)
+    if isinstance(state, RedisFeatureState):
+        state.flush()
+    return len(events) / (time.perf_counter() - started)
+
+
+def timed(call: Callable[[], object], repeats: int) -> dict[str, float]:
+    """Median, p95 and p99 wall-clock ms of ``call`` and its CPU median (after a warm-up)."""
+    call()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        call()
+        wall.append(1000 * (time.perf_counter() - started))
+        cpu.append(1000 * (time.process_time() - started_cpu))
+    return {
+        "median_ms": round(float(np.median(wall)), 3),
+        "p95_ms": round(float(np.percentile(wall, 95)), 3),
+        "p99_ms": round(float(np.percentile(wall, 99)), 3),
+        "cpu_median_ms": round(float(np.median(cpu)), 3),
+    }
+
+
+def round_trips(call: Callable[[], object]) -> int:
+    """Packets sent to Redis while ``call`` runs: a pipeline or a plain command is one."""
+    original = redis.connection.Connection.send_packed_command
+    sent = [0]
+
+    def counting(self: redis.connection.Connection, *args: object, **kwargs: object) -> None:
+        sent[0] += 1
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    redis.connection.Connection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        call()
+    finally:
+        redis.connection.Connection.send_packed_command = original  # type: ignore[method-assign]
+    return sent[0]
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> int:
+    deleted = 0
+    batch: list[bytes] = []
+    for name in client.scan_iter(match=prefix + "*", count=1000):
+        batch.append(name)
+        if len(batch) == 1000:
+            deleted += client.unlink(*batch)
+            batch = []
+    if batch:
+        deleted += client.unlink(*batch)
+    return deleted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--candidates", type=int, default=1000)
+    parser.add_argument("--items", type=int, default=5000)
+    parser.add_argument("--users", type=int, default=500)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--interactions", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=45)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("STREAMRANK_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object (default)")
+    args = parser.parse_args()
+
+    features = default_features()
+    events = synthetic_events(args)
+    request = request_for(args)
+    client = redis.Redis.from_url(args.redis_url)
+    prefix = f"bench-feature-fetch-{uuid.uuid4().hex[:10]}:"
+    memory = MemoryState(days=features.max_window_days)
+    state = RedisFeatureState(
+        client, prefix=prefix, days=features.max_window_days, buffer_writes=True
+    )
+    try:
+        learnt_memory = learn(memory, events)
+        learnt_redis = learn(state, events)
+        offline, online = FeatureVector(features, memory), FeatureVector(features, state)
+        expected, got = offline.matrix(request), online.matrix(request)
+        doc_ids, today = list(request.doc_ids), day_of(request.now)
+        load_before = os.getloadavg()
+        reads = {
+            "read_counts": lambda: state.read_counts(
+                [f"item:counts|{d}" for d in doc_ids], KINDS, today, features.max_window_days
+            ),
+            "get_hashes": lambda: state.get_hashes([f"item|{d}" for d in doc_ids]),
+            "get_vectors": lambda: state.get_vectors([f"item:vector|{d}" for d in doc_ids]),
+        }
+        result = {
+            "candidates": args.candidates,
+            "columns": len(features.columns),
+            "identical": bool(np.array_equal(expected, got, equal_nan=True)),
+            "memory": timed(lambda: offline.matrix(request), args.repeats),
+            "redis": timed(lambda: online.matrix(request), args.repeats)
+            | {"round_trips": round_trips(lambda: online.matrix(request))},
+            "reads": {
+                name: timed(read, args.repeats) | {"round_trips": round_trips(read)}
+                for name, read in reads.items()
+            },
+            "events_learnt_per_s": {"memory": round(learnt_memory), "redis": round(learnt_redis)},
+            "memory_report": {
+                "redis": _per_owner(state.memory_report().as_dict()),
+                "memory_state": _per_owner(memory.memory_report().as_dict()),
+            },
+            "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+            "setup": {
+                name: getattr(args, name)
+                for name in ("items", "users", "queries", "interactions", "days", "dim", "repeats")
+            },
+        }
+    finally:
+        deleted = delete_prefix(client, prefix)
+    result["keys_deleted"] = deleted
+    print(json.dumps(result, indent=2))
+
+
+def _per_owner(report: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {owner: report[owner] for owner in ("item", "user") if owner in report}
+
+
+if __name__ == "__main__":
+    main()
