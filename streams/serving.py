@@ -260,10 +260,13 @@ class Reranker:
         result = self.cascade.rank(request.query, candidates, deadline_s=max(budget_s, 0.0))
         if lost is not None:
             result = degrade(result, lost)
-        if budget_s > 0:
-            result, online = self.serve_online(request, result)
-        else:  # late already: the first stage's order now beats a good order later
+        left_s = budget_s - (time.perf_counter() - started) + lookup_ms / 1000
+        if budget_s <= 0:  # late already: the first stage's order now beats a good order later
             result, online = degrade(result, f"late: waited {queued_s * 1000:.0f} ms"), None
+        elif left_s <= 0:  # the cascade used the budget: the online ranker would overrun it
+            result, online = degrade(result, "online ranker skipped: deadline"), None
+        else:
+            result, online = self.serve_online(request, result)
         result, fired = self.apply_rules(request, result)
         ranking = self.to_ranking(request, result, lookup_ms, queued_s * 1000)
         impression = self.impression(request, result, online)

@@ -65,3 +65,32 @@ def test_a_caller_that_passes_no_wait_gets_the_whole_budget():
     ranking, _ = _reranker().rank(_request(time.time() - 2.0))
     assert [item.doc_id for item in ranking.items] == ["long", "middle", "short"]
     assert not ranking.degraded
+
+
+def _with_online_spy(reranker: Reranker) -> list[str]:
+    """Record the requests ``reranker`` hands to its online ranker (which it then skips)."""
+    called: list[str] = []
+
+    def serve_online(request, result):
+        called.append(request.request_id)
+        return result, None
+
+    reranker.serve_online = serve_online  # type: ignore[method-assign]
+    return called
+
+
+def test_the_online_ranker_is_skipped_once_the_cascade_has_used_the_budget():
+    slow = FunctionTier("ce", lambda q, texts: time.sleep(0.3) or np.arange(len(texts)))
+    reranker = _reranker()
+    reranker.cascade = Cascade("ce", {"ce": slow})
+    called = _with_online_spy(reranker)
+    ranking, _ = reranker.rank(_request(time.time()), 0.0)
+    assert called == []
+    assert ranking.degraded and "online ranker skipped: deadline" in ranking.degraded_reason
+
+
+def test_the_online_ranker_runs_while_the_budget_lasts():
+    reranker = _reranker()
+    called = _with_online_spy(reranker)
+    ranking, _ = reranker.rank(_request(time.time()), 0.0)
+    assert called == ["r1"] and not ranking.degraded
