@@ -179,3 +179,23 @@ def judged_candidates(function: Command) -> Command:
         required=True,
         help="rank_llm JSON candidate lists (e.g. ../shared/data/trec-dl-2019/bm25-top100.json)",
     )(function)
+
+
+def send_control(settings: Any, control: Any) -> None:
+    """Publish one ``control`` message (a :class:`~streamrank.streams.events.Control`) and wait
+    for the broker to take it; a missing topic or broker fails within 10 s, not a minute."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        max_block_ms=10_000,
+        **settings.kafka_client_options(),
+    )
+    try:
+        producer.send(
+            settings.topic("control"), key=control.command_id.encode(), value=control.to_bytes()
+        )
+        producer.flush(timeout=10)
+    finally:
+        producer.close()

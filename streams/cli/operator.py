@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from streamrank.streams.cli.helpers import console, errors, fail, open_registry, refused
+from streamrank.streams.cli.helpers import (
+    console,
+    errors,
+    fail,
+    open_registry,
+    refused,
+    send_control,
+)
 
 # The token an operator presents (--token or STREAMRANK_TOKEN) is the key the pointer record
 # is signed with. It is never compared with STREAMRANK_OPERATOR_TOKEN in this process (a
@@ -70,19 +77,9 @@ def publish_control(settings: Any, command: Any) -> None:
     """Send a decision's command to every worker, as the ``control`` topic's message."""
     from dataclasses import asdict
 
-    from kafka import KafkaProducer
-
     from streamrank.streams.events import Control
 
-    control = Control(**asdict(command))
-    producer = KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", **settings.kafka_client_options()
-    )
-    producer.send(
-        settings.topic("control"), key=control.command_id.encode(), value=control.to_bytes()
-    )
-    producer.flush()
-    producer.close()
+    send_control(settings, Control(**asdict(command)))
 
 
 @click.command("promote")

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from streamrank.streams.cli.helpers import EXISTING_FILE, console, errors, fail
+from streamrank.streams.cli.helpers import EXISTING_FILE, console, errors, fail, send_control
 
 
 @click.group("rules")
@@ -107,7 +107,6 @@ def open_store() -> tuple[Any, Any]:
 def announce(settings: Any, version: int, reason: str) -> None:
     """Send the ``control`` message on which workers re-read the rules at once. A broker that
     does not answer only delays them: they re-read every ``control_poll_s`` anyway."""
-    from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
     from streamrank.streams.events import Control
@@ -120,16 +119,7 @@ def announce(settings: Any, version: int, reason: str) -> None:
         reason=reason or None,
     )
     try:
-        producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            **settings.kafka_client_options(),
-        )
-        producer.send(
-            settings.topic("control"), key=control.command_id.encode(), value=control.to_bytes()
-        )
-        producer.flush(timeout=10)
-        producer.close()
+        send_control(settings, control)
     except KafkaError as error:
         errors.print(
             f"[yellow]warning:[/] the control message was not sent ({error}); workers pick "
