@@ -22,7 +22,7 @@ command -v chromium >/dev/null || { echo "setup: installing chromium (dashboard 
 python="${PYTHON:-python3}"
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "setup: creating .venv and installing streamrank (editable) with its test, export, distill and bench tools" >&2
+  echo "setup: creating .venv and installing streamrank (editable) with its test, export, distill, bench and fast-trees extras" >&2
   [ -x .venv/bin/python ] || "$python" -m venv .venv
   .venv/bin/pip install -q --upgrade pip 'setuptools>=77'  # the wheel test builds offline
   .venv/bin/pip install -q -e '.[test,export,distill,bench,fast-trees]'
