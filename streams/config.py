@@ -217,6 +217,10 @@ class Settings(BaseSettings):
         True,
         description="order the cascade's top by the online ranker and learn from interactions",
     )
+    feature_store: bool = Field(
+        True,
+        description="feed the feature store's state in Redis from items, users and interactions",
+    )
     online_top_k: int = Field(
         50, ge=1, description="how many of the cascade's top results the online ranker orders"
     )

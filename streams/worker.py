@@ -38,6 +38,7 @@ from streamrank.streams.online import OnlineServing, online_ranker_for
 from streamrank.streams.serving import Reranker, cascade_for
 from streamrank.streams.state.breaker import request_clients
 from streamrank.streams.state.connections import redis_client, registry_for
+from streamrank.streams.state.feature_feed import FeatureFeed
 from streamrank.streams.state.feature_store import FeatureStore
 from streamrank.streams.state.journal import JournalError
 from streamrank.streams.state.restore import RestoreSummary, restore_if_lost
@@ -71,6 +72,9 @@ class WorkerParts:
     rules
         The business rules every ranker applies after the model, followed live
         (:func:`~streamrank.streams.agents.control.follow_rules`).
+    feature_feed
+        Feeds the feature store's state from items, users and learned interactions (None when
+        ``feature_store`` is off).
     """
 
     settings: Settings
@@ -86,6 +90,7 @@ class WorkerParts:
     metrics: ServiceMetrics
     deadletter_topic: faust.TopicT
     rules: LiveRules | None = None
+    feature_feed: FeatureFeed | None = None
 
     def topic(self, kind: str) -> faust.TopicT:
         """A streamrank topic of this worker's app by kind, as raw bytes."""
@@ -154,6 +159,7 @@ def build_parts(settings: Settings, app: faust.App) -> WorkerParts:
         metrics=ServiceMetrics(fast_redis, settings),
         deadletter_topic=topic(app, settings, "deadletter"),
         rules=rules,
+        feature_feed=FeatureFeed(settings, sync_redis) if settings.feature_store else None,
     )
 
 

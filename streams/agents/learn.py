@@ -29,6 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -164,6 +165,16 @@ def split(
     return good, offsets, letters
 
 
+def original_of(orphan: Orphan, incoming: Incoming) -> Incoming:
+    """A resolved orphan with its original interaction (its user and time, which
+    :func:`orphan_as_incoming` does not keep), for the feature feed."""
+    try:
+        interaction = decode_interaction(orphan.raw, Limits())
+    except ContractError:
+        return incoming
+    return replace(incoming, interaction=interaction)
+
+
 def failure_letter(item: Incoming, error: Exception, tries: int) -> DeadLetter:
     """The letter for an interaction that failed ``tries`` times (reason ``handler-error``)."""
     return dead_letter(
@@ -261,9 +272,26 @@ class LearnPath:
 
     async def apply(self, batch: Sequence[Incoming], offsets: dict[int, int]) -> None:
         """Accumulate decoded interactions (raising the applied offsets); letters for late ones."""
-        statuses = await self.parts.run_blocking(self.sessions.accumulate, batch, offsets)
+        statuses = await self.parts.run_blocking(self.accumulate, batch, offsets)
         self.clock.events += statuses.count("new")
         await self.send_letters(late_letters(batch, statuses))
+
+    def accumulate(self, batch: Sequence[Incoming], offsets: dict[int, int] | None) -> list[str]:
+        """Accumulate a batch in the session store, then feed its new interactions to the
+        feature store (:meth:`feed_new`); the statuses. Runs in an executor thread."""
+        statuses = self.sessions.accumulate(batch, offsets)
+        self.feed_new(batch, statuses)
+        return statuses
+
+    def feed_new(self, batch: Sequence[Incoming], statuses: Sequence[str]) -> None:
+        """Count the interactions the session store took as ``new`` in the feature store.
+
+        Only those: a duplicate or a replay was fed when it was new, so no counter counts an
+        event twice. The feed never raises (a failure loses these features, logged)."""
+        feed = getattr(self.parts, "feature_feed", None)  # parts without one: no feed
+        if feed is not None:
+            new = [item.interaction for item, s in zip(batch, statuses, strict=True) if s == "new"]
+            feed.interactions(new)
 
     async def apply_each(self, batch: Sequence[Incoming], offsets: dict[int, int]) -> None:
         """Apply a batch one interaction at a time; one that keeps failing goes to the dead
@@ -390,7 +418,10 @@ class LearnPath:
             ]
             if resolved:
                 batch = [orphan_as_incoming(o) for o in resolved]
-                late += late_letters(batch, sessions.accumulate(batch))
+                statuses = sessions.accumulate(batch)
+                late += late_letters(batch, statuses)
+                originals = [original_of(o, i) for o, i in zip(resolved, batch, strict=True)]
+                self.feed_new(originals, statuses)
                 sessions.forget_orphans(partition, resolved, "orphans_resolved")
         return late, expired
 

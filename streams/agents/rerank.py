@@ -54,6 +54,7 @@ from streamrank.streams.events import Candidates, Item, Ranking, User
 from streamrank.streams.kafka.deadletter import consumed_at
 from streamrank.streams.state.breaker import Breaker
 from streamrank.streams.state.connections import key
+from streamrank.streams.state.feature_feed import stored_vector
 from streamrank.streams.web import mount as mount_pages
 
 if TYPE_CHECKING:
@@ -90,7 +91,14 @@ class RerankAgents:
         await self.parts.run_blocking(self.ingest, item)
 
     async def apply_user(self, user: User) -> None:
-        await self.parts.run_blocking(self.parts.feature_store.apply_user, user)
+        await self.parts.run_blocking(self.store_user, user)
+
+    def store_user(self, user: User) -> None:
+        """Store a user's features, then feed the feature store's state; runs in a thread."""
+        self.parts.feature_store.apply_user(user)
+        feed = getattr(self.parts, "feature_feed", None)  # parts without one: no feed
+        if feed is not None:
+            feed.user(user)
 
     async def rerank_one(self, request: Candidates) -> None:
         parts, settings = self.parts, self.parts.settings
@@ -181,6 +189,7 @@ class RerankAgents:
         """
         feature_store = self.parts.feature_store
         feature_store.apply_item(item)
+        text = None
         if item.op == "upsert" and item.text is not None:
             text = feature_store.texts([item.doc_id])[0]
             try:
@@ -189,6 +198,20 @@ class RerankAgents:
                         ranker.ensure_vectors(item.doc_id, text)
             except Exception:  # stored all the same; requests leave it unscored by those tiers
                 log.exception("could not encode document %s on ingestion", item.doc_id)
+        self.feed_item(item, text)
+
+    def feed_item(self, item: Item, text: str | None) -> None:
+        """Feed an ingested item to the feature store's state, with the dense vector stored
+        for its ``text`` (None: the item's fields only)."""
+        feed = getattr(self.parts, "feature_feed", None)  # parts without one: no feed
+        if feed is None:
+            return
+        vector = None
+        try:
+            vector = stored_vector(self.rankers(), item.doc_id, text) if text else None
+        except Exception:  # the item's fields are fed all the same
+            log.exception("could not read the vector of document %s", item.doc_id)
+        feed.item(item, vector)
 
     def active_version(self) -> str | None:
         """The version to serve now (and the shadows' rankers brought up to date), from a
