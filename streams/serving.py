@@ -64,6 +64,11 @@ from streamrank.streams.state.rules_store import LiveRules
 
 log = logging.getLogger(__name__)
 
+ONLINE_START_S = 0.015
+"""What the online ranker is assumed to take before it has been timed (its top 50, from Redis)."""
+ONLINE_COST_ALPHA = 0.2
+"""Weight of each new timing in the online ranker's moving average."""
+
 DENSE_TIERS = ("dense", "colbert")
 CROSS_TIERS = ("student", "ce")  # the student is a cross-encoder too
 """Tiers whose score the online ranker reads as the candidate's dense score."""
@@ -238,6 +243,9 @@ class Reranker:
         self.settings = settings
         self.online = online
         self.rules = rules  # the worker's business rules, shared by its rankers
+        self.online_s = ONLINE_START_S
+        """Moving average of the online ranker's seconds, reserved out of the cascade's
+        deadline (a race between threads costs one sample, never correctness)."""
 
     @property
     def version(self) -> str:
@@ -257,7 +265,11 @@ class Reranker:
             candidates, lost = list(request.candidates), f"stored texts not read: {error}"
         lookup_ms = (time.perf_counter() - started) * 1000
         budget_s = self.settings.latency_budget_ms / 1000 - lookup_ms / 1000 - queued_s
-        result = self.cascade.rank(request.query, candidates, deadline_s=max(budget_s, 0.0))
+        # the online ranker comes after the cascade: its usual time is kept out of the
+        # cascade's deadline, so a cascade that fills its deadline still leaves it room
+        reserve_s = self.online_s if self.online is not None else 0.0
+        deadline_s = max(budget_s - reserve_s, 0.0)
+        result = self.cascade.rank(request.query, candidates, deadline_s=deadline_s)
         if lost is not None:
             result = degrade(result, lost)
         left_s = budget_s - (time.perf_counter() - started) + lookup_ms / 1000
@@ -353,7 +365,9 @@ class Reranker:
             explored=frozenset(top[i].doc_id for i in explored),
             randomized=order.randomized,
         )
-        timings = result.timings_ms | {"online": 1000 * (time.perf_counter() - started)}
+        took_s = time.perf_counter() - started
+        self.online_s += ONLINE_COST_ALPHA * (took_s - self.online_s)
+        timings = result.timings_ms | {"online": 1000 * took_s}
         served = replace(
             result,
             items=items + result.items[len(top) :],

@@ -9,10 +9,10 @@ import numpy as np
 import redis
 
 from streamrank.models.scoring.cascade import Cascade
-from streamrank.models.scoring.tiers import FunctionTier
+from streamrank.models.scoring.tiers import FunctionTier, TierScores
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates
-from streamrank.streams.serving import Reranker, waited_s
+from streamrank.streams.serving import ONLINE_START_S, Reranker, waited_s
 from streamrank.streams.state.feature_store import FeatureStore
 from tests.helpers import free_port
 
@@ -93,4 +93,30 @@ def test_the_online_ranker_runs_while_the_budget_lasts():
     reranker = _reranker()
     called = _with_online_spy(reranker)
     ranking, _ = reranker.rank(_request(time.time()), 0.0)
+    assert called == ["r1"] and not ranking.degraded
+
+
+class BudgetFillingTier:
+    """A tier that, like the cross-encoder's cost model, scores until its budget is spent."""
+
+    version = "filling-1"
+
+    name = "ce"
+
+    def __init__(self) -> None:
+        self.budgets: list[float] = []
+
+    def score(self, query, candidates, budget_s):
+        self.budgets.append(budget_s)
+        time.sleep(max((budget_s or 0.0) - 0.002, 0.0))
+        return TierScores(np.arange(len(candidates), dtype=float), inferred=len(candidates))
+
+
+def test_a_cascade_that_fills_its_deadline_still_leaves_the_online_ranker_its_time():
+    reranker, tier = _reranker(), BudgetFillingTier()
+    reranker.cascade = Cascade("ce", {"ce": tier})
+    reranker.online = object()  # present: its time is reserved (serve_online is the spy)
+    called = _with_online_spy(reranker)
+    ranking, _ = reranker.rank(_request(time.time()), 0.0)
+    assert tier.budgets[0] <= 0.250 - ONLINE_START_S  # the online ranker's share kept out
     assert called == ["r1"] and not ranking.degraded
