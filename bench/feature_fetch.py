@@ -37,57 +37,16 @@ import redis.connection
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.features import KINDS, START, request_for  # noqa: E402
+from bench.features import KINDS, request_for, synthetic_events  # noqa: E402
 from streamrank.models.features.defaults import default_features  # noqa: E402
 from streamrank.models.features.events import (  # noqa: E402
-    DAY_S,
     Event,
-    InteractionEvent,
-    ItemEvent,
-    UserEvent,
     day_of,
 )
 from streamrank.models.features.learn import FeatureLearner  # noqa: E402
 from streamrank.models.features.state import FeatureState, MemoryState  # noqa: E402
 from streamrank.models.features.vector import FeatureVector  # noqa: E402
 from streamrank.streams.state.feature_state import RedisFeatureState  # noqa: E402
-
-
-def synthetic_events(args: argparse.Namespace) -> list[Event]:
-    """The stream ``bench/features.py`` learns (same generator, same seed), in time order."""
-    rng = np.random.default_rng(args.seed)
-    events: list[Event] = []
-    for i in range(args.items):
-        fields = {
-            "price": float(rng.lognormal(3, 1)),
-            "category": f"cat{i % 40}",
-            "brand": f"brand{i % 200}",
-            "stock": int(rng.integers(0, 20)),
-            "promoted": bool(i % 17 == 0),
-        }
-        vector = rng.standard_normal(args.dim).astype(np.float32)
-        events.append(
-            ItemEvent(f"d{i}", START - float(rng.integers(0, 400)) * DAY_S, fields, vector)
-        )
-    events += [UserEvent(f"u{u}", START, {"segment": f"s{u % 5}"}) for u in range(args.users)]
-    times = np.sort(START + rng.random(args.interactions) * args.days * DAY_S)
-    docs = rng.zipf(1.3, args.interactions) % args.items
-    kinds = rng.choice(4, args.interactions, p=[0.85, 0.1, 0.03, 0.02])
-    users = rng.integers(0, args.users, args.interactions)
-    queries = rng.integers(0, args.queries, args.interactions)
-    events += [
-        InteractionEvent(
-            KINDS[k],
-            f"d{d}",
-            float(t),
-            user_id=f"u{u}",
-            query=f"query {q}",
-            session_id=f"s{u}-{int(t // 3600)}",
-        )
-        for t, d, k, u, q in zip(times, docs, kinds, users, queries, strict=True)
-    ]
-    events.sort(key=lambda event: event.timestamp)
-    return events
 
 
 def learn(state: FeatureState, events: list[Event]) -> float:

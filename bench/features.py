@@ -38,6 +38,7 @@ from streamrank.models.features.config import FeatureSet  # noqa: E402
 from streamrank.models.features.defaults import DEFAULT_FEATURES, default_features  # noqa: E402
 from streamrank.models.features.events import (  # noqa: E402
     DAY_S,
+    Event,
     FeatureRequest,
     InteractionEvent,
     ItemEvent,
@@ -72,12 +73,10 @@ def timed(call: Callable[[], object], repeats: int) -> dict[str, float]:
     }
 
 
-def build_state(features: FeatureSet, args: argparse.Namespace) -> tuple[MemoryState, float]:
-    """A state fed with synthetic items, users and interactions; and events learnt per second."""
+def synthetic_events(args: argparse.Namespace) -> list[Event]:
+    """Synthetic items, users and interactions (Zipf-popular items), in time order."""
     rng = np.random.default_rng(args.seed)
-    state = MemoryState(days=features.max_window_days)
-    learner = FeatureLearner(features, state)
-    events: list[object] = []
+    events: list[Event] = []
     for i in range(args.items):
         fields = {
             "price": float(rng.lognormal(3, 1)),
@@ -107,10 +106,18 @@ def build_state(features: FeatureSet, args: argparse.Namespace) -> tuple[MemoryS
         )
         for t, d, k, u, q in zip(times, docs, kinds, users, queries, strict=True)
     ]
-    events.sort(key=lambda event: event.timestamp)  # type: ignore[attr-defined]
+    events.sort(key=lambda event: event.timestamp)
+    return events
+
+
+def build_state(features: FeatureSet, args: argparse.Namespace) -> tuple[MemoryState, float]:
+    """A state fed with :func:`synthetic_events`; and events learnt per second."""
+    state = MemoryState(days=features.max_window_days)
+    learner = FeatureLearner(features, state)
+    events = synthetic_events(args)
     started = time.perf_counter()
     for event in events:
-        learner.learn_one(event)  # type: ignore[arg-type]
+        learner.learn_one(event)
     rate = len(events) / (time.perf_counter() - started)
     return state, rate
 
