@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -156,23 +156,49 @@ async def follow_control(
     """
     if make_consumer is None:
         make_consumer = _aiokafka_consumer(bootstrap, topic_name, client_options)
-    control = ControlConsumer(
-        make_consumer, FailureStreak("the control consumer", max_s=max_backoff_s)
+
+    async def switch(version: str | None) -> None:
+        if version is not None:
+            await _switch(slot, version)
+
+    await _follow(
+        make_consumer,
+        "the control consumer",
+        "the active version",
+        poll_s,
+        active_version,
+        switch,
+        max_backoff_s,
     )
-    registry = FailureStreak("reading the active version", max_s=max_backoff_s)
+
+
+async def _follow(
+    make_consumer: Callable[[], Any],
+    consumer: str,
+    what: str,
+    poll_s: float,
+    read: Callable[[], Any],
+    then: Callable[[Any], Awaitable[None]] | None,
+    max_backoff_s: float,
+) -> None:
+    """On each ``control`` message and each ``poll_s`` tick, ``read()`` in an executor thread
+    and await ``then`` on what it returned; failures of either are retried with backoff and
+    one log line per streak, and the loop runs until it is cancelled."""
+    control = ControlConsumer(make_consumer, FailureStreak(consumer, max_s=max_backoff_s))
+    reads = FailureStreak(f"reading {what}", max_s=max_backoff_s)
     loop = asyncio.get_running_loop()
     try:
         while True:
             if await control.wait(poll_s):
-                log.info("control message received; re-reading the active version")
+                log.info("control message received; re-reading %s", what)
             try:
-                version = await loop.run_in_executor(None, active_version)
+                value = await loop.run_in_executor(None, read)
             except Exception as error:
-                await asyncio.sleep(registry.failed(error))
+                await asyncio.sleep(reads.failed(error))
                 continue
-            registry.succeeded()
-            if version is not None:
-                await _switch(slot, version)
+            reads.succeeded()
+            if then is not None:
+                await then(value)
     finally:
         await control.close()
 
@@ -196,23 +222,15 @@ async def follow_rules(
     """
     if make_consumer is None:
         make_consumer = _aiokafka_consumer(bootstrap, topic_name, client_options)
-    control = ControlConsumer(
-        make_consumer, FailureStreak("the rules' control consumer", max_s=max_backoff_s)
+    await _follow(
+        make_consumer,
+        "the rules' control consumer",
+        "the business rules",
+        poll_s,
+        refresh,
+        None,
+        max_backoff_s,
     )
-    reads = FailureStreak("reading the business rules", max_s=max_backoff_s)
-    loop = asyncio.get_running_loop()
-    try:
-        while True:
-            if await control.wait(poll_s):
-                log.info("control message received; re-reading the business rules")
-            try:
-                await loop.run_in_executor(None, refresh)
-            except Exception as error:
-                await asyncio.sleep(reads.failed(error))
-                continue
-            reads.succeeded()
-    finally:
-        await control.close()
 
 
 def _aiokafka_consumer(bootstrap: str, topic_name: str, options: dict) -> Callable[[], Any]:
