@@ -82,6 +82,20 @@ class OwnerMemory:
     bytes_max: int
     bytes_total: int
 
+    @classmethod
+    def of(cls, rows: list[tuple[int, int]]) -> OwnerMemory:
+        """The summary of ``(entries, bytes)`` per owner, one row each."""
+        counts = np.array([n for n, _ in rows])
+        sizes = np.array([nbytes for _, nbytes in rows])
+        return cls(
+            owners=len(rows),
+            entries_mean=round(float(counts.mean()), 2),
+            entries_max=int(counts.max()),
+            bytes_mean=round(float(sizes.mean()), 1),
+            bytes_max=int(sizes.max()),
+            bytes_total=int(sizes.sum()),
+        )
+
 
 @dataclass(frozen=True)
 class MemoryReport:
@@ -253,17 +267,4 @@ class MemoryState:
         by_kind: dict[str, list[tuple[int, int]]] = {}
         for owner, n in entries.items():
             by_kind.setdefault(owner[0], []).append((n, sizes[owner]))
-        return MemoryReport({kind: _summary(rows) for kind, rows in sorted(by_kind.items())})
-
-
-def _summary(rows: list[tuple[int, int]]) -> OwnerMemory:
-    counts = np.array([n for n, _ in rows])
-    sizes = np.array([nbytes for _, nbytes in rows])
-    return OwnerMemory(
-        owners=len(rows),
-        entries_mean=round(float(counts.mean()), 2),
-        entries_max=int(counts.max()),
-        bytes_mean=round(float(sizes.mean()), 1),
-        bytes_max=int(sizes.max()),
-        bytes_total=int(sizes.sum()),
-    )
+        return MemoryReport({kind: OwnerMemory.of(rows) for kind, rows in sorted(by_kind.items())})

@@ -298,7 +298,7 @@ class RedisFeatureState:
         by_kind: dict[str, list[tuple[int, int]]] = {}
         for owner, n in entries.items():
             by_kind.setdefault(owner[0], []).append((n, sizes[owner]))
-        return MemoryReport({kind: _summary(rows) for kind, rows in sorted(by_kind.items())})
+        return MemoryReport({kind: OwnerMemory.of(rows) for kind, rows in sorted(by_kind.items())})
 
 
 def _encode(value: HashValue) -> bytes:
@@ -330,16 +330,3 @@ def _is_vector(state_key: str) -> bool:
 def _glob_escape(text: str) -> str:
     """``text`` as a literal in a ``SCAN MATCH`` pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def _summary(rows: list[tuple[int, int]]) -> OwnerMemory:
-    counts = np.array([n for n, _ in rows])
-    sizes = np.array([nbytes for _, nbytes in rows])
-    return OwnerMemory(
-        owners=len(rows),
-        entries_mean=round(float(counts.mean()), 2),
-        entries_max=int(counts.max()),
-        bytes_mean=round(float(sizes.mean()), 1),
-        bytes_max=int(sizes.max()),
-        bytes_total=int(sizes.sum()),
-    )
