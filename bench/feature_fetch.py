@@ -37,7 +37,12 @@ import redis.connection
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.features import KINDS, request_for, synthetic_events  # noqa: E402
+from bench.features import (  # noqa: E402
+    KINDS,
+    add_synthetic_arguments,
+    request_for,
+    synthetic_events,
+)
 from streamrank.models.features.defaults import default_features  # noqa: E402
 from streamrank.models.features.events import (  # noqa: E402
     Event,
@@ -109,15 +114,7 @@ def delete_prefix(client: redis.Redis, prefix: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--candidates", type=int, default=1000)
-    parser.add_argument("--items", type=int, default=5000)
-    parser.add_argument("--users", type=int, default=500)
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--interactions", type=int, default=100_000)
-    parser.add_argument("--days", type=int, default=45)
-    parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--repeats", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
+    add_synthetic_arguments(parser, repeats=100)
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("STREAMRANK_REDIS_URL", "redis://127.0.0.1:6379/0"),

@@ -148,8 +148,8 @@ def by_kind(state: MemoryState, request: FeatureRequest, repeats: int) -> dict[s
     return figures
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_synthetic_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
+    """The options of :func:`synthetic_events` and :func:`request_for`, and ``--repeats``."""
     parser.add_argument("--candidates", type=int, default=1000)
     parser.add_argument("--items", type=int, default=5000)
     parser.add_argument("--users", type=int, default=500)
@@ -157,8 +157,13 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=45)
     parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_synthetic_arguments(parser, repeats=50)
     parser.add_argument("--json", action="store_true", help="print one JSON object (default)")
     args = parser.parse_args()
 
