@@ -269,6 +269,9 @@ EXPERIMENT_ENV = {
     "STREAMRANK_ONLINE_LEARNING": "true",
     "STREAMRANK_INTERLEAVE_FRACTION": "1.0",
     "STREAMRANK_SESSION_CLOSE_S": "1.0",
+    # credit is under test, not the budget: a burst of 40 queued on a slow runner must still
+    # be ranked by both arms' cascades, not answered late in the first stage's order
+    "STREAMRANK_LATENCY_BUDGET_MS": "60000",
 }
 
 
