@@ -1,7 +1,8 @@
 """The model registry: ranker versions, signed artifacts and the signed pointer record, in Redis.
 
 A *version* is one ranker configuration: which cross-encoder (and its file hash), the cascade
-settings, a snapshot of the online learner, the version it was derived from, when it was made,
+settings, a snapshot of the online learner, the final ranker (a LambdaMART model and the
+feature set it reads, both artifacts), the version it was derived from, when it was made,
 how many training events it has seen and its metrics. Versions never change once written, and
 a version name is never issued twice: a name is claimed with ``HSETNX``, so a counter that
 fell behind (a Redis restored from an older copy) skips taken names instead of overwriting them.
@@ -83,6 +84,7 @@ class Version:
     pipeline: str
     cross_encoder: dict[str, str] = field(default_factory=dict)  # name, sha256
     online_snapshot: str | None = None  # artifact digest
+    final_ranker: dict[str, str] = field(default_factory=dict)  # model, features: artifacts
     parent: str | None = None
     created_at: float = field(default_factory=time.time)
     training_events: int = 0

@@ -221,6 +221,11 @@ class Settings(BaseSettings):
         True,
         description="feed the feature store's state in Redis from items, users and interactions",
     )
+    feature_log: bool = Field(
+        True,
+        description="publish each served list's feature vectors to the `impressions` topic "
+        "(the final ranker's training data; needs feature_store)",
+    )
     online_top_k: int = Field(
         50, ge=1, description="how many of the cascade's top results the online ranker orders"
     )

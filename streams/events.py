@@ -234,6 +234,40 @@ class Comparison(Event):
     timestamp: float = Field(default_factory=time.time)
 
 
+class LoggedItem(BaseModel):
+    """One shown result as the final ranker saw it (see :class:`Impression`)."""
+
+    model_config = FINITE
+
+    doc_id: str = Id
+    position: int = Field(ge=1, description="served (post-rule) position, 1-based")
+    features: list[float | None] = Field(
+        description="the feature vector it was ranked with, in the feature set's column "
+        "order; null where the value was missing (NaN)"
+    )
+    score: float | None = Field(None, description="the final ranker's pre-rule score, if any")
+
+
+class Impression(Event):
+    """What one ranking showed, with each shown item's feature vector (topic ``impressions``).
+
+    The point-in-time training log of the final ranker: ``streamrank train ranker`` joins it
+    with the interactions that follow (by ``request_id`` and ``doc_id``), so a model is
+    trained on exactly the values it would have seen when serving. ``features_digest`` names
+    the feature set (its content hash): vectors of another feature set are never mixed in.
+    """
+
+    request_id: str = Id
+    query: str
+    user_id: str | None = None
+    session_id: str | None = None
+    model_version: str
+    features_digest: str = Field(min_length=1, max_length=64)
+    items: list[LoggedItem]
+    served_at: float = Field(ge=0, le=MAX_TIMESTAMP)
+    timestamp: float = Field(default_factory=time.time)
+
+
 class DeadLetter(Event):
     """A message that could not be processed, kept whole with the reason (topic ``deadletter``)."""
 
@@ -272,6 +306,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     "users": User,
     "control": Control,
     "comparisons": Comparison,
+    "impressions": Impression,
     "deadletter": DeadLetter,
 }
 TOPIC_KINDS = tuple(EVENT_TYPES)

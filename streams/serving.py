@@ -56,6 +56,7 @@ from streamrank.models.scoring.score_cache import InMemoryCache, LayeredVectors,
 from streamrank.models.types import TextCandidate
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidates, Ranking
+from streamrank.streams.final_ranking import FINAL_STAGE, FinalScores, FinalStage, PendingLog
 from streamrank.streams.online import OnlineServing, served_ranks
 from streamrank.streams.state.connections import key
 from streamrank.streams.state.feature_store import FeatureStore
@@ -67,7 +68,11 @@ log = logging.getLogger(__name__)
 ONLINE_START_S = 0.015
 """What the online ranker is assumed to take before it has been timed (its top 50, from Redis)."""
 ONLINE_COST_ALPHA = 0.2
-"""Weight of each new timing in the online ranker's moving average."""
+"""Weight of each new timing in the online and final rankers' moving averages."""
+FINAL_START_S = 0.010
+"""What the final ranker is assumed to take before it has been timed."""
+FEATURE_LOG = "feature_log"
+"""The impression's entry the rerank agent takes out and logs to ``impressions``."""
 
 DENSE_TIERS = ("dense", "colbert")
 CROSS_TIERS = ("student", "ce")  # the student is a cross-encoder too
@@ -237,19 +242,24 @@ class Reranker:
         settings: Settings,
         online: OnlineServing | None = None,
         rules: LiveRules | None = None,
+        final: FinalStage | None = None,
     ) -> None:
         self.cascade = cascade
         self.feature_store = feature_store
         self.settings = settings
         self.online = online
         self.rules = rules  # the worker's business rules, shared by its rankers
+        self.final = final
         self.online_s = ONLINE_START_S
         """Moving average of the online ranker's seconds, reserved out of the cascade's
         deadline (a race between threads costs one sample, never correctness)."""
+        self.final_s = FINAL_START_S
+        """The same for the final ranker (its feature fetch and scoring)."""
 
     @property
     def version(self) -> str:
-        return self.cascade.model_version
+        version = self.cascade.model_version
+        return version if self.final is None else f"{version};{self.final.version}"
 
     def rank(self, request: Candidates, queued_s: float = 0.0) -> tuple[Ranking, dict[str, Any]]:
         """The ranking to publish and the impression to record.
@@ -265,19 +275,26 @@ class Reranker:
             candidates, lost = list(request.candidates), f"stored texts not read: {error}"
         lookup_ms = (time.perf_counter() - started) * 1000
         budget_s = self.settings.latency_budget_ms / 1000 - lookup_ms / 1000 - queued_s
-        # the online ranker comes after the cascade: its usual time is kept out of the
-        # cascade's deadline, so a cascade that fills its deadline still leaves it room
+        # the final and online rankers come after the cascade: their usual time is kept out
+        # of the cascade's deadline, so a cascade that fills its deadline still leaves room
         reserve_s = self.online_s if self.online is not None else 0.0
+        reserve_s += self.final_s if self.final is not None else 0.0
         deadline_s = max(budget_s - reserve_s, 0.0)
+        served_at = time.time()
         result = self.cascade.rank(request.query, candidates, deadline_s=deadline_s)
+        cascade_result, final = result, None
         if lost is not None:
             result = degrade(result, lost)
         left_s = budget_s - (time.perf_counter() - started) + lookup_ms / 1000
         if budget_s <= 0:  # late already: the first stage's order now beats a good order later
             result, online = degrade(result, f"late: waited {queued_s * 1000:.0f} ms"), None
-        elif left_s <= 0:  # the cascade used the budget: the online ranker would overrun it
-            result, online = degrade(result, "online ranker skipped: deadline"), None
+        elif left_s <= 0:  # the cascade used the budget: what follows would overrun it
+            skipped = "online ranker skipped: deadline"
+            if self.final is not None:
+                skipped = f"final ranker skipped: deadline; {skipped}"
+            result, online = degrade(result, skipped), None
         else:
+            result, final = self.serve_final(request, result, served_at)
             result, online = self.serve_online(request, result)
         result, fired = self.apply_rules(request, result)
         ranking = self.to_ranking(request, result, lookup_ms, queued_s * 1000)
@@ -285,7 +302,36 @@ class Reranker:
         if fired is not None:
             ranking = ranking.model_copy(update={"rules_fired": fired})
             impression["rules_fired"] = fired
+        impression[FEATURE_LOG] = PendingLog(
+            request=request,
+            shown=tuple(
+                (item.doc_id, item.position) for item in result.items[: shown_count(request)]
+            ),
+            model_version=result.model_version,
+            served_at=served_at,
+            result=cascade_result,
+            final=final,
+            features=None if self.final is None else self.final.features,
+        )
         return ranking, impression
+
+    def serve_final(
+        self, request: Candidates, result: CascadeResult, now: float
+    ) -> tuple[CascadeResult, FinalScores | None]:
+        """The cascade's list ordered by the final ranker (when the version has one)."""
+        if self.final is None or not result.items:
+            return result, None
+        started = time.perf_counter()
+        try:
+            served, scores = self.final.rank(request, result, now)
+        except redis.RedisError as error:  # Redis away: the cascade's order, no traceback
+            log.warning("final ranker skipped for %s: %s", request.request_id, error)
+            return degrade(result, f"final ranker skipped: Redis: {error}"), None
+        except Exception as error:  # serve the cascade's order rather than nothing
+            log.exception("final ranker failed for %s", request.request_id)
+            return degrade(result, f"final ranker failed: {type(error).__name__}: {error}"), None
+        self.final_s += ONLINE_COST_ALPHA * (time.perf_counter() - started - self.final_s)
+        return served, scores
 
     def apply_rules(
         self, request: Candidates, result: CascadeResult
@@ -385,6 +431,7 @@ class Reranker:
         return [
             ScoredCandidate(
                 doc_id=item.doc_id,
+                final=float(item.score) if item.stage == FINAL_STAGE else None,
                 ce=float(item.score) if item.stage in CROSS_TIERS else None,
                 dense=float(item.score) if item.stage in DENSE_TIERS else None,
                 first_stage=float(given[item.doc_id].first_stage_score),

@@ -31,12 +31,18 @@ from typing import Any
 
 import redis
 
-from streamrank.models.registry import ModelRegistry, PointerError, Pointers, RegistryError
+from streamrank.models.registry import (
+    ModelRegistry,
+    PointerError,
+    Pointers,
+    RegistryError,
+    Version,
+)
 from streamrank.streams.agents.control import RankerSlot
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidates, RankedItem, Ranking
 from streamrank.streams.experiments import AB_SHADOW, INTERLEAVE, assign, interleave
-from streamrank.streams.serving import Reranker
+from streamrank.streams.serving import FEATURE_LOG, Reranker
 
 log = logging.getLogger(__name__)
 UNVERSIONED = ""
@@ -56,7 +62,7 @@ class VersionedServing:
     def __init__(
         self,
         settings: Settings,
-        build: Callable[[str | None], Reranker],
+        build: Callable[[Version | None], Reranker],
         registry: ModelRegistry | None,
     ) -> None:
         self.settings = settings
@@ -166,10 +172,11 @@ class VersionedServing:
         return pointers.active
 
     def load(self, version: str) -> Reranker:
-        """A ranker for a registry version (its pipeline), fully loaded before it serves."""
+        """A ranker for a registry version (its pipeline, its final ranker), fully loaded
+        before it serves; ``build(None)`` is the unversioned ``settings.pipeline``."""
         if version == UNVERSIONED or self.registry is None:
             return self.build(None)
-        return self.build(self.registry.get(version).pipeline)
+        return self.build(self.registry.get(version))
 
     @property
     def experiments_on(self) -> bool:
@@ -229,6 +236,8 @@ class VersionedServing:
             impression["experiment"] = {"kind": experiment.kind, "shadow": experiment.shadow}
         if experiment is not None:
             impression["learn"] = False  # experiment lists were not chosen by the learner
+            # nor by one final ranker: they are not logged as its training data
+            impression.pop(FEATURE_LOG, None)
         label = (
             serving.version
             if experiment is None or experiment.kind != AB_SHADOW

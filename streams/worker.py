@@ -24,11 +24,12 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from streamrank.models.registry import ModelRegistry
+from streamrank.models.registry import ModelRegistry, Version
 from streamrank.streams.agents import learn, rerank, retrieve
 from streamrank.streams.app import create_app, topic
 from streamrank.streams.config import Settings
 from streamrank.streams.events import DeadLetter, Limits
+from streamrank.streams.final_ranking import FeatureLogger, feature_logger_for, final_stage_for
 from streamrank.streams.kafka.deadletter import (
     handle_stream,
     send_to_dead_letters,
@@ -75,6 +76,9 @@ class WorkerParts:
     feature_feed
         Feeds the feature store's state from items, users and learned interactions (None when
         ``feature_store`` is off).
+    feature_logger
+        Makes the ``impressions`` topic's feature log of each served list (None when
+        ``feature_store`` or ``feature_log`` is off).
     """
 
     settings: Settings
@@ -91,6 +95,7 @@ class WorkerParts:
     deadletter_topic: faust.TopicT
     rules: LiveRules | None = None
     feature_feed: FeatureFeed | None = None
+    feature_logger: FeatureLogger | None = None
 
     def topic(self, kind: str) -> faust.TopicT:
         """A streamrank topic of this worker's app by kind, as raw bytes."""
@@ -139,9 +144,10 @@ def build_parts(settings: Settings, app: faust.App) -> WorkerParts:
     registry = registry_for(settings, sync_redis) if settings.registry_key else None
     rules = start_rules(settings, sync_redis)
 
-    def build_reranker(pipeline: str | None) -> Reranker:
-        cascade = cascade_for(settings, fast_redis, pipeline)
-        return Reranker(cascade, feature_store, settings, online, rules)
+    def build_reranker(version: Version | None) -> Reranker:
+        cascade = cascade_for(settings, fast_redis, version.pipeline if version else None)
+        final = final_stage_for(settings, registry, version, fast_redis)
+        return Reranker(cascade, feature_store, settings, online, rules, final)
 
     return WorkerParts(
         settings=settings,
@@ -160,6 +166,7 @@ def build_parts(settings: Settings, app: faust.App) -> WorkerParts:
         deadletter_topic=topic(app, settings, "deadletter"),
         rules=rules,
         feature_feed=FeatureFeed(settings, sync_redis) if settings.feature_store else None,
+        feature_logger=feature_logger_for(settings, fast_redis),
     )
 
 

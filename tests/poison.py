@@ -55,6 +55,14 @@ VALID: dict[str, dict[str, Any]] = {
         "shadow_version": "v2",
         "kendall_tau": 0.5,
     },
+    "impressions": {
+        "request_id": "r1",
+        "query": "river",
+        "model_version": "v1",
+        "features_digest": "ab12",
+        "served_at": 1.0,
+        "items": [{"doc_id": "d1", "position": 1, "features": [0.5, None]}],
+    },
     "deadletter": {
         "original_b64": "e30=",
         "topic": "streamrank.candidates",

@@ -27,6 +27,8 @@ streamrank...FeatureConfigError: feature 1 ('x'): kind 'counter' is fed from sou
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -309,6 +311,16 @@ class FeatureSet(BaseModel):
         """The longest counter or rate window: how many day buckets a counter keeps."""
         windows = [w for f in self.features for w in getattr(f, "windows", ())]
         return max(windows, default=1)
+
+    @property
+    def digest(self) -> str:
+        """The first 16 hex digits of the sha256 of the config's canonical JSON: its identity.
+
+        Two configs with the same digest compute the same columns the same way, so a logged
+        feature vector and a model trained on it name the feature set they belong to.
+        """
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureSet:

@@ -64,7 +64,7 @@ from river import linear_model, optim
 
 from streamrank.models.learning.propensity import PositionBias, click_mask, pair_key
 
-SCORE_KINDS = ("ce", "dense", "first_stage")
+SCORE_KINDS = ("final", "ce", "dense", "first_stage")
 """Model scores a candidate may carry, in order of preference as the starting ranker."""
 
 
@@ -75,11 +75,14 @@ SCORE_KINDS = ("ce", "dense", "first_stage")
 class ScoredCandidate:
     """One document the online ranker orders: the scores earlier stages gave it, item features.
 
-    Scores only, no text: the learner reads what the cascade (``ce``, ``dense``) and the
-    first stage (``first_stage``) already computed; a stage that did not score it leaves None.
+    Scores only, no text: the learner reads what the final ranker (``final``), the cascade
+    (``ce``, ``dense``) and the first stage (``first_stage``) already computed; a stage that
+    did not score it leaves None. With a final ranker its score is the starting order and a
+    feature of the prior, so the online learner corrects the final ranker between retrains.
     """
 
     doc_id: str
+    final: float | None = None
     ce: float | None = None
     first_stage: float | None = None
     dense: float | None = None

@@ -165,6 +165,9 @@ class CascadeResult:
     skipped: dict[str, str] = field(default_factory=dict)
     pairs_scored: int = 0
     cache_hits: int = 0
+    tier_scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Each tier's own score of every candidate it scored, by doc id (the final ranker's
+    request values: ``score`` above holds only the last tier's)."""
 
     @property
     def doc_ids(self) -> list[str]:
@@ -295,6 +298,7 @@ class _Run:
                 "the rest keep the previous order"
             )
         by_index = dict(zip(head, scores.tolist(), strict=True))
+        self.result.tier_scores[name] = {self.candidates[i].doc_id: by_index[i] for i in done}
         fused = self._fuse(done, by_index)
         done.sort(key=lambda i: -fused[i])  # stable: ties keep the previous order
         for i in done:

@@ -1,7 +1,9 @@
 """The agents a worker runs.
 
-- ``rerank``: ``candidates`` -> ``rankings`` through the cross-encoder cascade
-  (:mod:`streamrank.streams.serving`), several requests at once, inference in executor threads.
+- ``rerank``: ``candidates`` -> ``rankings`` through the cross-encoder cascade and the
+  version's final ranker (:mod:`streamrank.streams.serving`), several requests at once,
+  inference in executor threads; after each ranking, its feature log -> ``impressions``
+  (:mod:`streamrank.streams.final_ranking`).
 - ``items`` and ``users``: keep the feature store in Redis up to date; ``items`` also encodes
   each document's vectors for the serving cascades' vector tiers, so requests only read them
   (a request never encodes a document; candidates without a stored vector are counted in
@@ -44,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -58,6 +61,7 @@ from streamrank.streams.state.feature_feed import stored_vector
 from streamrank.streams.web import mount as mount_pages
 
 if TYPE_CHECKING:
+    from streamrank.streams.final_ranking import PendingLog
     from streamrank.streams.serving import Reranker
     from streamrank.streams.worker import WorkerParts
 
@@ -70,6 +74,7 @@ class RerankAgents:
     def __init__(self, parts: WorkerParts) -> None:
         self.parts = parts
         self.rankings_topic = parts.topic("rankings")
+        self.impressions_topic = parts.topic("impressions")
         # Requests being ranked right now, by id. Duplicates share a key, hence a partition,
         # hence this worker: a duplicate that arrives while the original is in flight waits
         # for it, then finds the done-marker, instead of racing it (the agent runs several
@@ -111,11 +116,13 @@ class RerankAgents:
             if await self.redis_or(None, parts.redis.exists, done_key):
                 return
             consumed = consumed_at.get(None)
-            ranking = await parts.run_blocking(self.serve, request, consumed)
+            ranking, pending = await parts.run_blocking(self.serve, request, consumed)
             delivery = await self.rankings_topic.send(
                 key=request.request_id.encode(), value=ranking.to_bytes()
             )
             await delivery
+            if pending is not None:
+                await self.log_features(pending)
             # Marked only after the broker has the ranking: a crash in between replays the
             # request, which publishes the same ranking again under the same key (at-least-once).
             await self.redis_or(None, parts.redis.set, done_key, b"1", settings.dedupe_ttl_s)
@@ -133,8 +140,28 @@ class RerankAgents:
             log.warning("%s skipped: Redis: %s", function.__name__, error)
             return fallback
 
-    def serve(self, request: Candidates, consumed: float | None = None) -> Ranking:
-        """Rank and record the impression; runs in an executor thread.
+    async def log_features(self, pending: PendingLog) -> None:
+        """Publish a served list's feature log to ``impressions``, after its ranking (so
+        features computed for the log never add to the request's latency). A log that cannot
+        be made (Redis away) is skipped with a warning: it is training data, not the answer."""
+        logger = self.parts.feature_logger
+        if logger is None:
+            return
+        try:
+            event = await self.parts.run_blocking(logger.event, pending)
+        except redis.RedisError as error:
+            log.warning("feature log of %s skipped: Redis: %s", pending.request.request_id, error)
+            return
+        except Exception:  # a bug in the log must not fail the request that was served
+            log.exception("feature log of %s failed", pending.request.request_id)
+            return
+        await self.impressions_topic.send(key=event.request_id.encode(), value=event.to_bytes())
+
+    def serve(
+        self, request: Candidates, consumed: float | None = None
+    ) -> tuple[Ranking, PendingLog | None]:
+        """Rank and record the impression; runs in an executor thread. Returns the ranking and
+        the served list's feature log, still to be made (None: experiments are not logged).
 
         An impression Redis does not take makes the ranking degraded: it is served all the
         same, but clicks on it cannot be learned. ``consumed``: when the consumer handed the
@@ -142,11 +169,14 @@ class RerankAgents:
         before that (the producer, the broker, the fetch), so the re-rank stage's own added
         latency (consumed -> produced) can be told from the broker's.
         """
-        from streamrank.streams.serving import waited_s
+        from streamrank.streams.serving import FEATURE_LOG, waited_s
 
         ranking, impression = self.parts.serving.rank(
             request, waited_s(request.timestamp, time.time())
         )
+        pending = impression.pop(FEATURE_LOG, None)
+        if pending is not None:  # logged under the label it was served as (v7:..., say)
+            pending = replace(pending, model_version=ranking.model_version)
         if consumed is not None:
             hop_ms = 1000 * waited_s(request.timestamp, consumed)
             ranking = ranking.model_copy(
@@ -164,7 +194,7 @@ class RerankAgents:
             )
         except redis.RedisError as error:
             log.warning("ranking %s not counted in the metrics: %s", request.request_id, error)
-        return ranking
+        return ranking, pending
 
     def rankers(self) -> list[Reranker]:
         """The rankers requests are served by here: the active version and the shadows that

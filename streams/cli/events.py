@@ -38,6 +38,7 @@ KEY_FIELDS = {
     "users": "user_id",
     "control": "command_id",
     "comparisons": "request_id",
+    "impressions": "request_id",
     "deadletter": "topic",
 }
 PROGRESS_MIN_BYTES = 1_000_000  # smaller files publish faster than a bar could say so

@@ -125,9 +125,11 @@ class FeatureStore:
         :meth:`~streamrank.streams.config.Settings.derive_impression_ttl`): every request
         leaves one, so Redis holds about ``rate x impression_ttl_s`` of them.
         """
+        # the feature log goes to the ``impressions`` topic, never to Redis
+        kept = {name: value for name, value in impression.items() if name != "feature_log"}
         self.client.set(
             self.impression_key(request_id),
-            json.dumps(impression, separators=(",", ":")),
+            json.dumps(kept, separators=(",", ":")),
             ex=self.settings.impression_ttl_s,
         )
 

@@ -81,6 +81,7 @@ def test_every_topic_kind_has_a_contract_with_a_schema_version() -> None:
         "users",
         "control",
         "comparisons",
+        "impressions",
         "deadletter",
     }
     for model in EVENT_TYPES.values():

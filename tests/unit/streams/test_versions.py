@@ -48,7 +48,10 @@ FORGED = PointerError("the pointer record does not verify under this operator ke
 
 def serving(registry: StandInRegistry) -> VersionedServing:
     settings = Settings(operator_token="workers-token", registry_key="registry-key")
-    return VersionedServing(settings, lambda pipeline: f"ranker:{pipeline}", registry)  # type: ignore[arg-type]
+    def build(version: object) -> str:
+        return f"ranker:{getattr(version, 'pipeline', None)}"
+
+    return VersionedServing(settings, build, registry)  # type: ignore[arg-type]
 
 
 def test_the_worker_verifies_under_its_own_operator_token() -> None:
