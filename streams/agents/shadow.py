@@ -12,7 +12,8 @@ shadow only builds consumer lag. For each request it
    so that the shadow's inference starts after the primary's (and reuses its cached
    cross-encoder scores where both run the same model);
 2. ranks the candidates with the version's pipeline
-   (:func:`streamrank.streams.serving.cascade_for`);
+   (:func:`streamrank.streams.serving.cascade_for`) and its final ranker, if it has one
+   (:func:`streamrank.streams.final_ranking.final_stage_for`);
 3. publishes a :class:`~streamrank.streams.events.Comparison` to ``comparisons``: Kendall's
    tau, RBO (p = 0.9), overlap@10 and the latency difference, and adds the same numbers to the
    version's running statistics in Redis
@@ -44,6 +45,7 @@ from streamrank.streams.app import create_app, topic
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidates, Comparison, DeadLetter, Interaction, RankedItem
 from streamrank.streams.kafka.deadletter import handle_stream, send_to_dead_letters
+from streamrank.streams.final_ranking import final_stage_for
 from streamrank.streams.serving import Reranker, cascade_for
 from streamrank.streams.state.connections import (
     async_redis_client,
@@ -107,10 +109,13 @@ class ShadowMirror:
     ) -> None:
         self.settings = settings
         self.version = version
-        self.pipeline = registry_for(settings, client).get(version).pipeline
+        registry = registry_for(settings, client)
+        registered = registry.get(version)
+        self.pipeline = registered.pipeline
         self.feature_store = FeatureStore(client, settings)
         cascade = cascade_for(settings, client, self.pipeline)
-        self.reranker = Reranker(cascade, self.feature_store, settings)
+        final = final_stage_for(settings, registry, registered, client)
+        self.reranker = Reranker(cascade, self.feature_store, settings, final=final)
         self.stats = shadow_stats_for(settings, client, version)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
         self.comparisons_topic = topic(app, settings, "comparisons")
