@@ -221,6 +221,11 @@ class Settings(BaseSettings):
         True,
         description="feed the feature store's state in Redis from items, users and interactions",
     )
+    feature_time: Literal["wall", "event"] = Field(
+        "wall",
+        description="the time a request's features are computed at: wall, when it is ranked; "
+        "event, its own timestamp (a replay of history ranks as it would have then)",
+    )
     feature_log: bool = Field(
         True,
         description="publish each served list's feature vectors to the `impressions` topic "

@@ -33,7 +33,7 @@ import json
 import math
 import re
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -181,8 +181,16 @@ class Item(Event):
     in_stock: bool | None = Field(None, description="derived from stock when absent")
     promoted: bool | None = None
     brand: str | None = Field(None, max_length=256)
-    category: str | None = Field(None, max_length=256)
-    created_at: float | None = Field(None, ge=0, le=MAX_TIMESTAMP, description="epoch seconds")
+    category: str | None = Field(None, max_length=256, description="the main category")
+    categories: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        None, max_length=64, description="every category of the item (its genres, say)"
+    )
+    created_at: float | None = Field(
+        None,
+        ge=-MAX_TIMESTAMP,
+        le=MAX_TIMESTAMP,
+        description="epoch seconds (before 1970 is negative: a film from 1950, say)",
+    )
     timestamp: float = Field(default_factory=time.time)
 
     @model_validator(mode="after")

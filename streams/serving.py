@@ -281,6 +281,8 @@ class Reranker:
         reserve_s += self.final_s if self.final is not None else 0.0
         deadline_s = max(budget_s - reserve_s, 0.0)
         served_at = time.time()
+        if self.settings.feature_time == "event":  # a replay: features as of the request
+            served_at = request.timestamp
         result = self.cascade.rank(request.query, candidates, deadline_s=deadline_s)
         cascade_result, final = result, None
         if lost is not None:

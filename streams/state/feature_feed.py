@@ -60,6 +60,10 @@ ITEM_FIELDS = ("price", "stock", "in_stock", "promoted", "brand", "category")
 CREATED = "created"
 """The item field an age feature reads: the item's ``created_at``."""
 
+CATEGORIES = "categories"
+"""The item field that holds every category of an item, joined by :data:`CATEGORY_SEPARATOR`."""
+CATEGORY_SEPARATOR = "|"
+
 VECTOR_TIER = "dense"
 """The serving tier whose stored document vector becomes the item's vector."""
 
@@ -76,6 +80,8 @@ def item_event(item: Item, vector: np.ndarray | None = None) -> ItemEvent | None
     for name in ITEM_FIELDS:
         if (value := getattr(item, name)) is not None:
             fields[name] = value
+    if item.categories is not None:
+        fields[CATEGORIES] = CATEGORY_SEPARATOR.join(item.categories)
     if item.created_at is not None:
         fields[CREATED] = item.created_at
     return ItemEvent(item.doc_id, item.timestamp, fields, vector)

@@ -56,6 +56,14 @@ def test_in_stock_is_derived_from_the_stock_and_unsent_fields_stay_out() -> None
     assert event.vector is None
 
 
+def test_every_category_of_an_item_is_one_field_and_old_items_have_negative_times() -> None:
+    item = Item(doc_id="m1", category="Comedy", categories=["Comedy", "Romance"], created_at=-3e8)
+    event = item_event(item)
+    assert event is not None
+    assert event.fields["categories"] == "Comedy|Romance"
+    assert event.fields["category"] == "Comedy" and event.fields["created"] == -3e8
+
+
 def test_a_deleted_item_feeds_nothing() -> None:
     assert item_event(Item(doc_id="sku-3", op="delete")) is None
 
