@@ -216,6 +216,8 @@ def train_lambdamart(
     config: LambdaMARTConfig | None = None,
     valid: tuple[np.ndarray, np.ndarray, Sequence[int] | np.ndarray] | None = None,
     feature_names: Sequence[str] | None = None,
+    weight: np.ndarray | None = None,
+    position: np.ndarray | None = None,
 ) -> FinalRanker:
     """Fit LambdaMART to rows ``X`` with graded labels ``y``.
 
@@ -235,12 +237,24 @@ def train_lambdamart(
         not improved for ``config.early_stopping_rounds`` rounds and keeps the best round.
     feature_names
         Names stored with the model; ``f1`` .. ``fN`` by default.
+    weight
+        Per-row weights (LightGBM multiplies each row's gradient by its own): inverse
+        propensities, say.
+    position
+        Each row's 0-based served position: LightGBM's unbiased LambdaMART then learns a
+        position bias alongside the model, and the model scores features alone.
     """
     lgb = _lightgbm()
     config = config or LambdaMARTConfig()
     names = tuple(feature_names or default_feature_names(np.shape(X)[1]))
     train = lgb.Dataset(
-        X, label=y, group=np.asarray(groups), feature_name=list(names), free_raw_data=True
+        X,
+        label=y,
+        group=np.asarray(groups),
+        weight=weight,
+        position=position,
+        feature_name=list(names),
+        free_raw_data=True,
     )
     sets, callbacks = [], []
     if valid is not None:

@@ -24,6 +24,7 @@ from streamrank.streams.cli.shadow import shadow_group
 from streamrank.streams.cli.simulate import simulate_command
 from streamrank.streams.cli.state import state_group
 from streamrank.streams.cli.topics import topics
+from streamrank.streams.cli.train import train_group
 from streamrank.streams.cli.worker import worker
 
 
@@ -53,6 +54,7 @@ for command in (
     rollback,
     rules_group,
     state_group,
+    train_group,
 ):
     cli.add_command(command)
 
