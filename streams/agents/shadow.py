@@ -44,8 +44,8 @@ from streamrank.shadow.agreement import kendall_tau, overlap_at_k, rank_biased_o
 from streamrank.streams.app import create_app, topic
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidates, Comparison, DeadLetter, Interaction, RankedItem
-from streamrank.streams.kafka.deadletter import handle_stream, send_to_dead_letters
 from streamrank.streams.final_ranking import final_stage_for
+from streamrank.streams.kafka.deadletter import handle_stream, send_to_dead_letters
 from streamrank.streams.serving import Reranker, cascade_for
 from streamrank.streams.state.connections import (
     async_redis_client,

@@ -23,7 +23,13 @@ from streamrank.streams.serving import FEATURE_LOG, Reranker
 FEATURES = FeatureSet.from_dict(
     {
         "features": [
-            {"name": "price", "kind": "field", "source": "items", "field": "price", "default": "nan"},
+            {
+                "name": "price",
+                "kind": "field",
+                "source": "items",
+                "field": "price",
+                "default": "nan",
+            },
             {"name": "ce", "kind": "request", "source": "request", "value": "ce", "default": "nan"},
             {
                 "name": "first_stage_rank",

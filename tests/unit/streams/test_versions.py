@@ -48,6 +48,7 @@ FORGED = PointerError("the pointer record does not verify under this operator ke
 
 def serving(registry: StandInRegistry) -> VersionedServing:
     settings = Settings(operator_token="workers-token", registry_key="registry-key")
+
     def build(version: object) -> str:
         return f"ranker:{getattr(version, 'pipeline', None)}"
 
