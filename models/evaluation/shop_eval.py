@@ -14,7 +14,8 @@ many of them are in the top 10):
     LambdaMART over the feature store's features without any of the user's own;
 ``personalised``
     the same with them (purchase-history embedding affinity, clicked categories and brands,
-    session counts).
+    the user's shares of purchases and clicks in each of a film's genres, how often the user
+    already clicked the film, session counts).
 
 Features are point-in-time (:func:`~streamrank.models.features.replay.point_in_time`): the
 feature state learns only the training period (each user's first 80% of ratings, as
@@ -22,10 +23,13 @@ impressions, clicks and, from 4 stars, purchases), and every search, training or
 is featurised from the events before it, never its own purchase or anything later. The
 rankers are trained on a seeded sample of the training searches and tested on the held-out
 ones; the same function scores both LambdaMART variants, the only difference being the
-feature columns.
+feature columns. A training search is judged, as a held-out one is, by purchases its
+features have not seen (:func:`judge_unseen`); the held-out judgements are the scenario's.
+Figures come overall and per kind of search (genre, title).
 
-Movies become products with a category (their first genre), a brand (their decade), a
-creation time (1 January of their year) and the catalog's seeded price, stock and promotion.
+Movies become products with a category (their first genre), categories (all their genres,
+``|``-joined), a brand (their decade), a creation time (1 January of their year) and the
+catalog's seeded price, stock and promotion.
 """
 
 from __future__ import annotations
@@ -41,9 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from streamrank.models.assets.movielens import MovieLens
+from streamrank.models.assets.movielens import MovieLens, Rating
 from streamrank.models.evaluation.metrics import latency_percentiles, ndcg_at_k
-from streamrank.models.evaluation.shop import Shop, ShopQuery
+from streamrank.models.evaluation.shop import PURCHASE_RATING, Shop, ShopQuery
 from streamrank.models.features.config import FeatureSet
 from streamrank.models.features.events import FeatureRequest, InteractionEvent, ItemEvent
 from streamrank.models.features.replay import point_in_time
@@ -56,9 +60,13 @@ from streamrank.models.retrieval.hits import Hit, reciprocal_rank_fusion
 from streamrank.models.scoring.fusion import DEFAULT_FUSION
 from streamrank.models.scoring.rules import RuleItem, RulesConfig, apply_rules
 
-PERSONAL_KINDS = ("embedding_mean", "overlap", "cosine")
+PERSONAL_KINDS = ("embedding_mean", "overlap", "multi_overlap", "user_item", "cosine")
 """Feature kinds computed from the requesting user's own history."""
 METHODS = ("cascade", "popularity", "lambdamart", "personalised")
+SHOP_LAMBDAMART = LambdaMARTConfig(num_leaves=31, min_data_in_leaf=20)
+"""Larger trees than the MSLR-chosen defaults: 600,000 rows (3,000 searches of 200) carry
+them. Chosen on a validation split of the training searches (a quarter of their users), not
+on the held-out ones: ``docs/notes/2026-12-07-shop-lift.md``."""
 K = 10
 SECONDS_PER_YEAR = 365.25 * 86_400
 
@@ -69,14 +77,14 @@ class ShopEvalConfig:
 
     ``candidates``: first-stage hits per search (BM25, positive scores only).
     ``train_queries`` / ``test_queries``: seeded samples of each side's searches (``None``:
-    all of them).
+    all of them). ``lambdamart``: :data:`SHOP_LAMBDAMART` unless given.
     """
 
     seed: int = 0
     candidates: int = 200
     train_queries: int | None = 3000
     test_queries: int | None = None
-    lambdamart: LambdaMARTConfig = field(default_factory=LambdaMARTConfig)
+    lambdamart: LambdaMARTConfig = field(default_factory=lambda: SHOP_LAMBDAMART)
 
 
 @dataclass(frozen=True)
@@ -100,13 +108,16 @@ class Search:
     first_stage: np.ndarray
     dense: np.ndarray
     matrix: np.ndarray | None = None
+    judged: dict[str, int] | None = None
 
     @property
     def doc_ids(self) -> Sequence[str]:
         return self.request.doc_ids
 
     def labels(self) -> np.ndarray:
-        return np.array([self.query.relevant.get(d, 0) for d in self.doc_ids], dtype=np.float64)
+        """Each candidate's grade: the query's own judgements unless ``judged`` replaces them."""
+        relevant = self.query.relevant if self.judged is None else self.judged
+        return np.array([relevant.get(d, 0) for d in self.doc_ids], dtype=np.float64)
 
 
 def impersonal(features: FeatureSet) -> FeatureSet:
@@ -134,6 +145,7 @@ def item_fields(item: Any, product: Any) -> dict[str, float | str]:
         "stock": float(product.stock),
         "promoted": float(product.promoted),
         "category": item.genres[0] if item.genres else "none",
+        "categories": "|".join(item.genres) if item.genres else "none",
     }
     if item.year is not None:
         fields["brand"] = f"{item.year // 10 * 10}s"
@@ -224,6 +236,29 @@ def searches(
     return out
 
 
+def judge_unseen(train: list[Search], ratings: Sequence[Rating]) -> None:
+    """Judge each training search by the purchases its features have not seen yet.
+
+    A held-out search is judged by purchases its features never saw (the feature state holds
+    only the training period); a training search's own judgements also count the user's
+    earlier purchases, which its features did see. Trained on those, a model would learn that
+    a film the user already bought is a good answer, the opposite of what the held-out
+    searches reward. So a training search keeps only the purchases made after it.
+    """
+    last: dict[tuple[str, str], float] = {}  # a film bought twice counts if bought again
+    for rating in ratings:
+        if rating.rating >= PURCHASE_RATING:
+            key = (rating.user_id, rating.doc_id)
+            last[key] = max(last.get(key, -np.inf), float(rating.timestamp))
+    for search in train:
+        user, now = search.query.user_id, search.request.now
+        search.judged = {
+            doc_id: grade
+            for doc_id, grade in search.query.relevant.items()
+            if last.get((user, doc_id), now) > now
+        }
+
+
 def featurise(features: FeatureSet, events: list, all_searches: list[Search]) -> MemoryState:
     """Fill each search's ``matrix`` point-in-time; returns the state after every event."""
     state = MemoryState(days=features.max_window_days)
@@ -261,6 +296,20 @@ def figures(rankings: list[list[str]], tests: list[Search]) -> dict[str, float]:
         "ndcg@10": round(float(np.mean(ndcg)), 4),
         "purchases@10": round(float(np.mean(bought)), 4),
     }
+
+
+def by_kind(rankings: dict[str, list[list[str]]], tests: list[Search]) -> dict[str, Any]:
+    """nDCG@10 per method on each kind of search (genre, title), and how many there are:
+    taste should matter on a genre search, the query itself on a title one."""
+    kinds = sorted({s.query.kind for s in tests})
+    out: dict[str, Any] = {}
+    for kind in kinds:
+        rows = [i for i, s in enumerate(tests) if s.query.kind == kind]
+        chosen = [tests[i] for i in rows]
+        out[kind] = {
+            m: figures([rankings[m][i] for i in rows], chosen)["ndcg@10"] for m in rankings
+        } | {"searches": len(rows)}
+    return out
 
 
 def out_of_stock_in_top(rankings: list[list[str]], tests: list[Search], shop: Shop) -> dict:
@@ -323,6 +372,7 @@ def evaluate_shop(
     test_queries = sample(shop.test_queries, config.test_queries, config.seed + 1)
     train = searches(train_queries, index, catalog, query_vectors, config.candidates)
     tests = searches(test_queries, index, catalog, query_vectors, config.candidates)
+    judge_unseen(train, shop.train)
     log(f"featurising {len(train):,} training and {len(tests):,} held-out searches")
     state = featurise(features, shop_events(data, shop, catalog), train + tests)
     columns = features.columns
@@ -346,6 +396,7 @@ def evaluate_shop(
     return {
         "ndcg@10": {m: scored[m]["ndcg@10"] for m in METHODS},
         "purchases@10": {m: scored[m]["purchases@10"] for m in METHODS},
+        "ndcg@10_by_kind": by_kind(rankings, tests),
         "latency_ms": scoring_latency(features, state, ranker_personal, tests, 300),
         "rules": out_of_stock_in_top(rankings["personalised"], tests, shop),
         "searches": {"train": len(train), "test": len(tests)},

@@ -58,8 +58,10 @@ DEFAULT_ITEM_FIELDS: dict[str, FieldType] = {
     "in_stock": "number",
     "promoted": "number",
     "created": "time",
+    "categories": "category",
 }
-"""Item fields the ``items`` topic carries; ``in_stock`` defaults to ``stock > 0``."""
+"""Item fields the ``items`` topic carries; ``in_stock`` defaults to ``stock > 0``;
+``categories`` holds every category of an item joined by ``|`` (``category`` is the main one)."""
 
 DEFAULT_USER_FIELDS: dict[str, FieldType] = {"segment": "category"}
 """User fields the ``users`` topic carries."""
@@ -171,6 +173,39 @@ class OverlapFeature(_Feature):
     max_values: int = Field(32, ge=1, le=1024, description="values kept per user")
 
 
+class MultiOverlapFeature(_Feature):
+    """A user's affinity to the several values of a candidate's multi-valued ``field``.
+
+    ``field`` holds values joined by ``separator`` (``"Comedy|Drama"``). Each of a user's
+    ``events`` adds one to every value of its item; a value's share is how many of the user's
+    events had it (a fraction of events, not of values, so a taste for comedies reads the
+    same whatever else the comedies were). A candidate's column combines the shares of its
+    values by ``combine``: ``max`` (its best-liked value), ``mean`` or ``sum``.
+    """
+
+    kind: Literal["multi_overlap"]
+    source: Literal["interactions"]
+    field: Name
+    separator: str = Field("|", min_length=1, max_length=4)
+    events: list[InteractionType] = Field(default=["click"], min_length=1)
+    combine: Literal["max", "mean", "sum"] = "mean"
+    max_values: int = Field(32, ge=1, le=1024, description="values kept per user")
+
+
+class UserItemFeature(_Feature):
+    """How often the requesting user did one of ``events`` with each candidate before.
+
+    0 for an item the user never touched (missing only for an anonymous request): a shop
+    ranks what a user already bought differently from what they have not seen. At most
+    ``max_items`` items are kept per user; past that, the least frequent one makes room.
+    """
+
+    kind: Literal["user_item"]
+    source: Literal["interactions"]
+    events: list[InteractionType] = Field(default=["purchase"], min_length=1)
+    max_items: int = Field(1024, ge=1, le=1 << 16, description="items kept per user")
+
+
 class CosineFeature(_Feature):
     """Cosine of a user's :class:`EmbeddingMeanFeature` (named) and each item's vector."""
 
@@ -204,6 +239,8 @@ FEATURE_KINDS: dict[str, type[_Feature]] = {
     "decayed_popularity": DecayedPopularityFeature,
     "embedding_mean": EmbeddingMeanFeature,
     "overlap": OverlapFeature,
+    "multi_overlap": MultiOverlapFeature,
+    "user_item": UserItemFeature,
     "cosine": CosineFeature,
     "request": RequestFeature,
     "relative_to_list": RelativeToListFeature,
@@ -217,6 +254,8 @@ Feature = Annotated[
     | DecayedPopularityFeature
     | EmbeddingMeanFeature
     | OverlapFeature
+    | MultiOverlapFeature
+    | UserItemFeature
     | CosineFeature
     | RequestFeature
     | RelativeToListFeature,
@@ -228,6 +267,7 @@ _FIELD_TYPES = {
     "field": ("number", "category"),
     "age": ("time",),
     "overlap": ("category",),
+    "multi_overlap": ("category",),
     "relative_to_list": ("number",),
 }
 

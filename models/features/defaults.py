@@ -54,6 +54,19 @@ def _rate(name: str, numerator: str, denominator: str, scope: str) -> dict[str, 
     }
 
 
+def _categories(name: str, event: str, combine: str) -> dict[str, Any]:
+    """The user's share of ``event``s in each of the candidate's categories, combined."""
+    return {
+        "name": name,
+        "kind": "multi_overlap",
+        "source": "interactions",
+        "field": "categories",
+        "events": [event],
+        "combine": combine,
+        "default": NAN,
+    }
+
+
 ITEM = [
     {"name": "price", "kind": "field", "source": "items", "field": "price", "default": NAN},
     {"name": "category", "kind": "field", "source": "items", "field": "category", "default": NAN},
@@ -105,6 +118,16 @@ USER = [
         "kind": "overlap",
         "source": "interactions",
         "field": "brand",
+        "events": ["click"],
+        "default": NAN,
+    },
+    _categories("user_categories_purchased_max", "purchase", "max"),
+    _categories("user_categories_purchased_mean", "purchase", "mean"),
+    _categories("user_categories_clicked_max", "click", "max"),
+    {
+        "name": "user_item_clicks",
+        "kind": "user_item",
+        "source": "interactions",
         "events": ["click"],
         "default": NAN,
     },

@@ -30,13 +30,15 @@ from streamrank.models.features.config import (
     DecayedPopularityFeature,
     EmbeddingMeanFeature,
     FieldFeature,
+    MultiOverlapFeature,
     OverlapFeature,
     RateFeature,
     RelativeToListFeature,
     RequestFeature,
+    UserItemFeature,
 )
 from streamrank.models.features.events import DAY_S
-from streamrank.models.features.learn import decay
+from streamrank.models.features.learn import MULTI_TOTAL, decay
 from streamrank.models.features.lookup import StateLookup
 
 Extractor = Callable[[Any, StateLookup], np.ndarray]
@@ -179,3 +181,41 @@ EXTRACTORS: dict[str, Extractor] = {
     "relative_to_list": relative_to_list,
 }
 """The extractor of each feature kind."""
+
+
+_COMBINE = {"max": max, "mean": lambda shares: sum(shares) / len(shares), "sum": sum}
+
+
+def multi_overlap(feature: MultiOverlapFeature, lookup: StateLookup) -> np.ndarray:
+    """The user's shares of the candidate's values of a multi-valued field, combined."""
+    counts = lookup.user_overlap(feature.name)
+    if not counts or not float(counts.get(MULTI_TOTAL, 0.0)) > 0.0:
+        return np.full(lookup.size, np.nan)
+    total = float(counts[MULTI_TOTAL])
+    combine = _COMBINE[feature.combine]
+    separator = feature.separator
+    out = np.full(lookup.size, np.nan)
+    # Many candidates share a value list ("Comedy|Drama"): work each one out once.
+    done: dict[str, float] = {}
+    for row, joined in enumerate(lookup.item_strings(feature.field)):
+        if joined is None:
+            continue
+        if joined not in done:
+            values = [v for v in dict.fromkeys(joined.split(separator)) if v]
+            shares = [float(counts.get(v, 0.0)) / total for v in values]
+            done[joined] = combine(shares) if shares else float("nan")
+        out[row] = done[joined]
+    return out
+
+
+def user_item(feature: UserItemFeature, lookup: StateLookup) -> np.ndarray:
+    """How often the user did the feature's events with each candidate; 0 for none."""
+    if lookup.request.user_id is None:
+        return np.full(lookup.size, np.nan)
+    counts = lookup.user_overlap(feature.name) or {}
+    return np.array(
+        [float(counts.get(doc_id, 0.0)) for doc_id in lookup.request.doc_ids], dtype=np.float64
+    )
+
+
+EXTRACTORS.update({"multi_overlap": multi_overlap, "user_item": user_item})

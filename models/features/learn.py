@@ -32,8 +32,10 @@ from streamrank.models.features.config import (
     DecayedPopularityFeature,
     EmbeddingMeanFeature,
     FeatureSet,
+    MultiOverlapFeature,
     OverlapFeature,
     RateFeature,
+    UserItemFeature,
 )
 from streamrank.models.features.events import (
     DAY_S,
@@ -47,6 +49,7 @@ from streamrank.models.features.events import (
 )
 from streamrank.models.features.keys import (
     GLOBAL,
+    UNIT,
     counts_key,
     embedding_key,
     item_key,
@@ -76,6 +79,8 @@ class FeatureLearner:
         self._popularity = [f for f in features.features if isinstance(f, DecayedPopularityFeature)]
         self._embeddings = [f for f in features.features if isinstance(f, EmbeddingMeanFeature)]
         self._overlaps = [f for f in features.features if isinstance(f, OverlapFeature)]
+        self._multi = [f for f in features.features if isinstance(f, MultiOverlapFeature)]
+        self._user_items = [f for f in features.features if isinstance(f, UserItemFeature)]
         self._first_seen = sorted({f.field for f in features.features if isinstance(f, AgeFeature)})
 
     def learn_one(self, event: Event) -> None:
@@ -139,6 +144,12 @@ class FeatureLearner:
             for overlap in self._overlaps:
                 if event.type in overlap.events and item.get(overlap.field) is not None:
                     self._learn_overlap(overlap, event.user_id, str(item[overlap.field]))
+            for multi in self._multi:
+                if event.type in multi.events and item.get(multi.field) is not None:
+                    self._learn_multi_overlap(multi, event.user_id, str(item[multi.field]))
+            for user_item in self._user_items:
+                if event.type in user_item.events:
+                    self._learn_user_item(user_item, event.user_id, event.doc_id)
 
     def _learn_session(self, event: InteractionEvent) -> None:
         key = user_key(event.user_id)  # type: ignore[arg-type]
@@ -189,6 +200,37 @@ class FeatureLearner:
             # Bounded per user: the least frequent value so far makes room for the new one.
             self.state.delete_fields(key, [min((float(c), v) for v, c in stored.items())[1]])
         self.state.update_hash(key, {value: float(stored.get(value, 0.0)) + 1.0})
+
+    def _learn_multi_overlap(self, feature: MultiOverlapFeature, user_id: str, joined: str) -> None:
+        values = [v for v in dict.fromkeys(joined.split(feature.separator)) if v]
+        if not values:
+            return
+        key = overlap_key(feature.name, user_id)
+        stored = dict(self.state.get_hashes([key])[0] or {})
+        total = float(stored.pop(MULTI_TOTAL, 0.0)) + 1.0
+        update: dict[str, HashValue] = {MULTI_TOTAL: total}
+        for value in values:
+            if value not in stored and len(stored) >= feature.max_values:
+                # Bounded per user, as an overlap is: the least frequent value makes room.
+                dropped = min((float(c), v) for v, c in stored.items())[1]
+                self.state.delete_fields(key, [dropped])
+                del stored[dropped]
+                update.pop(dropped, None)
+            stored[value] = float(stored.get(value, 0.0)) + 1.0
+            update[value] = stored[value]
+        self.state.update_hash(key, update)
+
+    def _learn_user_item(self, feature: UserItemFeature, user_id: str, doc_id: str) -> None:
+        key = overlap_key(feature.name, user_id)
+        stored = self.state.get_hashes([key])[0] or {}
+        if doc_id not in stored and len(stored) >= feature.max_items:
+            self.state.delete_fields(key, [min((float(c), v) for v, c in stored.items())[1]])
+        self.state.update_hash(key, {doc_id: float(stored.get(doc_id, 0.0)) + 1.0})
+
+
+MULTI_TOTAL = f"{UNIT}events"
+"""The field of a multi-overlap hash counting the user's events (no value holds the unit
+separator, so it never clashes with one)."""
 
 
 def _entity(scope: str, event: InteractionEvent, item: Mapping[str, HashValue]) -> str | None:

@@ -17,6 +17,7 @@ from streamrank.models.evaluation.shop_eval import (
     encode_cached,
     featurise,
     impersonal,
+    judge_unseen,
     run_shop_eval,
     searches,
     shop_events,
@@ -87,6 +88,9 @@ def test_the_report_has_every_method_and_the_rules_hold(
     assert report["searches"]["test"] > 0
     assert report["features"]["lambdamart"] < report["features"]["personalised"]
     assert report["latency_ms"]["p50"] > 0
+    by_kind = report["ndcg@10_by_kind"]
+    assert sum(kind["searches"] for kind in by_kind.values()) == report["searches"]["test"]
+    assert all(set(METHODS) <= set(kind) for kind in by_kind.values())
 
 
 def test_a_search_never_sees_its_own_purchase(shop_data: MovieLens) -> None:
@@ -120,10 +124,36 @@ def test_a_search_never_sees_its_own_purchase(shop_data: MovieLens) -> None:
         assert search.matrix[row, purchases] == earlier  # type: ignore[index]
 
 
+def test_training_searches_are_judged_by_purchases_not_yet_seen(shop_data: MovieLens) -> None:
+    shop = build_shop(shop_data, seed=0)
+    encoder = HashEncoder()
+    catalog = Catalog(
+        [i.doc_id for i in shop_data.items], encoder.encode([i.text for i in shop_data.items])
+    )
+    index = BM25Index.build([Document(i.doc_id, i.title, i.text) for i in shop_data.items])
+    texts = sorted({q.text for q in shop.train_queries})
+    vectors = dict(zip(texts, encoder.encode_queries(texts), strict=True))
+    found = searches(shop.train_queries, index, catalog, vectors, candidates=60)
+    judge_unseen(found, shop.train)
+    bought = {(r.user_id, r.doc_id): r.timestamp for r in shop.train if r.rating >= 4}
+    dropped = 0
+    for search in found:
+        assert search.judged is not None
+        spawned = search.query.query_id.rsplit("-", 1)[1]
+        assert spawned in search.judged  # the purchase a search is made for always counts
+        for doc_id, grade in search.query.relevant.items():
+            later = bought[(search.query.user_id, doc_id)] > search.request.now
+            assert (doc_id in search.judged) == later
+            assert search.judged.get(doc_id, grade) == grade
+            dropped += not later
+    assert dropped > 0  # the synthetic users do buy a genre twice
+    assert (found[0].labels() > 0).sum() == len(found[0].judged)
+
+
 def test_impersonal_drops_every_user_feature() -> None:
     kept = impersonal(default_features())
     kinds = {f.kind for f in kept.features}
-    assert not kinds & {"embedding_mean", "overlap", "cosine"}
+    assert not kinds & {"embedding_mean", "overlap", "multi_overlap", "user_item", "cosine"}
     assert all(getattr(f, "scope", None) != "user" for f in kept.features)
     assert "popularity" in kept.columns
 

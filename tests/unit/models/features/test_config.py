@@ -48,6 +48,14 @@ def test_the_default_config_covers_the_issue_list() -> None:
     assert len(features.columns) == len(set(features.columns)) == len(features.defaults)
 
 
+def test_the_default_config_reads_every_category_of_an_item_and_what_the_user_saw() -> None:
+    features = default_features()
+    assert features.item_fields["categories"] == "category"
+    kinds = {f.name: f.kind for f in features.features}
+    assert kinds["user_item_clicks"] == "user_item"
+    assert kinds["user_categories_purchased_max"] == "multi_overlap"
+
+
 def test_the_docs_show_every_default_feature() -> None:
     text = DOCS.read_text()
     for entry in DEFAULT_FEATURES["features"]:
