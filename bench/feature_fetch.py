@@ -7,9 +7,13 @@ feature config into a ``MemoryState`` and into a ``RedisFeatureState`` under a u
 
 - ``memory``: the baseline, ``FeatureVector.matrix`` from the ``MemoryState``;
 - ``redis``: the same request's matrix from Redis (median, p95, p99 wall-clock ms over
-  ``--repeats`` requests, process CPU median), and its round trips;
-- ``reads``: each batch read alone for the candidates (counters, item hashes, vectors);
-- ``identical``: whether both matrices are equal bit for bit (NaN where NaN);
+  ``--repeats`` requests, process CPU median), and its round trips: the served path, every
+  read the feature set is known to need prefetched as one batch, window sums made in Redis;
+- ``redis_by_parts``: the path before prefetching, measured in the same run: each part read
+  on first use through the plain ``FeatureState`` calls (raw day buckets decoded here);
+- ``reads``: each batch read alone for the candidates (counters, item hashes, vectors,
+  the prefetch's window sums and item columns);
+- ``identical``: whether the matrices are equal bit for bit (NaN where NaN), per path;
 - ``memory_report``: entries and ``MEMORY USAGE`` bytes per item and per user in Redis, next to
   ``MemoryState``'s figures; and how fast each state learnt the events.
 
@@ -49,9 +53,24 @@ from streamrank.models.features.events import (  # noqa: E402
     day_of,
 )
 from streamrank.models.features.learn import FeatureLearner  # noqa: E402
-from streamrank.models.features.state import FeatureState, MemoryState  # noqa: E402
+from streamrank.models.features.lookup import ReadPlan  # noqa: E402
+from streamrank.models.features.state import (  # noqa: E402
+    BatchRead,
+    CounterRead,
+    FeatureState,
+    MemoryState,
+)
 from streamrank.models.features.vector import FeatureVector  # noqa: E402
 from streamrank.streams.state.feature_state import RedisFeatureState  # noqa: E402
+
+
+class PlainState:
+    """Only the plain ``FeatureState`` calls of a state: no batch read, as before prefetching."""
+
+    def __init__(self, state: FeatureState) -> None:
+        self.read_counts = state.read_counts
+        self.get_hashes = state.get_hashes
+        self.get_vectors = state.get_vectors
 
 
 def learn(state: FeatureState, events: list[Event]) -> float:
@@ -135,8 +154,16 @@ def main() -> None:
         learnt_memory = learn(memory, events)
         learnt_redis = learn(state, events)
         offline, online = FeatureVector(features, memory), FeatureVector(features, state)
-        expected, got = offline.matrix(request), online.matrix(request)
+        by_parts = FeatureVector(features, PlainState(state), prefetch=False)  # type: ignore[arg-type]
+        expected = offline.matrix(request)
         doc_ids, today = list(request.doc_ids), day_of(request.now)
+        plan = ReadPlan.for_features(features)
+        counters = {"item": CounterRead([f"item:counts|{d}" for d in doc_ids], KINDS, [7, 30])}
+        columns = BatchRead(
+            columns=[f"item|{d}" for d in doc_ids],
+            numbers=plan.item_numbers,
+            strings=plan.item_strings,
+        )
         load_before = os.getloadavg()
         reads = {
             "read_counts": lambda: state.read_counts(
@@ -144,14 +171,23 @@ def main() -> None:
             ),
             "get_hashes": lambda: state.get_hashes([f"item|{d}" for d in doc_ids]),
             "get_vectors": lambda: state.get_vectors([f"item:vector|{d}" for d in doc_ids]),
+            "batch_window_sums": lambda: state.read_batch(BatchRead(today, counters=counters)),
+            "batch_item_columns": lambda: state.read_batch(columns),
         }
         result = {
             "candidates": args.candidates,
             "columns": len(features.columns),
-            "identical": bool(np.array_equal(expected, got, equal_nan=True)),
+            "identical": {
+                "redis": bool(np.array_equal(expected, online.matrix(request), equal_nan=True)),
+                "redis_by_parts": bool(
+                    np.array_equal(expected, by_parts.matrix(request), equal_nan=True)
+                ),
+            },
             "memory": timed(lambda: offline.matrix(request), args.repeats),
             "redis": timed(lambda: online.matrix(request), args.repeats)
             | {"round_trips": round_trips(lambda: online.matrix(request))},
+            "redis_by_parts": timed(lambda: by_parts.matrix(request), args.repeats)
+            | {"round_trips": round_trips(lambda: by_parts.matrix(request))},
             "reads": {
                 name: timed(read, args.repeats) | {"round_trips": round_trips(read)}
                 for name, read in reads.items()

@@ -38,7 +38,11 @@ HashValue = float | str
 
 
 class FeatureState(Protocol):
-    """The storage the extractors use; see :class:`MemoryState`."""
+    """The storage the extractors use; see :class:`MemoryState`.
+
+    A state may also answer a whole request's reads at once (:class:`BatchReader`);
+    :func:`read_batch` uses that where it exists and these calls where it does not.
+    """
 
     def add(self, key: str, event: str, day: int, amount: float = 1.0) -> None:
         """Add ``amount`` to the ``event`` count of ``key`` in day bucket ``day``."""
@@ -69,6 +73,168 @@ class FeatureState(Protocol):
     def set_vector(self, key: str, vector: np.ndarray) -> None:
         """Store ``vector`` (as float32) under ``key``."""
         ...
+
+
+@dataclass(frozen=True)
+class CounterRead:
+    """Window sums of ``events`` over each of ``windows`` days ending today, for many keys."""
+
+    keys: Sequence[str]
+    events: Sequence[str]
+    windows: Sequence[int]
+
+
+@dataclass(frozen=True)
+class BatchRead:
+    """Everything one request reads, known before any of it is read.
+
+    Attributes
+    ----------
+    today
+        The day the counter windows end on (included).
+    hashes
+        Keys whose every field is read (the user's fields, overlaps).
+    columns
+        Keys (the candidates' item hashes) of which only ``numbers`` and ``strings`` are read.
+    numbers
+        Fields of ``columns`` read as float64: NaN where absent or not a number.
+    strings
+        Fields of ``columns`` read as they are stored: None where absent.
+    vectors
+        Vector keys, each read alone (None where absent).
+    rows
+        Vector keys read as one float32 matrix (zero rows where absent) and a presence mask.
+    counters
+        Window sums to read, by a name of the caller's choosing (a scope).
+    """
+
+    today: int = 0
+    hashes: Sequence[str] = ()
+    columns: Sequence[str] = ()
+    numbers: Sequence[str] = ()
+    strings: Sequence[str] = ()
+    vectors: Sequence[str] = ()
+    rows: Sequence[str] = ()
+    counters: Mapping[str, CounterRead] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a :class:`BatchRead` read, in the order it asked.
+
+    ``numbers`` is shaped (numbers, columns), ``strings`` holds one list per string field,
+    ``matrix`` and ``present`` are the ``rows`` vectors, and each ``counts`` entry is shaped
+    (keys, events, windows).
+    """
+
+    hashes: list[Mapping[str, HashValue] | None]
+    numbers: np.ndarray
+    strings: list[list[HashValue | None]]
+    vectors: list[np.ndarray | None]
+    matrix: np.ndarray
+    present: np.ndarray
+    counts: dict[str, np.ndarray]
+
+
+class BatchReader(Protocol):
+    """A state that answers a :class:`BatchRead` itself (Redis: one round trip)."""
+
+    def read_batch(self, reads: BatchRead) -> BatchResult:
+        """The same result as :func:`read_by_parts` gives, value for value."""
+        ...
+
+
+def read_batch(state: FeatureState, reads: BatchRead) -> BatchResult:
+    """``reads`` from ``state``: its own :meth:`~BatchReader.read_batch` where it has one.
+
+    Examples
+    --------
+    >>> state = MemoryState(days=7)
+    >>> state.update_hash("item|d1", {"price": 9.5, "category": "shoes"})
+    >>> state.add("item:counts|d1", "click", day=3)
+    >>> got = read_batch(state, BatchRead(
+    ...     today=3, columns=["item|d1", "item|d2"], numbers=["price"], strings=["category"],
+    ...     counters={"item": CounterRead(["item:counts|d1"], ["click"], [1, 7])}))
+    >>> got.numbers, got.strings, got.counts["item"]
+    (array([[9.5, nan]]), [['shoes', None]], array([[[1., 1.]]]))
+    """
+    reader = getattr(state, "read_batch", None)
+    if reader is not None:
+        return reader(reads)  # type: ignore[no-any-return]
+    return read_by_parts(state, reads)
+
+
+def read_by_parts(state: FeatureState, reads: BatchRead) -> BatchResult:
+    """``reads`` through the plain :class:`FeatureState` calls, one batch call per part."""
+    columns = state.get_hashes(reads.columns) if reads.columns else []
+    stored = [_NO_FIELDS if fields is None else fields for fields in columns]
+    numbers = np.empty((len(reads.numbers), len(stored)), dtype=np.float64)
+    for row, name in enumerate(reads.numbers):
+        values = [fields.get(name, _NAN) for fields in stored]
+        if str in set(map(type, values)):  # a string in a number field: missing, as in Redis
+            values = [_number(value) for value in values]
+        numbers[row] = values
+    strings = [[fields.get(name) for fields in stored] for name in reads.strings]
+    matrix, present = stack_rows(state.get_vectors(reads.rows) if reads.rows else [])
+    counts = {
+        name: window_sums(
+            state.read_counts(read.keys, read.events, reads.today, max(read.windows))
+            if read.keys
+            else np.zeros((0, len(read.events), max(read.windows))),
+            read.windows,
+        )
+        for name, read in reads.counters.items()
+    }
+    return BatchResult(
+        hashes=state.get_hashes(reads.hashes) if reads.hashes else [],
+        numbers=numbers,
+        strings=strings,
+        vectors=state.get_vectors(reads.vectors) if reads.vectors else [],
+        matrix=matrix,
+        present=present,
+        counts=counts,
+    )
+
+
+def window_sums(counts: np.ndarray, windows: Sequence[int]) -> np.ndarray:
+    """Sums of the trailing ``window`` days of counts shaped (keys, events, days).
+
+    Examples
+    --------
+    >>> window_sums(np.array([[[1.0, 0.0, 2.0]]]), [1, 3])
+    array([[[2., 3.]]])
+    """
+    days = counts.shape[2]
+    return np.stack([counts[:, :, days - window :].sum(axis=2) for window in windows], 2)
+
+
+def stack_rows(vectors: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors as one float32 matrix (zero rows where absent) and which rows are present.
+
+    Examples
+    --------
+    >>> stack_rows([np.ones(2, np.float32), None])
+    (array([[1., 1.],
+           [0., 0.]], dtype=float32), array([ True, False]))
+    """
+    present = np.array([vector is not None for vector in vectors], dtype=bool)
+    if not present.any():
+        return np.zeros((len(vectors), 0), dtype=np.float32), present
+    if present.all():
+        return np.stack(vectors), present  # type: ignore[arg-type]
+    dim = next(vector for vector in vectors if vector is not None).shape[0]
+    matrix = np.zeros((len(vectors), dim), dtype=np.float32)
+    matrix[present] = np.stack([vector for vector in vectors if vector is not None])
+    return matrix, present
+
+
+_NO_FIELDS: Mapping[str, HashValue] = {}
+_NAN = float("nan")
+
+
+def _number(value: HashValue) -> float:
+    """A stored value as a number field reads it: NaN where a string."""
+    return _NAN if isinstance(value, str) else float(value)
 
 
 @dataclass(frozen=True)
@@ -243,6 +409,10 @@ class MemoryState:
 
     def set_vector(self, key: str, vector: np.ndarray) -> None:
         self._vectors[key] = np.array(vector, dtype=np.float32)
+
+    def read_batch(self, reads: BatchRead) -> BatchResult:
+        """A request's reads at once (:class:`BatchReader`), as Redis answers them."""
+        return read_by_parts(self, reads)
 
     # -- memory ---------------------------------------------------------------------------
 

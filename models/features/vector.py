@@ -44,11 +44,16 @@ class FeatureVector:
         The declarations; their columns, in order, are the matrix's.
     state
         Where the learnt state lives: a :class:`~.state.MemoryState` offline, Redis online.
+    prefetch
+        Read everything the features are known to need as one batch before computing
+        (:meth:`~.lookup.StateLookup.prefetch`: one Redis round trip, two with category
+        counters); False reads each part on first use, as a benchmark's baseline.
     """
 
-    def __init__(self, features: FeatureSet, state: FeatureState) -> None:
+    def __init__(self, features: FeatureSet, state: FeatureState, prefetch: bool = True) -> None:
         self.features = features
         self.state = state
+        self.prefetch = prefetch
         self.columns = features.columns
         self.defaults = np.array(features.defaults, dtype=np.float32)
         self._plan = ReadPlan.for_features(features)
@@ -57,6 +62,8 @@ class FeatureVector:
     def matrix(self, request: FeatureRequest) -> np.ndarray:
         """Features of ``request``'s candidates at ``request.now``, shaped (candidates, columns)."""
         lookup = StateLookup(request, self.state, self._plan)
+        if self.prefetch:
+            lookup.prefetch()
         values = np.empty((request.size, len(self.columns)), dtype=np.float64)
         start = 0
         for feature, width in zip(self.features.features, self._widths, strict=True):

@@ -20,8 +20,13 @@ Layout, every key under ``<deployment prefix>features:`` followed by the library
 - a vector is a string of raw float32 bytes.
 
 Each batch read (``read_counts``, ``get_hashes``, ``get_vectors``) is one round trip: one
-pipeline, or one ``MGET``. With ``buffer_writes=True`` writes wait and go with the next read
-(or :meth:`RedisFeatureState.flush`), so a learnt event costs a few round trips, not one per
+pipeline, or one ``MGET``. :meth:`RedisFeatureState.read_batch` reads a whole ranking request
+in one pipeline: scripts read the items' fields (numbers parsed in Redis, sent as raw doubles)
+and sum each counter's day buckets over the windows in Redis (only the sums cross the wire),
+and a plain ``MGET`` reads the vectors.
+
+With ``buffer_writes=True`` writes wait and go with the next read (or
+:meth:`RedisFeatureState.flush`), so a learnt event costs a few round trips, not one per
 write; a reader still sees every write made before its read.
 """
 
@@ -38,7 +43,15 @@ from redis.exceptions import NoScriptError
 from streamrank.models.features.config import FeatureSet
 from streamrank.models.features.events import COUNTED_EVENTS, DAY_S
 from streamrank.models.features.keys import owner_of
-from streamrank.models.features.state import HashValue, MemoryReport, OwnerMemory
+from streamrank.models.features.state import (
+    BatchRead,
+    BatchResult,
+    CounterRead,
+    HashValue,
+    MemoryReport,
+    OwnerMemory,
+    stack_rows,
+)
 from streamrank.streams.config import Settings
 from streamrank.streams.state.connections import key
 
@@ -79,7 +92,103 @@ for i, name in ipairs(KEYS) do out[i] = redis.call('HGETALL', name) end
 return out
 """
 
-SCRIPTS = {"add": ADD_SCRIPT, "hgetall_many": HGETALL_SCRIPT}
+NAMES = """
+-- ARGV[1]: the key prefix; ARGV[2]: the keys without it, end to end; ARGV[3]: their lengths
+-- in bytes, little-endian uint32. A thousand keys travel as three arguments, not a thousand
+-- (packing arguments costs the client more than the reads cost Redis). The keys are named
+-- inside the script, so the feature store needs one Redis, not a cluster.
+local function names()
+  local prefix, joined, lengths = ARGV[1], ARGV[2], ARGV[3]
+  local out, at = {}, 1
+  for i = 1, #lengths / 4 do
+    local size = struct.unpack('<I4', lengths, 4 * i - 3)
+    out[i] = prefix .. string.sub(joined, at, at + size - 1)
+    at = at + size
+  end
+  return out
+end
+"""
+
+COLUMNS_SCRIPT = (
+    NAMES
+    + """
+-- Hashes (see names). ARGV[4]: how many number fields; ARGV[5...]: the number fields, then
+-- the string fields. Returns {the numbers as little-endian doubles, key by key (NaN where
+-- absent or a string), the string fields' raw values, key by key (nil where absent)}.
+local numbers = tonumber(ARGV[4])
+local fields = {}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+local nan = 0 / 0
+local format = '<' .. string.rep('d', numbers)
+local packed, strings = {}, {}
+for k, name in ipairs(names()) do
+  local values = redis.call('HMGET', name, unpack(fields))
+  if numbers > 0 then
+    local row = {}
+    for j = 1, numbers do row[j] = tonumber(values[j]) or nan end
+    packed[k] = struct.pack(format, unpack(row))
+  end
+  for j = numbers + 1, #fields do strings[#strings + 1] = values[j] end
+end
+return {table.concat(packed), strings}
+"""
+)
+
+WINDOW_SUMS_SCRIPT = (
+    NAMES
+    + """
+-- Counter hashes (see names). ARGV[4]: today; ARGV[5]: how many events; then the events,
+-- then the windows (days). Returns each key's sum of each event over each window ending
+-- today, as little-endian doubles (key, event, window order): the sums cross the wire, not
+-- the day buckets.
+local today, count = tonumber(ARGV[4]), tonumber(ARGV[5])
+local windows, longest = {}, 0
+for i = 6 + count, #ARGV do
+  windows[#windows + 1] = tonumber(ARGV[i])
+  longest = math.max(longest, windows[#windows])
+end
+local width = #windows
+local size = count * width
+-- Each wanted field (an event and a day: '<event>:<day>' as the add script names it) and
+-- the sums it adds to, found by one table look-up per stored field.
+local into = {}
+for e = 1, count do
+  for age = 0, longest - 1 do
+    local sums = {}
+    for w = 1, width do
+      if age < windows[w] then sums[#sums + 1] = (e - 1) * width + w end
+    end
+    into[ARGV[5 + e] .. ':' .. (today - age)] = sums
+  end
+end
+local format = '<' .. string.rep('d', size)
+local zeros = {}
+for i = 1, size do zeros[i] = 0 end
+local empty = struct.pack(format, unpack(zeros))
+local out = {}
+for k, name in ipairs(names()) do
+  local flat = redis.call('HGETALL', name)
+  local sums = nil
+  for n = 1, #flat, 2 do
+    local targets = into[flat[n]]
+    if targets then
+      if sums == nil then sums = {unpack(zeros)} end
+      local value = tonumber(flat[n + 1])
+      for t = 1, #targets do sums[targets[t]] = sums[targets[t]] + value end
+    end
+  end
+  out[k] = sums and struct.pack(format, unpack(sums)) or empty
+end
+return table.concat(out)
+"""
+)
+
+SCRIPTS = {
+    "add": ADD_SCRIPT,
+    "hgetall_many": HGETALL_SCRIPT,
+    "columns": COLUMNS_SCRIPT,
+    "window_sums": WINDOW_SUMS_SCRIPT,
+}
 """The scripts, by the name a queued operation gives; run by their SHA-1, loaded when missing."""
 
 _SHAS = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()}
@@ -172,6 +281,9 @@ class RedisFeatureState:
                 pipe.evalsha(_SHAS[name], 1, *args)
             elif name == "hgetall_many":
                 pipe.evalsha(_SHAS[name], len(args), *args)
+            elif name in _SHAS:  # args: the keys (named in the script), then the rest
+                joined, lengths = _joined(args[0])
+                pipe.evalsha(_SHAS[name], 0, self.prefix, joined, lengths, *args[1])
             else:
                 getattr(pipe, name)(*args, **kwargs)
         return pipe
@@ -247,6 +359,63 @@ class RedisFeatureState:
         (stored,) = self._execute([("mget", ([self._name(k) for k in keys],), {})])
         return [None if raw is None else np.frombuffer(raw, dtype=np.float32) for raw in stored]
 
+    # -- one request's reads --------------------------------------------------------------
+
+    def read_batch(self, reads: BatchRead) -> BatchResult:
+        """A request's reads as one pipeline: one round trip, scripts summing windows in Redis.
+
+        Gives what :func:`~streamrank.models.features.state.read_by_parts` gives on a
+        ``MemoryState`` fed the same events (counts are summed as doubles here, so sums of
+        whole counts, the only ones the learner makes, are exact in both).
+        """
+        for read in reads.counters.values():
+            self._check_windows(read)
+        ops: list[Op] = []
+        if reads.hashes:
+            ops.append(("hgetall_many", tuple(self._name(k) for k in reads.hashes), {}))
+        fields = (*reads.numbers, *reads.strings)
+        if reads.columns and fields:
+            ops.append(("columns", (reads.columns, (len(reads.numbers), *fields)), {}))
+        vector_keys = [*reads.vectors, *reads.rows]
+        if vector_keys:
+            # A plain MGET: through a script each vector would be copied into Lua and out.
+            names = [self._name(k).encode() for k in vector_keys]
+            ops.append(("mget", (names,), {}))
+        counted = [(name, read) for name, read in reads.counters.items() if read.keys]
+        for _, read in counted:
+            argv = (int(reads.today), len(read.events), *read.events, *read.windows)
+            ops.append(("window_sums", (read.keys, argv), {}))
+        replies = iter(self._execute(ops) if ops else [])
+        hashes = [_fields(flat) if flat else None for flat in next(replies)] if reads.hashes else []
+        size = len(reads.columns)
+        numbers = np.full((len(reads.numbers), size), np.nan)
+        strings: list[list[HashValue | None]] = [[None] * size for _ in reads.strings]
+        if reads.columns and fields:
+            packed, flat = next(replies)
+            if reads.numbers:
+                numbers = np.frombuffer(packed, dtype="<f8").reshape(size, -1).T.copy()
+            strings = _string_columns(flat, len(reads.strings))
+        vectors: list[np.ndarray | None] = []
+        matrix, present = stack_rows([])
+        if vector_keys:
+            raws = next(replies)
+            vectors = [_vector(raw) for raw in raws[: len(reads.vectors)]]
+            matrix, present = _vector_rows(raws[len(reads.vectors) :])
+        counts = {
+            name: np.zeros((0, len(read.events), len(read.windows)))
+            for name, read in reads.counters.items()
+        }
+        for name, read in counted:
+            shape = (len(read.keys), len(read.events), len(read.windows))
+            counts[name] = np.frombuffer(next(replies), dtype="<f8").reshape(shape).copy()
+        return BatchResult(hashes, numbers, strings, vectors, matrix, present, counts)
+
+    def _check_windows(self, read: CounterRead) -> None:
+        if not 1 <= max(read.windows) <= self.days or min(read.windows) < 1:
+            raise ValueError(f"this state keeps {self.days} day buckets; {read.windows} were asked")
+        for event in read.events:
+            self._check_event(event)
+
     def set_vector(self, key: str, vector: np.ndarray) -> None:
         raw = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
         self._write(("set", (self._name(key), raw), {}))
@@ -316,6 +485,42 @@ def _decode(raw: bytes) -> HashValue:
     if raw.startswith(STRING_TAG):
         return raw[len(STRING_TAG) :].decode()
     return float(raw)
+
+
+def _joined(keys: Sequence[str]) -> tuple[bytes, bytes]:
+    """Keys end to end and their lengths in bytes (little-endian uint32), for :data:`NAMES`."""
+    encoded = [k.encode() for k in keys]
+    return b"".join(encoded), np.fromiter(map(len, encoded), "<u4", len(encoded)).tobytes()
+
+
+def _string_columns(flat: list[bytes | None], width: int) -> list[list[HashValue | None]]:
+    """Columns of raw values given key by key, decoded (each distinct value once)."""
+    decoded: dict[bytes, HashValue] = {}
+    columns = []
+    for column in range(width):
+        values: list[HashValue | None] = []
+        for raw in flat[column::width]:
+            if raw is None:
+                values.append(None)
+                continue
+            value = decoded.get(raw)
+            if value is None:
+                value = decoded[raw] = _decode(raw)
+            values.append(value)
+        columns.append(values)
+    return columns
+
+
+def _vector(raw: bytes | None) -> np.ndarray | None:
+    return None if raw is None else np.frombuffer(raw, dtype=np.float32)
+
+
+def _vector_rows(raws: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw vectors as one matrix; when all are there and alike, one copy of the bytes."""
+    if raws and all(raw is not None for raw in raws) and len({len(r) for r in raws}) == 1:  # type: ignore[arg-type]
+        matrix = np.frombuffer(b"".join(raws), dtype=np.float32).reshape(len(raws), -1)  # type: ignore[arg-type]
+        return matrix, np.ones(len(raws), dtype=bool)
+    return stack_rows([_vector(raw) for raw in raws])
 
 
 def _is_counter(state_key: str) -> bool:

@@ -20,9 +20,20 @@ from streamrank.models.features.events import (
     ItemEvent,
     UserEvent,
 )
+from streamrank.models.features.keys import (
+    GLOBAL,
+    counts_key,
+    embedding_key,
+    item_key,
+    item_vector_key,
+    overlap_key,
+    query_item,
+    user_key,
+)
 from streamrank.models.features.learn import FeatureLearner
 from streamrank.models.features.replay import point_in_time
-from streamrank.models.features.state import MemoryState
+from streamrank.models.features.state import BatchRead, BatchResult, CounterRead, MemoryState
+from streamrank.models.features.vector import FeatureVector
 from streamrank.streams.config import Settings
 from streamrank.streams.state import feature_state
 from streamrank.streams.state.feature_state import SCRIPTS, RedisFeatureState
@@ -246,3 +257,114 @@ def test_a_script_redis_lost_is_loaded_and_the_batch_applied_once(
     state.update_hash("item|d1", {"price": 1.0})
     assert state.read_counts(["item:counts|d1"], ["click"], 10, 1).tolist() == [[[1.0]]]
     assert state.get_hashes(["item|d1"]) == [{"price": 1.0}]
+
+
+def both_states(settings: Settings, seed: int) -> tuple[RedisFeatureState, MemoryState]:
+    """Redis and memory fed the same events by the default features."""
+    features = default_features()
+    state = redis_state(settings, buffer_writes=True)
+    offline = MemoryState(days=features.max_window_days)
+    learners = [FeatureLearner(features, state), FeatureLearner(features, offline)]
+    for event in random_events(seed=seed):
+        for learner in learners:
+            learner.learn_one(event)
+    state.flush()
+    return state, offline
+
+
+def assert_same_batch(got: BatchResult, expected: BatchResult) -> None:
+    assert got.hashes == expected.hashes
+    np.testing.assert_array_equal(got.numbers, expected.numbers)
+    assert got.numbers.dtype == expected.numbers.dtype == np.float64
+    assert got.strings == expected.strings
+    assert len(got.vectors) == len(expected.vectors)
+    for vector, other in zip(got.vectors, expected.vectors, strict=True):
+        assert (vector is None) == (other is None)
+        if vector is not None:
+            np.testing.assert_array_equal(vector, other)
+    np.testing.assert_array_equal(got.matrix, expected.matrix)
+    assert got.matrix.dtype == expected.matrix.dtype == np.float32
+    np.testing.assert_array_equal(got.present, expected.present)
+    assert got.counts.keys() == expected.counts.keys()
+    for name, counts in expected.counts.items():
+        np.testing.assert_array_equal(got.counts[name], counts, err_msg=name)
+
+
+def test_a_batch_read_gives_what_memory_gives(settings: Settings) -> None:
+    """Every part of a batch read: Redis (scripts, window sums made there) equals memory."""
+    state, offline = both_states(settings, seed=11)
+    docs = [f"d{i}" for i in range(35)] + ["ghost"]
+    users = ["u1", "u4", "u7", "stranger"]
+    events = ("impression", "click", "add_to_cart", "purchase")
+    for day in (20_002, 20_020, 20_035, 20_051, 20_070, 20_200):
+        reads = BatchRead(
+            today=day,
+            hashes=[user_key(u) for u in users]
+            + [overlap_key("user_category_clicks", u) for u in users],
+            columns=[item_key(d) for d in docs],
+            # "category" read as a number is missing; "price" read as a string stays a number.
+            numbers=["price", "stock", "created", "pop.popularity.value", "category", "nothing"],
+            strings=["category", "brand", "price", "nothing"],
+            vectors=[embedding_key("purchase_history", u) for u in users],
+            rows=[item_vector_key(d) for d in docs],
+            counters={
+                "item": CounterRead([counts_key("item", d) for d in docs], events, (1, 7, 30)),
+                "query_item": CounterRead(
+                    [counts_key("query_item", query_item(d, "query 2")) for d in docs],
+                    ("click", "impression"),
+                    (30,),
+                ),
+                "category": CounterRead(
+                    [counts_key("category", c) for c in ("shoes", "12", "none")], events, (7,)
+                ),
+                "user": CounterRead([counts_key("user", u) for u in users], ("session",), (7, 30)),
+                "global": CounterRead([counts_key("global", GLOBAL)], events, (30, 2)),
+                "empty": CounterRead([], events, (7,)),
+            },
+        )
+        got, expected = state.read_batch(reads), offline.read_batch(reads)
+        assert_same_batch(got, expected)
+        if day == 20_035:  # the comparison covered read values, not only missing ones
+            assert expected.counts["item"].sum() > 0 and expected.counts["category"].sum() > 0
+            assert expected.present.any() and not expected.present.all()
+            assert "12" in expected.strings[0] and not np.isnan(expected.numbers[0]).all()
+    with pytest.raises(ValueError, match="day buckets"):
+        state.read_batch(BatchRead(1, counters={"x": CounterRead(["k"], ("click",), (31,))}))
+
+
+def test_a_prefetched_matrix_is_two_round_trips(settings: Settings, round_trips: list[int]) -> None:
+    """All but the category counters in one pipeline; the same matrix as reads on first use."""
+    features = default_features()
+    state, _ = both_states(settings, seed=12)
+    state.client.ping()  # connect outside the counted reads
+    for request in requests(seed=13):
+        before = round_trips[0]
+        prefetched = FeatureVector(features, state).matrix(request)
+        assert round_trips[0] - before == 2
+        before = round_trips[0]
+        on_first_use = FeatureVector(features, state, prefetch=False).matrix(request)
+        assert round_trips[0] - before > 2
+        np.testing.assert_array_equal(prefetched, on_first_use)
+
+
+def test_a_batch_read_reloads_the_scripts_redis_lost(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh = {name: f"{source}-- {uuid.uuid4().hex}\n" for name, source in SCRIPTS.items()}
+    monkeypatch.setattr(feature_state, "SCRIPTS", fresh)
+    shas = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in fresh.items()}
+    monkeypatch.setattr(feature_state, "_SHAS", shas)
+    state = RedisFeatureState(client(settings), prefix=settings.topic_prefix)
+    state.update_hash("item|d1", {"price": 1.5, "brand": "b"})
+    client(settings).hset(settings.topic_prefix + "item:counts|d1", "click:10", 2)
+    got = state.read_batch(
+        BatchRead(
+            today=10,
+            columns=["item|d1"],
+            numbers=["price"],
+            strings=["brand"],
+            counters={"item": CounterRead(["item:counts|d1"], ("click",), (1,))},
+        )
+    )
+    assert got.numbers.tolist() == [[1.5]] and got.strings == [["b"]]
+    assert got.counts["item"].tolist() == [[[2.0]]]
