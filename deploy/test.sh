@@ -19,9 +19,10 @@ done
 cleanup() { for service in "${started[@]}"; do bash "deploy/$service.sh" stop || true; done; }
 trap cleanup EXIT
 
-# Real models and the demo corpus, so that no test skips for want of them (both are cached).
+# Real models, the demo corpus and MovieLens, so that no test skips for want of them (cached).
 .venv/bin/python -c "from streamrank.models.assets.model_files import fetch_models; from streamrank.streams.config import get_settings; fetch_models(get_settings().model_dir, progress=False)"
 .venv/bin/python -c "from streamrank.models.assets.wiki import fetch_wiki, DEFAULT_OUT; (DEFAULT_OUT / 'corpus.jsonl').exists() or fetch_wiki(DEFAULT_OUT)"
+.venv/bin/python -c "from streamrank.models.assets.movielens import fetch_movielens, DEFAULT_OUT; (DEFAULT_OUT / 'items.jsonl').exists() or fetch_movielens(DEFAULT_OUT)"
 
 export STREAMRANK_KAFKA_BOOTSTRAP="${STREAMRANK_KAFKA_BOOTSTRAP:-127.0.0.1:${STREAMRANK_KAFKA_PORT:-9092}}"
 export STREAMRANK_REDIS_URL="${STREAMRANK_REDIS_URL:-redis://127.0.0.1:${STREAMRANK_REDIS_PORT:-6379}/0}"

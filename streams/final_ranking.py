@@ -35,7 +35,7 @@ from streamrank.models.features.vector import FeatureVector
 from streamrank.models.learning.lambdamart import FinalRanker
 from streamrank.models.learning.ranker_versions import load_final_ranker
 from streamrank.models.registry import ModelRegistry, Version
-from streamrank.models.scoring.cascade import CascadeItem, CascadeResult
+from streamrank.models.scoring.cascade import CascadeResult
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidates, Impression, LoggedItem
 from streamrank.streams.state.feature_state import RedisFeatureState
@@ -129,22 +129,32 @@ class FinalStage:
     ) -> tuple[CascadeResult, FinalScores]:
         """The list ordered by the model's score (ties keep the cascade's order)."""
         started = time.perf_counter()
-        doc_ids = tuple(result.doc_ids)
+        # rows in the first stage's order, as training data is built (list-relative features
+        # read the list in that order); ties are broken by the cascade's order
+        doc_ids = tuple(c.doc_id for c in request.candidates)
         matrix = self.featuriser.matrix(request, doc_ids, result, now)
         scores = self.ranker.predict_many(matrix)
-        order = np.argsort(-scores, kind="stable")
+        row = {doc_id: i for i, doc_id in enumerate(doc_ids)}
+        served = np.array([scores[row[item.doc_id]] for item in result.items])
+        order = np.argsort(-served, kind="stable")
         items = [
-            CascadeItem(doc_ids[i], float(scores[i]), position, FINAL_STAGE, old.flags)
-            for position, (i, old) in enumerate(((i, result.items[i]) for i in order.tolist()), 1)
+            replace(
+                result.items[i],
+                score=float(served[i]),
+                position=position,
+                stage=FINAL_STAGE,
+                fused=None,
+            )
+            for position, i in enumerate(order.tolist(), 1)
         ]
         timings = result.timings_ms | {FINAL_STAGE: 1000 * (time.perf_counter() - started)}
-        served = replace(
+        ranked = replace(
             result,
             items=items,
             model_version=f"{result.model_version};{self.version}",
             timings_ms=timings,
         )
-        return served, FinalScores(doc_ids, matrix, scores)
+        return ranked, FinalScores(doc_ids, matrix, scores)
 
 
 @dataclass(frozen=True)
@@ -180,7 +190,8 @@ class FeatureLogger:
             )
             scores: np.ndarray | None = pending.final.scores
         else:
-            features, doc_ids, scores = self.featuriser.features, pending.result.doc_ids, None
+            doc_ids = tuple(c.doc_id for c in pending.request.candidates)
+            features, scores = self.featuriser.features, None
             matrix = self.featuriser.matrix(
                 pending.request, doc_ids, pending.result, pending.served_at
             )

@@ -68,6 +68,9 @@ SHOP_LAMBDAMART = LambdaMARTConfig(num_leaves=31, min_data_in_leaf=20)
 them. Chosen on a validation split of the training searches (a quarter of their users), not
 on the held-out ones: ``docs/notes/2026-12-07-shop-lift.md``."""
 K = 10
+Streaming = Callable[[list["Search"], FinalRanker, FeatureSet], dict[str, Any]]
+"""The streaming half: ranks held-out searches live with a model; their figures
+(``ndcg@10``, ``purchases@10`` and anything else to report)."""
 SECONDS_PER_YEAR = 365.25 * 86_400
 
 
@@ -78,6 +81,7 @@ class ShopEvalConfig:
     ``candidates``: first-stage hits per search (BM25, positive scores only).
     ``train_queries`` / ``test_queries``: seeded samples of each side's searches (``None``:
     all of them). ``lambdamart``: :data:`SHOP_LAMBDAMART` unless given.
+    ``streaming_searches``: how many held-out searches the streaming half replays to.
     """
 
     seed: int = 0
@@ -85,6 +89,7 @@ class ShopEvalConfig:
     train_queries: int | None = 3000
     test_queries: int | None = None
     lambdamart: LambdaMARTConfig = field(default_factory=lambda: SHOP_LAMBDAMART)
+    streaming_searches: int = 500
 
 
 @dataclass(frozen=True)
@@ -212,11 +217,14 @@ def searches(
     catalog: Catalog,
     query_vectors: dict[str, np.ndarray],
     candidates: int,
+    tier_vectors: dict[str, np.ndarray] | None = None,
 ) -> list[Search]:
     """Each query's first-stage candidates and the request that featurises them.
 
     A search is made a second before its purchase, so that purchase is not among the
-    events its features see.
+    events its features see. ``query_vectors`` are the first stage's (no instruction, as
+    ``index build`` encodes); ``tier_vectors`` the cascade's dense tier's (bge's retrieval
+    instruction first), which give the ``dense`` value a worker computes (None: the same).
     """
     out = []
     for query in queries:
@@ -224,7 +232,8 @@ def searches(
         hits = first_stage(query.text, query_vector, index, catalog, candidates)
         doc_ids = [hit.doc_id for hit in hits]
         scores = np.array([hit.score for hit in hits])
-        dense = catalog.matrix[[catalog.position[d] for d in doc_ids]] @ query_vector
+        tier_vector = query_vector if tier_vectors is None else tier_vectors[query.text]
+        dense = catalog.matrix[[catalog.position[d] for d in doc_ids]] @ tier_vector
         request = FeatureRequest(
             doc_ids,
             now=float(query.timestamp) - 1.0,
@@ -356,6 +365,22 @@ def encode_cached(
     return vectors
 
 
+def one_by_one(
+    encode: Callable[[list[str]], np.ndarray],
+) -> Callable[[list[str]], np.ndarray]:
+    """``encode`` called on one text at a time, as a worker encodes an item or a query.
+
+    The int8 bi-encoder's vectors depend on the batch a text is encoded in (a text's vector
+    alone and in a batch of others differ by up to 0.02 per coordinate), so features built
+    offline from batched vectors would not be the ones a worker serves.
+    """
+
+    def encode_each(texts: list[str]) -> np.ndarray:
+        return np.concatenate([encode([text]) for text in texts]) if texts else encode(texts)
+
+    return encode_each
+
+
 def evaluate_shop(
     data: MovieLens,
     shop: Shop,
@@ -364,14 +389,22 @@ def evaluate_shop(
     query_vectors: dict[str, np.ndarray],
     config: ShopEvalConfig,
     log: Callable[[str], None] = lambda message: None,
+    tier_vectors: dict[str, np.ndarray] | None = None,
+    streaming: Streaming | None = None,
 ) -> dict[str, Any]:
-    """The four methods' figures on the held-out searches (see the module docstring)."""
+    """The four methods' figures on the held-out searches (see the module docstring), and
+    with ``streaming`` the fifth: what it returns for a seeded sample of
+    ``config.streaming_searches`` of them ranked by the personalised model, next to the
+    offline figures of the same sample."""
     started = time.perf_counter()
     index = BM25Index.build([Document(i.doc_id, i.title, i.text) for i in data.items])
     train_queries = sample(shop.train_queries, config.train_queries, config.seed)
     test_queries = sample(shop.test_queries, config.test_queries, config.seed + 1)
-    train = searches(train_queries, index, catalog, query_vectors, config.candidates)
-    tests = searches(test_queries, index, catalog, query_vectors, config.candidates)
+    made = [
+        searches(q, index, catalog, query_vectors, config.candidates, tier_vectors)
+        for q in (train_queries, test_queries)
+    ]
+    train, tests = made
     judge_unseen(train, shop.train)
     log(f"featurising {len(train):,} training and {len(tests):,} held-out searches")
     state = featurise(features, shop_events(data, shop, catalog), train + tests)
@@ -393,9 +426,25 @@ def evaluate_shop(
         rankings["lambdamart"].append(order(s.doc_ids, general_scores))
         rankings["personalised"].append(order(s.doc_ids, ranker_personal.predict_many(s.matrix)))
     scored = {method: figures(rankings[method], tests) for method in METHODS}
+    streamed: dict[str, Any] = {}
+    if streaming is not None:
+        log("replaying the training period through a live worker")
+        picked = sorted(
+            np.random.default_rng(config.seed + 2)
+            .choice(len(tests), min(config.streaming_searches, len(tests)), replace=False)
+            .tolist()
+        )
+        subset = [tests[i] for i in picked]
+        streamed = streaming(subset, ranker_personal, features)
+        offline = figures([rankings["personalised"][i] for i in picked], subset)
+        streamed["offline_same_searches"] = offline
+        streamed["difference"] = round(streamed["ndcg@10"] - offline["ndcg@10"], 4)
+        scored["streaming"] = {key: streamed[key] for key in ("ndcg@10", "purchases@10")}
+    methods = [*METHODS, "streaming"] if streamed else list(METHODS)
     return {
-        "ndcg@10": {m: scored[m]["ndcg@10"] for m in METHODS},
-        "purchases@10": {m: scored[m]["purchases@10"] for m in METHODS},
+        "ndcg@10": {m: scored[m]["ndcg@10"] for m in methods},
+        "purchases@10": {m: scored[m]["purchases@10"] for m in methods},
+        **({"streaming": streamed} if streamed else {}),
         "ndcg@10_by_kind": by_kind(rankings, tests),
         "latency_ms": scoring_latency(features, state, ranker_personal, tests, 300),
         "rules": out_of_stock_in_top(rankings["personalised"], tests, shop),
@@ -415,19 +464,30 @@ def run_shop_eval(
     cache_dir: Path,
     features: FeatureSet | None = None,
     log: Callable[[str], None] = lambda message: None,
+    streaming: Streaming | None = None,
 ) -> dict[str, Any]:
     """:func:`evaluate_shop` with the items and queries encoded by ``encoder`` (a
     :class:`~streamrank.models.scoring.bi_encoder.BiEncoder`), cached in ``cache_dir``."""
     from streamrank.models.features.defaults import default_features
+    from streamrank.models.scoring.bi_encoder import QUERY_INSTRUCTION
 
     log(f"encoding {len(data.items):,} items and the searches (cached by content)")
     texts = [item.text for item in data.items]
     catalog = Catalog(
         [item.doc_id for item in data.items],
-        encode_cached(encoder.encode, encoder.version, texts, cache_dir),
+        encode_cached(one_by_one(encoder.encode), f"{encoder.version}|single", texts, cache_dir),
     )
     queries = sorted({q.text for q in [*shop.train_queries, *shop.test_queries]})
     vectors = encode_cached(encoder.encode_queries, f"{encoder.version}|query", queries, cache_dir)
     query_vectors = dict(zip(queries, vectors, strict=True))
+    instructed = encode_cached(
+        one_by_one(lambda texts: encoder.encode([QUERY_INSTRUCTION + text for text in texts])),
+        f"{encoder.version}|single|query|{QUERY_INSTRUCTION}",
+        queries,
+        cache_dir,
+    )
+    tier_vectors = dict(zip(queries, instructed, strict=True))
     features = features or default_features()
-    return evaluate_shop(data, shop, features, catalog, query_vectors, config, log)
+    return evaluate_shop(
+        data, shop, features, catalog, query_vectors, config, log, tier_vectors, streaming
+    )

@@ -187,10 +187,21 @@ class FeatureFeed:
         try:
             contexts = self.impressions(sorted({i.request_id for i in interactions}))
             events = [interaction_event(i, contexts.get(i.request_id)) for i in interactions]
-            return self.learn(e for e in events if e is not None)
+            learned = self.learn(e for e in events if e is not None)
+            self.client.hincrby(self.counts_key, "interactions", learned)
+            return learned
         except Exception:
             log.exception("feature store: %d interactions not counted", len(interactions))
             return 0
+
+    @property
+    def counts_key(self) -> str:
+        """Where the feed counts what it has learnt (``interactions``): how far it has come."""
+        return key(self.settings, "feature-feed")
+
+    def fed(self) -> int:
+        """Interactions the feature store has counted so far (every worker's feed)."""
+        return int(self.client.hget(self.counts_key, "interactions") or 0)
 
     def impressions(self, request_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The query, user and session of each request's stored impression (one ``MGET``)."""
