@@ -228,7 +228,7 @@ def run_shop_phase(
         log=console.print,
         streaming=streaming,
     )
-    console.print(shop_figures_table(report))
+    console.print(shop_table(report))
     console.print(showcase_view(shown[0], data, shop))
     record = report | {"showcase": showcase_record(shown[0])}
     path = Path(".run") / "demo-shop.json"
@@ -237,19 +237,21 @@ def run_shop_phase(
     return record
 
 
-def shop_figures_table(report: dict[str, Any]) -> Table:
-    """nDCG@10 of each method on the demo's held-out searches, the live one last."""
-    table = Table(title="held-out purchases: nDCG@10", title_justify="left")
-    table.add_column("ranker")
-    table.add_column("nDCG@10", justify="right")
-    table.add_column("purchases@10", justify="right")
-    for method, value in report["ndcg@10"].items():
-        table.add_row(method, f"{value:.4f}", f"{report['purchases@10'][method]:.3f}")
+def shop_table(report: dict[str, Any]) -> Table:
+    """nDCG@10 and purchases@10 per method, each with its ratio to the cascade, and the
+    streaming figure next to the offline one on the same searches (`eval shop`, the demo)."""
+    table = Table(title=f"shop (seed {report['seed']}): {report['searches']['test']:,} searches")
+    for column in ("method", "nDCG@10", "x cascade", "purchases@10"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    base = report["ndcg@10"]["cascade"] or float("nan")
+    for method, ndcg in report["ndcg@10"].items():
+        bought = report["purchases@10"][method]
+        table.add_row(method, f"{ndcg:.4f}", f"{ndcg / base:.2f}", f"{bought:.3f}")
     streamed = report.get("streaming")
     if streamed:
-        same = streamed["offline_same_searches"]["ndcg@10"]
+        offline = streamed["offline_same_searches"]["ndcg@10"]
         table.caption = (
-            f"streaming: {streamed['searches']} searches answered by the live worker; the "
-            f"offline model on the same searches {same:.4f}"
+            f"streaming: {streamed['searches']} searches through a live worker; offline on the "
+            f"same searches {offline:.4f} (difference {streamed['difference']:+.4f})"
         )
     return table

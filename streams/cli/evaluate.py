@@ -435,6 +435,7 @@ def shop_command(
     from streamrank.models.assets.movielens import DEFAULT_OUT, MovieLensMissing, load_movielens
     from streamrank.models.evaluation.shop import build_shop
     from streamrank.models.evaluation.shop_eval import ShopEvalConfig, run_shop_eval
+    from streamrank.streams.shop_demo import shop_table
 
     try:
         data = load_movielens(data_dir or DEFAULT_OUT)
@@ -481,22 +482,3 @@ def streaming_replay(data: Any, shop: Any, quiet: bool) -> Any:
                 raise
 
     return run
-
-
-def shop_table(report: dict[str, Any]) -> Table:
-    """nDCG@10 and purchases@10 per method, with each method's ratio to the cascade."""
-    table = Table(title=f"shop (seed {report['seed']}): {report['searches']['test']:,} searches")
-    for column in ("method", "nDCG@10", "x cascade", "purchases@10"):
-        table.add_column(column, justify="left" if column == "method" else "right")
-    base = report["ndcg@10"]["cascade"] or float("nan")
-    for method, ndcg in report["ndcg@10"].items():
-        bought = report["purchases@10"][method]
-        table.add_row(method, f"{ndcg:.4f}", f"{ndcg / base:.2f}", f"{bought:.3f}")
-    streamed = report.get("streaming")
-    if streamed:
-        offline = streamed["offline_same_searches"]["ndcg@10"]
-        table.caption = (
-            f"streaming: {streamed['searches']} searches through a live worker; offline on the "
-            f"same searches {offline:.4f} (difference {streamed['difference']:+.4f})"
-        )
-    return table

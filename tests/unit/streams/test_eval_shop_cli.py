@@ -6,7 +6,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from streamrank.streams.cli.evaluate import eval_group, shop_table
+from streamrank.streams.cli.evaluate import eval_group
+from streamrank.streams.shop_demo import shop_table
 
 
 def test_without_the_data_it_names_the_fetch_command(tmp_path: Path) -> None:
