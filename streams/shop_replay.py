@@ -168,6 +168,8 @@ class LiveShop:
         self.consumer: KafkaConsumer | None = None
         self.worker: subprocess.Popen | None = None
         self.rankings: dict[str, Ranking] = {}
+        # read-only here: its count of what the worker's feed has learnt (one per replay step)
+        self.feed = FeatureFeed(self.settings, self.client)
 
     def env(self) -> dict[str, str]:
         s = self.settings
@@ -241,9 +243,8 @@ class LiveShop:
 
     def wait_fed(self, interactions: int, timeout_s: float = 300) -> None:
         """Wait until the worker's feature feed has counted ``interactions`` interactions."""
-        feed = FeatureFeed(self.settings, self.client)
         deadline = time.monotonic() + timeout_s
-        while feed.fed() < interactions:
+        while self.feed.fed() < interactions:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the worker did not learn the replay; see {self.log_path}")
             time.sleep(0.05)
