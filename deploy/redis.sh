@@ -6,8 +6,15 @@
 #   deploy/redis.sh stop      shut it down, flushing and fsyncing the append-only file first
 #   deploy/redis.sh status
 #
+# With --cluster after the command, the same for a Redis Cluster: three masters and three
+# replicas on 127.0.0.1:7000-7005 (STREAMRANK_REDIS_CLUSTER_PORT is the first port), created
+# with `redis-cli --cluster create --cluster-replicas 1`, each node with its own AOF under
+# <run dir>/redis-cluster/<port>/. Clients connect with STREAMRANK_REDIS_URL=redis://127.0.0.1:7000/0
+# and STREAMRANK_REDIS_CLUSTER=true. `stop-node PORT` (SHUTDOWN), `kill-node PORT` (SIGKILL) and
+# `start-node PORT` let fault tests take one node away and bring it back.
+#
 # Settings: STREAMRANK_REDIS_PORT (6379), STREAMRANK_RUN_DIR (<repo>/.run),
-# STREAMRANK_REDIS_MAXMEMORY (2gb).
+# STREAMRANK_REDIS_MAXMEMORY (2gb; per node in cluster mode).
 #
 # Durability: Redis holds state that exists nowhere else (the registry's versions, the active
 # pointer, the audit log, learner checkpoints and click statistics, idempotency markers), so it
@@ -28,6 +35,10 @@ port="${STREAMRANK_REDIS_PORT:-6379}"
 maxmemory="${STREAMRANK_REDIS_MAXMEMORY:-2gb}"
 run_dir="${STREAMRANK_RUN_DIR:-$repo/.run}/redis"
 pid_file="$run_dir/redis.pid"
+cluster_port="${STREAMRANK_REDIS_CLUSTER_PORT:-7000}"
+cluster_dir="${STREAMRANK_RUN_DIR:-$repo/.run}/redis-cluster"
+cluster_ports=()
+for offset in 0 1 2 3 4 5; do cluster_ports+=("$(( cluster_port + offset ))"); done
 
 say() { echo "redis: $*" >&2; }
 
@@ -39,7 +50,23 @@ install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
 }
 
-ping() { redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; }
+ping() { redis-cli -h 127.0.0.1 -p "${1:-$port}" ping 2>/dev/null | grep -q PONG; }
+
+# One durable redis-server in $1 (its directory) on port $2; further arguments are added.
+launch() {
+  local dir="$1" node_port="$2"; shift 2
+  mkdir -p "$dir"
+  redis-server --bind 127.0.0.1 --port "$node_port" --daemonize yes --dir "$dir" \
+    --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --save "" \
+    --appendonly yes --appendfsync everysec \
+    --maxmemory "$maxmemory" --maxmemory-policy noeviction "$@"
+  for _ in $(seq 1 100); do
+    if ping "$node_port"; then return 0; fi
+    sleep 0.1
+  done
+  say "127.0.0.1:$node_port did not answer PING in 10s; log:"; tail -n 20 "$dir/redis.log" >&2
+  return 1
+}
 
 start() {
   install
@@ -48,16 +75,70 @@ start() {
     warn_if_not_durable
     return 0
   fi
-  mkdir -p "$run_dir"
-  redis-server --bind 127.0.0.1 --port "$port" --daemonize yes --dir "$run_dir" \
-    --pidfile "$pid_file" --logfile "$run_dir/redis.log" --save "" \
-    --appendonly yes --appendfsync everysec \
-    --maxmemory "$maxmemory" --maxmemory-policy noeviction
-  for _ in $(seq 1 100); do
-    if ping; then say "started on 127.0.0.1:$port"; return 0; fi
+  launch "$run_dir" "$port" && say "started on 127.0.0.1:$port"
+}
+
+# A cluster node: cluster-node-timeout 2 s so that a replica takes over a dead master within a
+# few seconds (the default, 15 s, would stall writes to its slots that long).
+start_node() {
+  local node_port="$1"
+  ping "$node_port" && return 0
+  launch "$cluster_dir/$node_port" "$node_port" --cluster-enabled yes \
+    --cluster-config-file nodes.conf --cluster-node-timeout 2000
+}
+
+cluster_ok() {
+  redis-cli -h 127.0.0.1 -p "$cluster_port" cluster info 2>/dev/null | grep -q "cluster_state:ok"
+}
+
+# Every master has its replica attached (a failover test needs one to promote).
+replicas_attached() {
+  [ "$(redis-cli -h 127.0.0.1 -p "$cluster_port" cluster nodes 2>/dev/null \
+    | grep -c "slave.* connected")" -ge 3 ]
+}
+
+start_cluster() {
+  install
+  for node_port in "${cluster_ports[@]}"; do start_node "$node_port"; done
+  # nodes.conf remembers the cluster across restarts; only a first start creates it.
+  if ! redis-cli -h 127.0.0.1 -p "$cluster_port" cluster info | grep -q "cluster_known_nodes:6"; then
+    local addresses=()
+    for node_port in "${cluster_ports[@]}"; do addresses+=("127.0.0.1:$node_port"); done
+    redis-cli --cluster create "${addresses[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
+  fi
+  for _ in $(seq 1 300); do
+    if cluster_ok && replicas_attached; then
+      say "cluster started on 127.0.0.1:${cluster_ports[0]}-${cluster_ports[5]}" \
+        "(STREAMRANK_REDIS_URL=redis://127.0.0.1:$cluster_port/0 STREAMRANK_REDIS_CLUSTER=true)"
+      return 0
+    fi
     sleep 0.1
   done
-  say "did not answer PING in 10s; log:"; tail -n 20 "$run_dir/redis.log" >&2; return 1
+  say "cluster not ok after 30s:"; redis-cli -h 127.0.0.1 -p "$cluster_port" cluster info >&2
+  return 1
+}
+
+stop_node() {
+  local node_port="$1"
+  ping "$node_port" || return 0
+  redis-cli -h 127.0.0.1 -p "$node_port" shutdown >/dev/null 2>&1 || true
+  for _ in $(seq 1 100); do ping "$node_port" || return 0; sleep 0.1; done
+  say "127.0.0.1:$node_port did not stop in 10s"; return 1
+}
+
+kill_node() {
+  local pid_path="$cluster_dir/$1/redis.pid"
+  [ -f "$pid_path" ] && kill -KILL "$(cat "$pid_path")" 2>/dev/null || true
+}
+
+stop_cluster() {
+  for node_port in "${cluster_ports[@]}"; do stop_node "$node_port"; done
+  say "cluster stopped"
+}
+
+status_cluster() {
+  if cluster_ok; then echo "redis cluster: running on 127.0.0.1:${cluster_ports[0]}-${cluster_ports[5]}"
+  else echo "redis cluster: stopped or not ok"; return 3; fi
 }
 
 # A Redis started by an older version of this script (no AOF) keeps running as it was.
@@ -82,10 +163,21 @@ status() {
   if ping; then echo "redis: running on 127.0.0.1:$port"; else echo "redis: stopped"; return 3; fi
 }
 
-case "${1:-}" in
-  install) install ;;
-  start) start ;;
-  stop) stop ;;
-  status) status ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+usage() {
+  echo "usage: $0 install|start|stop|status [--cluster] | start-node|stop-node|kill-node PORT" >&2
+  exit 2
+}
+
+case "${1:-} ${2:-}" in
+  "install "*) install ;;
+  "start ") start ;;
+  "stop ") stop ;;
+  "status ") status ;;
+  "start --cluster") start_cluster ;;
+  "stop --cluster") stop_cluster ;;
+  "status --cluster") status_cluster ;;
+  "start-node "[0-9]*) install; start_node "$2" ;;
+  "stop-node "[0-9]*) stop_node "$2" ;;
+  "kill-node "[0-9]*) kill_node "$2" ;;
+  *) usage ;;
 esac

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
 
     # Redis
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = Field(
+        False,
+        description="the URL names one node of a Redis Cluster (redis-py's RedisCluster client)",
+    )
     redis_password: str | None = None
     redis_ssl_ca_certs: str | None = None
     redis_timeout_s: float = Field(

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streamrank.models.assets.movielens import MovieLens, Rating
@@ -47,7 +46,7 @@ from streamrank.models.learning.ranker_versions import register_final_ranker
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Interaction, Item, Ranking
 from streamrank.streams.kafka.topics import admin_client, create_topics
-from streamrank.streams.state.connections import registry_for
+from streamrank.streams.state.connections import redis_client, registry_for
 from streamrank.streams.state.feature_feed import FeatureFeed
 from streamrank.streams.state.feature_state import RedisFeatureState
 
@@ -163,7 +162,7 @@ class LiveShop:
             }
         )
         self.log_path = log_dir / f"shop-eval-worker-{run}.log"
-        self.client = redis.Redis.from_url(self.settings.redis_url)
+        self.client = redis_client(self.settings)
         self.producer: KafkaProducer | None = None
         self.consumer: KafkaConsumer | None = None
         self.worker: subprocess.Popen | None = None

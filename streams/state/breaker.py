@@ -173,6 +173,32 @@ class GuardedRedis(redis.Redis):
         return pipe
 
 
+class GuardedRedisCluster(redis.RedisCluster):
+    """:class:`GuardedRedis` for a Redis Cluster: commands and pipelines through the breaker.
+
+    One breaker for the whole cluster, not one per node: the request path asks for one
+    request's features from several masters, and a request degraded by one dead master is as
+    degraded as by a dead single Redis. The cluster client moves to the promoted replica by
+    itself once the slot map changes.
+    """
+
+    breaker: Breaker | None = None
+    """None while the constructor reads the cluster's slot map and command table."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.breaker is None:
+            return super().execute_command(*args, **options)
+        return self.breaker.call(super().execute_command, *args, **options)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        unguarded = pipe.execute
+        breaker = self.breaker
+        if breaker is not None:
+            pipe.execute = lambda raise_on_error=True: breaker.call(unguarded, raise_on_error)
+        return pipe
+
+
 def request_clients(
     settings: Settings, breaker: Breaker | None = None
 ) -> tuple[GuardedRedis, aioredis.Redis, Breaker]:
@@ -189,8 +215,12 @@ def request_clients(
     breaker = breaker or Breaker(settings.redis_breaker_failures, settings.redis_breaker_open_s)
     options = settings.redis_options(settings.redis_timeout_s)
     retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-    client = GuardedRedis.from_url(settings.redis_url, retry=retry, **options)
-    client.breaker = breaker
     async_retry = AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-    async_client = aioredis.Redis.from_url(settings.redis_url, retry=async_retry, **options)
-    return client, async_client, breaker
+    blocking: type[GuardedRedis] | type[GuardedRedisCluster] = GuardedRedis
+    asynchronous: type[aioredis.Redis] | type[aioredis.RedisCluster] = aioredis.Redis
+    if settings.redis_cluster:
+        blocking, asynchronous = GuardedRedisCluster, aioredis.RedisCluster
+    client = blocking.from_url(settings.redis_url, retry=retry, **options)
+    client.breaker = breaker
+    async_client = asynchronous.from_url(settings.redis_url, retry=async_retry, **options)
+    return client, async_client, breaker  # type: ignore[return-value]

@@ -12,10 +12,26 @@ from streamrank.streams.state.journal import KafkaJournal
 
 
 def redis_client(settings: Settings) -> redis.Redis:
+    """A blocking client: ``RedisCluster`` when ``redis_cluster`` is set, else ``Redis``.
+
+    The cluster client finds every node from the one the URL names and sends each command to
+    the master of its key's slot. It has the methods of ``Redis`` that streamrank uses (one
+    more reason keys touched together share a hash tag: a script, ``MULTI`` or ``MGET`` across
+    slots is refused), hence the one return type.
+    """
+    if settings.redis_cluster:
+        return redis.RedisCluster.from_url(  # type: ignore[return-value]
+            settings.redis_url, **settings.redis_options()
+        )
     return redis.Redis.from_url(settings.redis_url, **settings.redis_options())
 
 
 def async_redis_client(settings: Settings) -> aioredis.Redis:
+    """The asyncio twin of :func:`redis_client`."""
+    if settings.redis_cluster:
+        return aioredis.RedisCluster.from_url(  # type: ignore[return-value]
+            settings.redis_url, **settings.redis_options()
+        )
     return aioredis.Redis.from_url(settings.redis_url, **settings.redis_options())
 
 

@@ -26,6 +26,7 @@ import pytest
 import redis
 
 from streamrank.streams.config import Settings
+from streamrank.streams.state.connections import redis_client
 from tests.helpers import REPO, settings_env
 
 HOW_TO_START = (
@@ -108,7 +109,7 @@ def settings(endpoints: Endpoints) -> Iterator[Settings]:
         admin.delete_topics(created)
     finally:
         admin.close()
-    client = redis.Redis.from_url(isolated.redis_url)
+    client = redis_client(isolated)
     for name in client.scan_iter(match=f"{isolated.topic_prefix}*"):
         client.delete(name)
 

@@ -7,17 +7,17 @@ import json
 import threading
 
 import pytest
-import redis
 
 from streamrank.models.registry import ModelRegistry, PointerError, RegistryError
 from streamrank.streams.config import Settings
+from streamrank.streams.state.connections import redis_client
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def registry(settings: Settings) -> ModelRegistry:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     return ModelRegistry(
         client, prefix=settings.topic_prefix + "registry:", key=b"test-key", operator_key=b"op"
     )
@@ -189,7 +189,7 @@ def test_audit_entries_are_signed(registry: ModelRegistry) -> None:
 
 def test_a_registry_without_a_key_is_refused(settings: Settings) -> None:
     with pytest.raises(RegistryError, match="STREAMRANK_REGISTRY_KEY"):
-        ModelRegistry(redis.Redis.from_url(settings.redis_url), "x:", key=b"")
+        ModelRegistry(redis_client(settings), "x:", key=b"")
 
 
 def test_register_never_overwrites_a_version(registry: ModelRegistry) -> None:
@@ -203,7 +203,7 @@ def test_register_never_overwrites_a_version(registry: ModelRegistry) -> None:
 
 def test_the_journal_rebuilds_an_emptied_registry(settings: Settings) -> None:
     journal = ListJournal()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     prefix = settings.topic_prefix + "journaled:"
     registry = ModelRegistry(client, prefix, key=b"k", operator_key=b"op", journal=journal)
     for pipeline in ("ce", "dense", "dense>ce:30"):
@@ -231,7 +231,7 @@ def test_the_journal_rebuilds_an_emptied_registry(settings: Settings) -> None:
 
 def test_restore_refuses_what_does_not_verify(settings: Settings) -> None:
     journal = ListJournal()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     prefix = settings.topic_prefix + "journaled:"
     registry = ModelRegistry(client, prefix, key=b"k", operator_key=b"op", journal=journal)
     registry.register(pipeline="ce")

@@ -12,7 +12,7 @@ from streamrank.shadow.evidence import session_metrics
 from streamrank.shadow.promotion import PromotionError, PromotionPolicy, promote, rollback
 from streamrank.shadow.report import PROMOTE
 from streamrank.streams.config import Settings
-from streamrank.streams.state.connections import registry_for, shadow_stats_for
+from streamrank.streams.state.connections import redis_client, registry_for, shadow_stats_for
 from streamrank.streams.state.service_metrics import ServiceMetrics
 from streamrank.streams.web import dashboard_data, prometheus_text
 from tests.helpers import interleaving_outcomes
@@ -29,7 +29,7 @@ def operator(settings: Settings) -> Settings:
 
 @pytest.fixture
 def client(operator: Settings) -> redis.Redis:
-    return redis.Redis.from_url(operator.redis_url)
+    return redis_client(operator)
 
 
 @pytest.fixture

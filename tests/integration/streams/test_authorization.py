@@ -19,11 +19,10 @@ import time
 import uuid
 
 import pytest
-import redis
 
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Ranking
-from streamrank.streams.state.connections import registry_for
+from streamrank.streams.state.connections import redis_client, registry_for
 from tests.helpers import consume, produce, settings_env
 
 pytestmark = pytest.mark.integration
@@ -169,7 +168,7 @@ def test_a_plain_redis_write_of_the_pointers_switches_nothing(
     operator: Settings, worker_env: dict[str, str], start_worker
 ) -> None:
     v1, v2 = two_versions(operator)
-    client = redis.Redis.from_url(operator.redis_url)
+    client = redis_client(operator)
     key = f"{registry_for(operator, client).prefix}pointers"
     first_record = client.get(key)  # genuine: v1 active, serial 1
     worker = start_worker(worker_env)
@@ -198,7 +197,7 @@ def test_a_worker_started_on_a_forged_pointer_serves_the_audited_version(
 ) -> None:
     v1, v2 = two_versions(operator)
     operator_cli(operator, "promote", v2, "--force", "--reason", "hotfix")
-    client = redis.Redis.from_url(operator.redis_url)
+    client = redis_client(operator)
     registry = registry_for(operator, client)
     forged = registry.with_operator_key(MINE.encode())
     client.delete(f"{registry.prefix}pointers")
@@ -222,7 +221,7 @@ def test_rollback_refuses_a_version_that_is_gone_and_every_change_is_audited(
     operator_cli(operator, "rollback", "--reason", "canary failed")
     operator_cli(operator, "promote", v3, "--force", "--reason", "again")
 
-    client = redis.Redis.from_url(operator.redis_url)
+    client = redis_client(operator)
     registry = registry_for(operator, client)
     client.hdel(f"{registry.prefix}versions", v1)  # the version to roll back to is gone
     gone = cli(operator, "rollback", "--reason", "x", token=THEIRS, configured=THEIRS)
@@ -249,7 +248,7 @@ def test_the_dashboard_shows_a_forged_pointer_as_refused(operator: Settings) -> 
     from streamrank.streams.web import dashboard_data
 
     v1, v2 = two_versions(operator)
-    client = redis.Redis.from_url(operator.redis_url)
+    client = redis_client(operator)
     assert dashboard_data(operator, client)["active"] == v1
     key = f"{registry_for(operator, client).prefix}pointers"
     envelope = json.loads(client.get(key))

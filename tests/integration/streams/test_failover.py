@@ -23,10 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Ranking
+from streamrank.streams.state.connections import redis_client
 from tests.helpers import REPO, consume, free_port
 from tests.integration.streams.test_learn import candidates
 
@@ -85,7 +85,7 @@ def settings(endpoints, private_kafka: PrivateKafka) -> Iterator[Settings]:
     )
     create_topics(isolated)
     yield isolated
-    client = redis.Redis.from_url(isolated.redis_url)
+    client = redis_client(isolated)
     for name in client.scan_iter(match=f"{isolated.topic_prefix}*"):
         client.delete(name)
 

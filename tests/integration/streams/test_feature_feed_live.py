@@ -10,13 +10,13 @@ import time
 from collections.abc import Callable
 
 import pytest
-import redis
 
 from streamrank.models.features.defaults import default_features
 from streamrank.models.features.events import day_of
 from streamrank.models.features.keys import counts_key, item_key, overlap_key, query_item
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Interaction, Item
+from streamrank.streams.state.connections import redis_client
 from streamrank.streams.state.feature_state import RedisFeatureState
 from streamrank.streams.state.user_sessions import SessionStore
 from tests.helpers import consume, produce
@@ -58,7 +58,7 @@ def test_the_worker_feeds_items_and_learned_interactions_into_the_feature_state(
     settings: Settings, start_worker
 ) -> None:
     worker = start_worker(WORKER_ENV)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     state = RedisFeatureState.for_settings(settings, client, default_features())
     sessions = SessionStore(client, settings)
 

@@ -36,6 +36,7 @@ from streamrank.models.features.state import BatchRead, BatchResult, CounterRead
 from streamrank.models.features.vector import FeatureVector
 from streamrank.streams.config import Settings
 from streamrank.streams.state import feature_state
+from streamrank.streams.state.connections import redis_client
 from streamrank.streams.state.feature_state import SCRIPTS, RedisFeatureState
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ TYPES = ("impression", "click", "add_to_cart", "purchase", "dwell")
 
 
 def client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url)
+    return redis_client(settings)
 
 
 def redis_state(settings: Settings, **options: object) -> RedisFeatureState:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
 
 from streamrank.models.scoring.score_cache import text_hash
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Item, User
+from streamrank.streams.state.connections import redis_client
 from streamrank.streams.state.feature_store import FeatureStore
 from tests.helpers import produce
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def store(settings: Settings) -> FeatureStore:
-    return FeatureStore(redis.Redis.from_url(settings.redis_url), settings)
+    return FeatureStore(redis_client(settings), settings)
 
 
 def test_items_upsert_and_delete(settings: Settings) -> None:
@@ -33,7 +33,7 @@ def test_items_upsert_and_delete(settings: Settings) -> None:
 
 def test_impressions_expire(settings: Settings) -> None:
     features = FeatureStore(
-        redis.Redis.from_url(settings.redis_url),
+        redis_client(settings),
         settings.model_copy(update={"impression_ttl_s": 1}),
     )
     features.record_impression("r1", {"items": [{"doc_id": "a", "position": 1}]})
@@ -49,7 +49,7 @@ def test_items_and_users_agents_fill_the_store_and_encode_vectors(
     produce(settings, "items", [Item(doc_id="d1", text="first").to_bytes()], key=b"d1")
     produce(settings, "users", [User(user_id="u1", features={"age_days": 3}).to_bytes()])
     features = store(settings)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     vector_keys = f"{settings.topic_prefix}vec:*:{text_hash('first')}:d1"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

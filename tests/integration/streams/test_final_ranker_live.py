@@ -14,7 +14,6 @@ import uuid
 
 import numpy as np
 import pytest
-import redis
 
 from streamrank.models.features.defaults import default_features
 from streamrank.models.features.keys import item_key
@@ -22,7 +21,7 @@ from streamrank.models.learning.lambdamart import LambdaMARTConfig, train_lambda
 from streamrank.models.learning.ranker_versions import register_final_ranker
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Impression, Item, Ranking
-from streamrank.streams.state.connections import registry_for
+from streamrank.streams.state.connections import redis_client, registry_for
 from streamrank.streams.state.feature_state import RedisFeatureState
 from tests.helpers import consume, produce
 
@@ -78,9 +77,7 @@ def request() -> Candidates:
 
 
 def wait_for_items(operator: Settings) -> None:
-    state = RedisFeatureState.for_settings(
-        operator, redis.Redis.from_url(operator.redis_url), default_features()
-    )
+    state = RedisFeatureState.for_settings(operator, redis_client(operator), default_features())
     deadline = time.monotonic() + 60
     while not all(h and "price" in h for h in state.get_hashes([item_key(d) for d in PRICES])):
         assert time.monotonic() < deadline, "the worker did not feed the items' prices"
@@ -130,7 +127,7 @@ def test_a_version_with_a_final_ranker_serves_by_its_features_and_logs_them(
 
     # 2. a final ranker version made active: the worker follows within seconds
     ranker, features = cheaper_is_better()
-    client = redis.Redis.from_url(operator.redis_url)
+    client = redis_client(operator)
     registry = registry_for(operator, client)
     version = register_final_ranker(registry, ranker, features, pipeline="first-stage")
     registry.with_operator_key(TOKEN.encode()).activate(version.version, reason="test")

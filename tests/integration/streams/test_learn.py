@@ -29,7 +29,7 @@ from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, DeadLetter, Interaction, Ranking
 from streamrank.streams.online import OnlineServing, online_ranker_for
 from streamrank.streams.serving import Reranker
-from streamrank.streams.state.connections import key, registry_for
+from streamrank.streams.state.connections import key, redis_client, registry_for
 from streamrank.streams.state.feature_store import FeatureStore
 from streamrank.streams.state.user_sessions import (
     Checkpoints,
@@ -79,7 +79,7 @@ def random_request(rng: np.random.Generator, request_id: str, n: int = 25) -> Ca
 
 
 def test_a_fresh_online_ranker_serves_the_cascade_order(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     store = FeatureStore(client, settings)
     # The online ranker reads the tiers' own scores, not the fused ones: its starting order
     # is the cascade's without fusion.
@@ -106,7 +106,7 @@ def test_a_fresh_online_ranker_serves_the_cascade_order(settings: Settings) -> N
 def test_exploration_stays_within_the_served_candidates_and_is_flagged(
     settings: Settings,
 ) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     store = FeatureStore(client, settings)
     cascade = Cascade("dense>ce:8", tiers())
     online = OnlineServing(online_ranker_for(settings, client), max_loss=1.0)
@@ -140,7 +140,7 @@ def incoming(event: Interaction, partition: int = 0, offset: int = 0) -> Incomin
 
 
 def session_store(settings: Settings) -> SessionStore:
-    return SessionStore(redis.Redis.from_url(settings.redis_url), settings)
+    return SessionStore(redis_client(settings), settings)
 
 
 def served_impression(store: FeatureStore, request_id: str, docs: list[str]) -> None:
@@ -159,7 +159,7 @@ def served_impression(store: FeatureStore, request_id: str, docs: list[str]) -> 
 
 
 def test_sessions_join_dedupe_orphan_and_close_once(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     sessions = session_store(settings)
     served_impression(FeatureStore(client, settings), "r1", ["a", "b", "c", "d"])
     events = to_interactions("r1", ["a", "b", "c"], clicked=[1])
@@ -186,7 +186,7 @@ def test_sessions_join_dedupe_orphan_and_close_once(settings: Settings) -> None:
 
 
 def test_a_session_is_learned_once_even_when_claimed_twice(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     sessions = session_store(settings)
     served_impression(FeatureStore(client, settings), "r2", ["a", "b", "c"])
     sessions.accumulate([incoming(e) for e in to_interactions("r2", ["a", "b"], [0])])
@@ -215,7 +215,7 @@ def test_a_session_is_learned_once_even_when_claimed_twice(settings: Settings) -
 def test_closed_sessions_count_once_in_the_ctr_minute(settings: Settings) -> None:
     from streamrank.streams.state.service_metrics import ServiceMetrics
 
-    metrics = ServiceMetrics(redis.Redis.from_url(settings.redis_url), settings)
+    metrics = ServiceMetrics(redis_client(settings), settings)
     at = 1_000_000 * 60.0
     batch = [("s1", True), ("s2", False), ("s1", True), ("s3", True)]  # s1 twice in one batch
     assert metrics.record_sessions(batch, at=at) == 3
@@ -234,7 +234,7 @@ def learn_something(online: OnlineServing, event_id: str) -> None:
 
 
 def test_checkpoints_round_trip_and_a_forged_one_is_refused(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     sessions = session_store(settings)
     prefix = key(settings, "registry:")
     checkpoints = Checkpoints(sessions, ModelRegistry(client, prefix, b"right-key"), keep=2)
@@ -370,7 +370,7 @@ def learner_totals(settings: Settings, client: redis.Redis) -> tuple[float, floa
 
 
 def test_a_killed_worker_loses_and_doubles_nothing(settings: Settings, start_worker) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     sessions = session_store(settings)
     first = start_worker(LEARN_ENV)
     requests = [candidates(f"s{n}", QUERIES[n % len(QUERIES)]) for n in range(320)]
@@ -496,7 +496,7 @@ def registry(settings: Settings, client: redis.Redis) -> ModelRegistry:
 
 
 def test_clicks_on_one_result_move_it_up(settings: Settings, start_worker) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     sessions = session_store(settings)
     start_worker(LEARN_ENV | {"STREAMRANK_SESSION_CLOSE_S": "0.5"})
     query = "rivers of europe"

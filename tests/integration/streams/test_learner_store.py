@@ -9,6 +9,7 @@ import redis
 
 from streamrank.models.learning.online_ranker import InMemoryStore, Stats
 from streamrank.streams.config import Settings
+from streamrank.streams.state.connections import redis_client
 from streamrank.streams.state.learner_store import RedisLearnerStore
 
 pytestmark = pytest.mark.integration
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def store(settings: Settings) -> RedisLearnerStore:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     return RedisLearnerStore(client, prefix=settings.topic_prefix + "ltr:", ttl_s=3600)
 
 
@@ -47,7 +48,7 @@ def test_concurrent_replays_apply_once(store: RedisLearnerStore) -> None:
 
 
 def test_state_round_trips_and_entries_expire(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     store = RedisLearnerStore(client, prefix=settings.topic_prefix + "ltr:", ttl_s=1)
     store.put_state("propensity", {"theta": [1.0, 0.5]})
     assert store.get_state("propensity") == {"theta": [1.0, 0.5]}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import redis
 
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Item, Ranking
 from streamrank.streams.kafka.deadletter import counter_key
+from streamrank.streams.state.connections import redis_client
 from streamrank.streams.state.feature_store import FeatureStore
 from tests.helpers import consume, json_values, produce
 
@@ -62,7 +62,7 @@ def test_candidates_are_reranked_by_the_cross_encoder(settings: Settings, start_
     assert 0 < timings["hop"] <= timings["queue"]
     assert rankings["r2"].user_id == "u1"
     # The impression the learner joins clicks against is in Redis, with positions.
-    store = FeatureStore(redis.Redis.from_url(settings.redis_url), settings)
+    store = FeatureStore(redis_client(settings), settings)
     impression = store.impression("r1")
     assert impression["items"][0]["doc_id"] == "volga"
     assert impression["model_version"] == rankings["r1"].model_version
@@ -72,7 +72,7 @@ def test_missing_texts_come_from_the_feature_store_or_are_flagged(
     settings: Settings, start_worker
 ) -> None:
     start_worker()
-    store = FeatureStore(redis.Redis.from_url(settings.redis_url), settings)
+    store = FeatureStore(redis_client(settings), settings)
     store.apply_item(Item(doc_id="volga", text=DOCS["volga"]))
     bare = Candidates(
         request_id="bare",
@@ -164,7 +164,7 @@ def test_three_kinds_of_bad_message_go_to_the_dead_letter_topic(
     # The worker survived the bad messages: the good one behind them is ranked.
     rankings = json_values(consume(settings, "rankings", 1))
     assert rankings[0]["request_id"] == "good"
-    counts = redis.Redis.from_url(settings.redis_url).hgetall(counter_key(settings))
+    counts = redis_client(settings).hgetall(counter_key(settings))
     topic = settings.topic("candidates")
     assert {k.decode(): int(v) for k, v in counts.items()} == {
         f"{topic}:{reason}": 1 for reason in bad

@@ -15,10 +15,10 @@ import time
 from collections import Counter
 
 import pytest
-import redis
 
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, ContractError, DeadLetter, decode
+from streamrank.streams.state.connections import redis_client
 from tests.helpers import consume
 from tests.integration.streams.test_learn import (
     LEARN_ENV,
@@ -147,9 +147,7 @@ def test_poison_candidates_are_dead_lettered_and_the_good_ones_ranked(
     assert truncated.original_size == len(OVERSIZE)
     assert OVERSIZE.startswith(base64.b64decode(truncated.original_b64))
     assert len(truncated.to_bytes()) <= WORKER_MAX_MESSAGE_BYTES
-    counts = redis.Redis.from_url(settings.redis_url).hgetall(
-        f"{settings.topic_prefix}deadletter:counts"
-    )
+    counts = redis_client(settings).hgetall(f"{settings.topic_prefix}deadletter:counts")
     assert sum(int(v) for v in counts.values()) == len(bad)
     assert_no_agent_crashed(worker)
     assert time.monotonic() - started < 120
@@ -160,7 +158,7 @@ def test_poison_interactions_are_dead_lettered_and_the_good_ones_learned(
 ) -> None:
     from streamrank.streams.streaming_simulator import to_interactions
 
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     sessions = session_store(settings)
     worker = start_worker(LEARN_ENV | {"STREAMRANK_SESSION_CLOSE_S": "1"})
     requests = [candidates(f"s{n}", QUERIES[n % len(QUERIES)]) for n in range(24)]

@@ -9,13 +9,14 @@ import pytest
 import redis
 
 from streamrank.streams.config import Settings
+from streamrank.streams.state.connections import redis_client
 from streamrank.streams.state.redis_cache import RedisScoreCache, RedisVectorCache
 
 pytestmark = pytest.mark.integration
 
 
 def client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url)
+    return redis_client(settings)
 
 
 def test_scores_round_trip_and_expire(settings: Settings) -> None:

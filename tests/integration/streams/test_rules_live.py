@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import redis
 
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Item, Ranking
+from streamrank.streams.state.connections import redis_client
 from streamrank.streams.state.feature_store import FeatureStore
 from streamrank.streams.state.rules_store import RulesStore
 from tests.helpers import REPO, consume, json_values, produce, settings_env
@@ -71,7 +71,7 @@ def set_rules(settings: Settings, tmp_path: Path, rules: dict) -> subprocess.Com
 def publish_items(settings: Settings) -> None:
     """The items on their topic, and wait until the worker has stored their fields."""
     produce(settings, "items", [item.to_bytes() for item in ITEMS])
-    store = FeatureStore(redis.Redis.from_url(settings.redis_url), settings)
+    store = FeatureStore(redis_client(settings), settings)
     ids = [item.doc_id for item in ITEMS]
     deadline = time.monotonic() + 60
     while not all("in_stock" in f for f in store.rule_fields(ids)):
@@ -159,7 +159,7 @@ def test_rules_filter_out_of_stock_and_a_change_is_live_within_5_s(
         assert [item.position for item in ranking.items] == [1, 2, 3]
         assert ranking.rules_fired == {"out_of_stock": ["sku-1"]}
         # The impression: the served (post-rule) positions, and the rules that fired.
-        store = FeatureStore(redis.Redis.from_url(settings.redis_url), settings)
+        store = FeatureStore(redis_client(settings), settings)
         impression = store.impression(ranking.request_id)
         assert [(i["doc_id"], i["position"]) for i in impression["items"]] == [
             ("sku-2", 1),
@@ -219,7 +219,7 @@ def test_a_bad_rules_file_is_refused_and_a_bad_stored_one_keeps_the_running_rule
     worker = start_worker(WORKER_ENV)
     publish_items(settings)
     rankings = Rankings(settings)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     store = RulesStore(client, settings)
     try:
         assert set_rules(settings, tmp_path, {"out_of_stock": "filter"}).returncode == 0
@@ -264,7 +264,7 @@ def test_an_item_with_a_negative_stock_goes_to_the_dead_letters(
     assert letter["topic"] == settings.topic("items")
     assert "stock" in letter["error"] and "greater than or equal to 0" in letter["error"]
     # The worker went on: the good item behind it is stored, the bad one is not.
-    store = FeatureStore(redis.Redis.from_url(settings.redis_url), settings)
+    store = FeatureStore(redis_client(settings), settings)
     deadline = time.monotonic() + 30
     while store.rule_fields(["sku-8"]) == [{}]:
         assert time.monotonic() < deadline

@@ -21,11 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import redis
 
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Comparison, Ranking
-from streamrank.streams.state.connections import registry_for, shadow_stats_for
+from streamrank.streams.state.connections import redis_client, registry_for, shadow_stats_for
 from streamrank.streams.streaming_simulator import to_interactions
 from tests.helpers import consume as consume_records
 from tests.helpers import free_port, settings_env
@@ -143,7 +142,7 @@ def test_shadow_worker_mirrors_requests_to_comparisons(
             # the cross-encoder puts a Volga passage first, unlike the BM25 order (d0 first)
             assert comparison.shadow_items[0].doc_id in {"d0", "d3"}
             assert comparison.latency_diff_ms is not None
-        client = redis.Redis.from_url(operator.redis_url)
+        client = redis_client(operator)
         assert shadow_stats_for(operator, client, v2).snapshot().requests == 6
         report = json.loads(cli(operator, "shadow", "report", "--json").stdout)
         assert report["active"] == v1 and report["shadows"][0]["mirrored_requests"] == 6
@@ -186,7 +185,7 @@ def test_promotion_and_rollback_reach_two_workers(
             number += 4
             time.sleep(0.25)
 
-    client = redis.Redis.from_url(operator.redis_url)
+    client = redis_client(operator)
     stats = shadow_stats_for(operator, client, v2)
     for number in range(300):  # evidence as interleaving would gather it: 60 % wins
         stats.record_interleaving(
@@ -289,7 +288,7 @@ def run_interleaved_sessions(operator: Settings, v2: str, sessions: int) -> list
         clicked = [rank for rank, doc in enumerate(shown) if doc in {"d0", "d3"}]
         interactions += to_interactions(ranking.request_id, shown, clicked)
     produce(operator, "interactions", interactions)
-    stats = shadow_stats_for(operator, redis.Redis.from_url(operator.redis_url), v2)
+    stats = shadow_stats_for(operator, redis_client(operator), v2)
     deadline = time.monotonic() + 60
     while len(stats.snapshot().interleaving) < sessions and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -364,7 +363,7 @@ def test_dashboard_needs_the_token_and_shows_hostile_names_as_text(
     a shadow name that is HTML (put in the shadow set straight through Redis) shows as text."""
     versions(operator)
     hostile = '<img src=x onerror="document.body.dataset.pwned=1">'
-    client = redis.Redis.from_url(operator.redis_url)
+    client = redis_client(operator)
     registry = registry_for(operator, client)
     # Only a holder of the operator token can make a shadow of a name that is no version;
     # the dashboard must show it as text all the same.

@@ -15,11 +15,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
 
 from streamrank.streams.config import Settings
 from streamrank.streams.events import DeadLetter, Interaction
-from streamrank.streams.state.connections import registry_for, shadow_stats_for
+from streamrank.streams.state.connections import redis_client, registry_for, shadow_stats_for
 from streamrank.streams.state.feature_store import FeatureStore
 from tests.helpers import consume, produce, settings_env
 
@@ -50,7 +49,7 @@ def test_a_click_the_shadow_keeps_failing_on_is_dead_lettered_and_the_next_is_cr
     settings: Settings, tmp_path: Path
 ) -> None:
     settings = settings.model_copy(update={"registry_key": SHADOW_ENV["STREAMRANK_REGISTRY_KEY"]})
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     version = registry_for(settings, client).register(pipeline="first-stage").version
     stats = shadow_stats_for(settings, client, version)
     feature_store = FeatureStore(client, settings)

@@ -23,7 +23,7 @@ from streamrank.models.learning.online_ranker import ScoredCandidate
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Ranking
 from streamrank.streams.online import OnlineServing, online_ranker_for
-from streamrank.streams.state.connections import registry_for
+from streamrank.streams.state.connections import redis_client, registry_for
 from streamrank.streams.state.journal import KafkaJournal, read_journal
 from streamrank.streams.state.user_sessions import Checkpoints, SessionStore
 from tests.helpers import REPO, consume, produce, settings_env
@@ -89,7 +89,7 @@ def write_state(operator: Settings, client: redis.Redis) -> tuple[Checkpoints, d
 
 
 def test_state_restore_brings_back_the_registry_and_the_checkpoint(operator: Settings) -> None:
-    client = redis.Redis.from_url(operator.redis_url)
+    client = redis_client(operator)
     checkpoints, saved, state = write_state(operator, client)
     registry = registry_for(operator, client)
     audit_before = registry.audit_log()
@@ -127,7 +127,7 @@ def test_state_restore_brings_back_the_registry_and_the_checkpoint(operator: Set
 def test_models_register_on_an_emptied_redis_restores_first_and_continues_the_numbering(
     operator: Settings,
 ) -> None:
-    client = redis.Redis.from_url(operator.redis_url)
+    client = redis_client(operator)
     write_state(operator, client)
     empty_redis(operator, client)
     registered = cli(operator, "models", "register", "--pipeline", "first-stage")
@@ -140,7 +140,7 @@ def test_models_register_on_an_emptied_redis_restores_first_and_continues_the_nu
 
 
 def test_a_journal_record_that_does_not_verify_stays_out_of_redis(operator: Settings) -> None:
-    client = redis.Redis.from_url(operator.redis_url)
+    client = redis_client(operator)
     write_state(operator, client)
     payload = json.dumps({"version": "v9", "pipeline": "ce"}).encode()
     signature = hmac.new(b"not-the-key", payload, hashlib.sha256).hexdigest()
@@ -163,7 +163,7 @@ def test_a_worker_started_on_an_emptied_redis_restores_and_serves_the_active_ver
 ) -> None:
     """The CLI of an operator without the token restores what it can verify; the worker,
     which holds the token, restores the pointer record and audit entries signed with it."""
-    client = redis.Redis.from_url(operator.redis_url)
+    client = redis_client(operator)
     registry = registry_for(operator, client)
     registry.register(pipeline="first-stage", notes="old")
     registry.register(pipeline="first-stage", notes="promoted")
@@ -202,7 +202,7 @@ def test_a_worker_started_on_an_emptied_redis_restores_and_serves_the_active_ver
 
 
 def test_backfill_journals_what_was_written_with_the_journal_off(operator: Settings) -> None:
-    client = redis.Redis.from_url(operator.redis_url)
+    client = redis_client(operator)
     unjournaled = operator.model_copy(update={"journal_enabled": False})
     checkpoints, saved, _ = write_state(unjournaled, client)
     assert read_journal(operator) == {}

@@ -9,13 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-import redis
 
 from streamrank.models.features.defaults import default_features
 from streamrank.models.learning.ranker_versions import load_final_ranker
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Impression, Interaction, LoggedItem
-from streamrank.streams.state.connections import registry_for
+from streamrank.streams.state.connections import redis_client, registry_for
 from tests.helpers import REPO, produce, settings_env
 
 pytestmark = pytest.mark.integration
@@ -87,7 +86,7 @@ def logged_traffic(n_lists: int, seed: int = 0) -> tuple[list[bytes], list[bytes
 
 
 def test_train_ranker_registers_a_shadow_version_that_learned_the_clicks(keyed: Settings) -> None:
-    client = redis.Redis.from_url(keyed.redis_url)
+    client = redis_client(keyed)
     registry = registry_for(keyed, client)
     parent = registry.register(pipeline="bm25>ce:7")
     registry.activate(parent.version, reason="the serving version")

@@ -14,7 +14,7 @@ from streamrank.models.scoring.tiers import DenseTier
 from streamrank.models.types import TextCandidate
 from streamrank.streams.config import Settings
 from streamrank.streams.serving import Reranker, vector_store_for
-from streamrank.streams.state.connections import key
+from streamrank.streams.state.connections import key, redis_client
 from streamrank.streams.state.redis_cache import RedisVectorCache
 from streamrank.streams.state.service_metrics import ServiceMetrics
 from streamrank.streams.web import dashboard_data, prometheus_text
@@ -27,7 +27,7 @@ DOCS = [TextCandidate(f"d{i}", f"document {i} about rivers", 1.0) for i in range
 
 def worker_tier(settings: Settings) -> tuple[DenseTier, ToyBiEncoder, redis.Redis]:
     """A dense tier on a fresh worker's store (its own client: a cold in-process LRU)."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     encoder = ToyBiEncoder()
     store = vector_store_for(settings, client)
     tier = DenseTier(encoder, store, cost=CostModel(1e-6))  # type: ignore[arg-type]
@@ -35,9 +35,9 @@ def worker_tier(settings: Settings) -> tuple[DenseTier, ToyBiEncoder, redis.Redi
 
 
 def test_one_store_per_worker_client(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     assert vector_store_for(settings, client) is vector_store_for(settings, client)
-    other = redis.Redis.from_url(settings.redis_url)
+    other = redis_client(settings)
     assert vector_store_for(settings, other) is not vector_store_for(settings, client)
 
 
