@@ -82,7 +82,7 @@ from streamrank.streams.events import (  # noqa: E402
 )
 from streamrank.streams.kafka.topics import create_topics  # noqa: E402
 from streamrank.streams.online import learner_store_for  # noqa: E402
-from streamrank.streams.state.connections import key  # noqa: E402
+from streamrank.streams.state.connections import key, redis_client  # noqa: E402
 from streamrank.streams.state.feature_store import FeatureStore  # noqa: E402
 from streamrank.streams.state.user_sessions import SessionStore  # noqa: E402
 from streamrank.streams.streaming_simulator import to_interactions  # noqa: E402
@@ -199,6 +199,7 @@ def scenario_settings(services: Services, partitions: int) -> Settings:
     settings = Settings(
         kafka_bootstrap=services.bootstrap,
         redis_url=services.redis_url,
+        redis_cluster=False,  # the private Redis is one node, whatever the environment says
         topic_prefix=f"faults-{run}.",
         app_id=f"streamrank-faults-{run}",
         partitions=partitions,
@@ -213,7 +214,15 @@ def scenario_settings(services: Services, partitions: int) -> Settings:
 def child_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
     """The environment that makes a child process (worker, CLI) use ``settings``."""
     env = dict(os.environ)
-    for name in ("kafka_bootstrap", "redis_url", "topic_prefix", "app_id", "partitions"):
+    names = (
+        "kafka_bootstrap",
+        "redis_url",
+        "redis_cluster",
+        "topic_prefix",
+        "app_id",
+        "partitions",
+    )
+    for name in names:
         env[f"STREAMRANK_{name.upper()}"] = str(getattr(settings, name))
     return env | extra
 
@@ -484,15 +493,15 @@ class SessionPublisher:
 
 
 def learned(settings: Settings) -> tuple[float, float, dict[str, int]]:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     stats = learner_store_for(settings, client).doc_stats(list(DOCS))
     counts = SessionStore(client, settings).counts()
     return sum(s.impressions for s in stats), sum(s.clicks for s in stats), counts
 
 
 def due_sessions(settings: Settings) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
-    return sum(client.zcard(k) for k in client.scan_iter(match=key(settings, "learn", "due:*")))
+    client = redis_client(settings)
+    return sum(client.zcard(k) for k in client.scan_iter(match=key(settings, "learn", "{p*}:due")))
 
 
 def wait_learned(settings: Settings, sessions: SessionPublisher, timeout_s: float) -> None:
@@ -654,7 +663,7 @@ def run_broker(services: Services, args: argparse.Namespace) -> dict[str, Any]:
 
 def key_census(settings: Settings) -> dict[str, int]:
     """Keys of this deployment by kind: the registry's records, learned statistics, the rest."""
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    client = redis_client(settings)
     kinds: Counter[str] = Counter()
     for name in client.scan_iter(match=f"{settings.topic_prefix}*", count=1000):
         rest = name.decode()[len(settings.topic_prefix) :]

@@ -17,10 +17,14 @@ feature config into a ``MemoryState`` and into a ``RedisFeatureState`` under a u
 - ``memory_report``: entries and ``MEMORY USAGE`` bytes per item and per user in Redis, next to
   ``MemoryState``'s figures; and how fast each state learnt the events.
 
-Redis is ``--redis-url`` (default ``STREAMRANK_REDIS_URL`` or redis://127.0.0.1:6379/0); a
-Redis on the same host hides the network a deployment adds to every round trip.
+Redis is ``--redis-url`` (default ``STREAMRANK_REDIS_URL`` or redis://127.0.0.1:6379/0), a
+Redis Cluster when ``STREAMRANK_REDIS_CLUSTER=true`` (the client of
+:func:`~streamrank.streams.state.connections.redis_client`; a batch read is then split by hash
+tag bucket, and ``round_trips`` counts one packet per master a pipeline reaches). A Redis on
+the same host hides the network a deployment adds to every round trip.
 
 Example: python bench/feature_fetch.py --repeats 100 --json
+(cluster: STREAMRANK_REDIS_URL=redis://127.0.0.1:7000/0 STREAMRANK_REDIS_CLUSTER=true ...)
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ from streamrank.models.features.state import (  # noqa: E402
     MemoryState,
 )
 from streamrank.models.features.vector import FeatureVector  # noqa: E402
+from streamrank.streams.config import Settings  # noqa: E402
+from streamrank.streams.state.connections import redis_client  # noqa: E402
 from streamrank.streams.state.feature_state import RedisFeatureState  # noqa: E402
 
 
@@ -118,6 +124,11 @@ def round_trips(call: Callable[[], object]) -> int:
     return sent[0]
 
 
+def bench_client(url: str) -> redis.Redis:
+    """The deployment's client for ``url``: a cluster client when ``STREAMRANK_REDIS_CLUSTER``."""
+    return redis_client(Settings(redis_url=url))
+
+
 def delete_prefix(client: redis.Redis, prefix: str) -> int:
     deleted = 0
     batch: list[bytes] = []
@@ -144,7 +155,7 @@ def main() -> None:
     features = default_features()
     events = synthetic_events(args)
     request = request_for(args)
-    client = redis.Redis.from_url(args.redis_url)
+    client = bench_client(args.redis_url)
     prefix = f"bench-feature-fetch-{uuid.uuid4().hex[:10]}:"
     memory = MemoryState(days=features.max_window_days)
     state = RedisFeatureState(
@@ -175,6 +186,7 @@ def main() -> None:
             "batch_item_columns": lambda: state.read_batch(columns),
         }
         result = {
+            "redis_cluster": state.clustered,
             "candidates": args.candidates,
             "columns": len(features.columns),
             "identical": {

@@ -13,6 +13,7 @@ It prints one JSON object: median, p95 and p99 wall-clock milliseconds of each v
 ``--repeats`` requests, the matrix and scoring parts alone, and the load average.
 
 Example: python bench/final_stage.py --repeats 200
+(a Redis Cluster: STREAMRANK_REDIS_URL=redis://127.0.0.1:7000/0 STREAMRANK_REDIS_CLUSTER=true)
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.feature_fetch import delete_prefix, learn, timed  # noqa: E402
+from bench.feature_fetch import bench_client, delete_prefix, learn, timed  # noqa: E402
 from bench.features import add_synthetic_arguments, request_for, synthetic_events  # noqa: E402
 from streamrank.models.features.defaults import default_features  # noqa: E402
 from streamrank.models.features.events import FeatureRequest  # noqa: E402
@@ -124,7 +124,7 @@ def main() -> None:
     features = default_features()
     events = synthetic_events(args)
     request = request_for(args)
-    client = redis.Redis.from_url(args.redis_url)
+    client = bench_client(args.redis_url)  # a cluster when STREAMRANK_REDIS_CLUSTER=true
     prefix = f"bench-final-stage-{uuid.uuid4().hex[:10]}:"
     memory = MemoryState(days=features.max_window_days)
     remote = RedisFeatureState(

@@ -176,7 +176,7 @@ def wait_learned(
     """Poll the worker's counters: when all interactions were joined, when all were learned."""
     ingested = learned = None
     deadline = time.perf_counter() + timeout_s
-    due_keys = [key(settings, "learn", "due", str(p)) for p in range(settings.partitions)]
+    due_keys = [sessions_store.partition_key(p, "due") for p in range(settings.partitions)]
     while time.perf_counter() < deadline:
         counts = sessions_store.counts()
         now = time.perf_counter()

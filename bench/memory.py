@@ -215,7 +215,8 @@ def requests_forever(candidates: int) -> Any:
 
 
 def family_of(name: str, prefix: str) -> str:
-    parts = name[len(prefix) :].split(":")
+    # hash tags ({p0}, {learner}, {ctr-3}, ...) group keys into slots, not into families
+    parts = [p for p in name[len(prefix) :].split(":") if not p.startswith("{")]
     return ":".join(parts[:2]) if parts[0] in TWO_PART and len(parts) > 2 else parts[0]
 
 

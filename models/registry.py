@@ -30,10 +30,7 @@ highest version it saw anyway.
 
 Examples
 --------
->>> import os
->>> import redis
->>> url = os.environ.get("STREAMRANK_REDIS_URL", "redis://127.0.0.1:6379/0")
->>> client = redis.Redis.from_url(url)  # $STREAMRANK_REDIS_URL, else local Redis
+>>> client = redis_from_env()  # $STREAMRANK_REDIS_URL (a cluster when so set), else local
 >>> registry = ModelRegistry(client, prefix="doctest-registry:", key=b"secret")
 >>> digest = registry.put_artifact(b'{"weights": [0.5, 1.5]}')  # doctest: +SKIP
 >>> registry.get_artifact(digest)  # doctest: +SKIP
@@ -47,6 +44,7 @@ import getpass
 import hashlib
 import hmac
 import json
+import os
 import random
 import secrets
 import time
@@ -60,6 +58,20 @@ import redis
 SIGNATURE_CHARS = 64  # hex HMAC-SHA256
 CAS_ATTEMPTS = 50
 ACTIVATIONS = frozenset({"activate", "promote", "rollback"})  # audit actions that move active
+
+
+def redis_from_env() -> redis.Redis:
+    """A client for ``$STREAMRANK_REDIS_URL`` (else the local Redis): a ``RedisCluster`` when
+    ``$STREAMRANK_REDIS_CLUSTER`` is true.
+
+    For examples and tools of this package, which must not import the streaming runtime
+    (``streamrank.streams.state.connections.redis_client`` is what the deployment uses); a
+    plain client on a cluster would be answered ``MOVED`` for most keys.
+    """
+    url = os.environ.get("STREAMRANK_REDIS_URL", "redis://127.0.0.1:6379/0")
+    if os.environ.get("STREAMRANK_REDIS_CLUSTER", "").strip().lower() in ("1", "true", "yes", "on"):
+        return redis.RedisCluster.from_url(url)  # type: ignore[return-value]
+    return redis.Redis.from_url(url)
 
 
 class RegistryError(RuntimeError):
@@ -182,7 +194,30 @@ class ModelRegistry:
             self.journal.write(name, value)
 
     def _key(self, name: str) -> str:
-        return f"{self.prefix}{name}"
+        """The key of one of the registry's own records (counter, versions, pointers, audit).
+
+        They share the hash tag ``{registry}``: a Redis Cluster keeps them in one slot, so the
+        transactions that write two of them (a version and its signature; the pointer record
+        and its audit entry, under ``WATCH``) are allowed there. The store is small, so one
+        slot costs nothing; the prefix stays first, so ``<prefix>*`` still finds every key.
+        """
+        return f"{self.prefix}{{registry}}:{name}"
+
+    def record_key(self, name: str) -> str:
+        """The Redis key of a registry record (``pointers``, ``audit-log``, ``versions``, ...)."""
+        return self._key(name)
+
+    def artifact_keys(self, digest: str) -> tuple[str, str]:
+        """The keys of an artifact's blob and of its signature.
+
+        Tagged by the digest: the two are read together (``MGET``) and deleted together, so
+        they share a slot, while artifacts (MB-sized learner checkpoints among them) spread
+        over a cluster's shards.
+        """
+        return (
+            f"{self.prefix}artifact:{{{digest}}}",
+            f"{self.prefix}artifact-signature:{{{digest}}}",
+        )
 
     # -- artifacts ------------------------------------------------------------------------
 
@@ -195,15 +230,14 @@ class ModelRegistry:
         return digest
 
     def _store_artifact(self, digest: str, blob: bytes, signature: str) -> None:
-        pipe = self.client.pipeline()
-        pipe.set(self._key(f"artifact:{digest}"), blob)
-        pipe.set(self._key(f"artifact-signature:{digest}"), signature)
+        blob_key, signature_key = self.artifact_keys(digest)
+        pipe = self.client.pipeline(transaction=True)  # both, or neither
+        pipe.set(blob_key, blob)
+        pipe.set(signature_key, signature)
         pipe.execute()
 
     def get_artifact(self, digest: str) -> bytes:
-        blob, signature = self.client.mget(
-            self._key(f"artifact:{digest}"), self._key(f"artifact-signature:{digest}")
-        )
+        blob, signature = self.client.mget(*self.artifact_keys(digest))
         if blob is None:
             raise RegistryError(f"artifact {digest} is not in the registry")
         if hashlib.sha256(blob).hexdigest() != digest:
@@ -214,9 +248,7 @@ class ModelRegistry:
     def delete_artifact(self, digest: str) -> None:
         """Forget an artifact (superseded learner checkpoints, say); unknown digests are fine."""
         self._journal(f"artifact/{digest}", None)
-        self.client.delete(
-            self._key(f"artifact:{digest}"), self._key(f"artifact-signature:{digest}")
-        )
+        self.client.delete(*self.artifact_keys(digest))
 
     # -- versions -------------------------------------------------------------------------
 
@@ -234,7 +266,7 @@ class ModelRegistry:
             signature = self._sign(payload)
             record = {"payload": payload.decode(), "signature": signature}
             self._journal(f"version/{version.version}", json.dumps(record).encode())
-            pipe = self.client.pipeline()  # MULTI: both fields, or neither
+            pipe = self.client.pipeline(transaction=True)  # MULTI: both fields, or neither
             pipe.hsetnx(self._key("versions"), version.version, payload)
             pipe.hsetnx(self._key("version-signatures"), version.version, signature)
             claimed, _ = pipe.execute()
@@ -388,7 +420,7 @@ class ModelRegistry:
         who = by or getpass.getuser()
         key = self._key("pointers")
         for _ in range(CAS_ATTEMPTS):
-            with self.client.pipeline() as pipe:
+            with self.client.pipeline(transaction=True) as pipe:
                 pipe.watch(key)
                 raw = pipe.get(key)
                 old, overwritten = self._current(raw, replace_unverified)
@@ -496,9 +528,9 @@ class ModelRegistry:
         for name, payload in payloads.items():
             record = {"payload": payload.decode(), "signature": signatures.get(name, b"").decode()}
             yield f"version/{name.decode()}", json.dumps(record).encode()
-        for key in self.client.scan_iter(match=self._key("artifact:*")):
-            digest = key.decode().rsplit(":", 1)[1]
-            blob, signature = self.client.mget(key, self._key(f"artifact-signature:{digest}"))
+        for key in self.client.scan_iter(match=f"{self.prefix}artifact:*"):
+            digest = key.decode().rsplit(":", 1)[1].strip("{}")
+            blob, signature = self.client.mget(*self.artifact_keys(digest))
             if blob is not None and signature is not None:
                 yield f"artifact/{digest}", signature + blob
         pointers = self.client.get(self._key("pointers"))
@@ -551,7 +583,7 @@ class ModelRegistry:
         self._verify(payload, signature, f"version {name}")
         if json.loads(payload)["version"] != name or not name[1:].isdigit():
             raise RegistryError(f"version {name}: the record names another version")
-        pipe = self.client.pipeline()
+        pipe = self.client.pipeline(transaction=True)
         pipe.hset(self._key("versions"), name, payload)
         pipe.hset(self._key("version-signatures"), name, signature)
         pipe.execute()
@@ -559,9 +591,7 @@ class ModelRegistry:
 
     def _restore_artifact(self, digest: str, value: bytes | None) -> None:
         if value is None:
-            self.client.delete(
-                self._key(f"artifact:{digest}"), self._key(f"artifact-signature:{digest}")
-            )
+            self.client.delete(*self.artifact_keys(digest))
             return
         signature, blob = value[:SIGNATURE_CHARS], value[SIGNATURE_CHARS:]
         if hashlib.sha256(blob).hexdigest() != digest:

@@ -14,16 +14,21 @@ Per shadow version:
 Every write is idempotent: a request id or an event id is claimed first (``SET NX``), so a
 replayed message adds nothing.
 
+Keys: a version's aggregates (counts, samples, click preference, outcomes, A/B lists) are
+``<prefix>{<version>}:<name>``; the hash tag keeps them in one slot of a Redis Cluster, so
+the transactions that write two of them and the snapshot that reads them all at one moment
+are allowed there. The per-request claims and rankings (``<prefix><version>:seen:...``,
+``<prefix><version>:ranking:<request>``), the bulk of the keys, are written one at a time and
+carry no tag, so they spread over the shards.
+
 This module knows Redis and nothing of the deployment: the caller passes the key prefix and
 the lifetimes (the streaming side derives them from its settings), so the experiment logic
 can be read, tested and reused without the runtime.
 
 Examples
 --------
->>> import os
->>> import redis
->>> url = os.environ.get("STREAMRANK_REDIS_URL", "redis://127.0.0.1:6379/0")
->>> client = redis.Redis.from_url(url)  # $STREAMRANK_REDIS_URL, else local Redis
+>>> from streamrank.models.registry import redis_from_env
+>>> client = redis_from_env()  # $STREAMRANK_REDIS_URL (a cluster when so set), else local
 >>> stats = ShadowStats(
 ...     client, "doctest-shadow.shadow:", "v2", dedupe_ttl_s=3600, ranking_ttl_s=3600
 ... )
@@ -116,13 +121,18 @@ class ShadowStats:
         self.ranking_ttl_s = ranking_ttl_s
 
     def _key(self, *parts: str) -> str:
+        """An aggregate's key, under the version's hash tag (see the module docstring)."""
+        return self.prefix + "{" + self.version + "}:" + ":".join(parts)
+
+    def _request_key(self, *parts: str) -> str:
+        """A per-request key (claim or ranking): untagged, so these spread over shards."""
         return self.prefix + ":".join((self.version, *parts))
 
     def _claim(self, *parts: str) -> bool:
         """True the first time these parts are claimed (within the dedupe TTL)."""
-        claimed = self.client.set(self._key("seen", *parts), b"1", nx=True)
-        if claimed:
-            self.client.expire(self._key("seen", *parts), self.dedupe_ttl_s)
+        claimed = self.client.set(
+            self._request_key("seen", *parts), b"1", nx=True, ex=self.dedupe_ttl_s
+        )
         return bool(claimed)
 
     # -- mirroring ------------------------------------------------------------------------
@@ -132,13 +142,13 @@ class ShadowStats:
 
     def remember_ranking(self, request_id: str, docs: Sequence[str]) -> None:
         self.client.set(
-            self._key("ranking", request_id),
+            self._request_key("ranking", request_id),
             json.dumps(list(docs)),
             ex=self.ranking_ttl_s,
         )
 
     def ranking(self, request_id: str) -> list[str] | None:
-        raw = self.client.get(self._key("ranking", request_id))
+        raw = self.client.get(self._request_key("ranking", request_id))
         return json.loads(raw) if raw else None
 
     def count_unmatched(self) -> None:
@@ -155,7 +165,7 @@ class ShadowStats:
             "primary_ms": primary_ms,
             "at": time.time(),
         }
-        pipe = self.client.pipeline()
+        pipe = self.client.pipeline(transaction=True)  # counted and kept together
         pipe.hincrby(self._key("counts"), "requests", 1)
         pipe.rpush(self._key("samples"), json.dumps(sample))
         pipe.ltrim(self._key("samples"), -SAMPLES_KEPT, -1)
@@ -206,7 +216,7 @@ class ShadowStats:
     # -- reading --------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        pipe = self.client.pipeline()
+        pipe = self.client.pipeline(transaction=True)  # one moment: one MULTI
         pipe.hgetall(self._key("counts"))
         pipe.lrange(self._key("samples"), 0, -1)
         pipe.hgetall(self._key("clicks"))
@@ -233,8 +243,9 @@ class ShadowStats:
 
     def clear(self) -> None:
         """Forget this version's evidence (a restarted experiment; tests)."""
-        for name in self.client.scan_iter(match=self._key("*")):
-            self.client.delete(name)
+        for pattern in (self._key("*"), self._request_key("*")):
+            for name in self.client.scan_iter(match=pattern):
+                self.client.delete(name)
 
 
 def _rank(doc_id: str, docs: Sequence[str]) -> int:

@@ -38,7 +38,15 @@ def free_port() -> int:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process (worker, CLI) use these settings."""
     env = dict(os.environ)
-    for field in ("kafka_bootstrap", "redis_url", "topic_prefix", "app_id", "partitions"):
+    fields = (
+        "kafka_bootstrap",
+        "redis_url",
+        "redis_cluster",
+        "topic_prefix",
+        "app_id",
+        "partitions",
+    )
+    for field in fields:
         env[f"STREAMRANK_{field.upper()}"] = str(getattr(settings, field))
     return env
 

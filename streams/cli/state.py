@@ -45,6 +45,8 @@ def restore(dry_run: bool, token: str | None) -> None:
     from streamrank.streams.state.restore import restore_state
 
     settings, client = connect()
+    if not dry_run:
+        upgrade_layout(settings, client)
     operator_key = token.encode() if token else None
     try:
         summary = restore_state(settings, client, dry_run=dry_run, operator_key=operator_key)
@@ -94,6 +96,7 @@ def backfill() -> None:
     from streamrank.streams.state.restore import backfill_journal
 
     settings, client = connect()
+    upgrade_layout(settings, client)
     try:
         written = backfill_journal(settings, client)
     except JournalError as error:
@@ -124,6 +127,15 @@ def connect() -> tuple[Any, Any]:
     except RedisDown:
         fail(f"cannot reach Redis at {settings.redis_url}", "start it: `streamrank services up`")
     return settings, client
+
+
+def upgrade_layout(settings: Any, client: Any) -> None:
+    """Move a single Redis still in the key layout without hash tags to the current one, as
+    a starting worker does, so that what is restored or journaled is what workers read (not
+    for a dry run or ``status``, which write nothing)."""
+    from streamrank.streams.state.layout import upgrade_key_layout
+
+    upgrade_key_layout(settings, client)
 
 
 def summary_table(summary: RestoreSummary) -> Table:

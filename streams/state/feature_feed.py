@@ -204,10 +204,17 @@ class FeatureFeed:
         return int(self.client.hget(self.counts_key, "interactions") or 0)
 
     def impressions(self, request_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The query, user and session of each request's stored impression (one ``MGET``)."""
-        names = [key(self.settings, "impression", rid) for rid in request_ids]
+        """The query, user and session of each request's stored impression (one round trip).
+
+        A pipeline of ``GET``s, not one ``MGET``: impressions are keyed per request, so on a
+        Redis Cluster they lie in many slots, and a pipeline of single-key reads may cross
+        slots where an ``MGET`` may not.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for rid in request_ids:
+            pipe.get(key(self.settings, "impression", rid))
         found: dict[str, dict[str, Any]] = {}
-        for rid, raw in zip(request_ids, self.client.mget(names), strict=True):
+        for rid, raw in zip(request_ids, pipe.execute(), strict=True):
             if raw:
                 record = json.loads(raw)
                 found[rid] = {k: record.get(k) for k in ("query", "user_id", "session_id")}

@@ -6,8 +6,14 @@ the same :class:`~streamrank.models.features.vector.FeatureVector` as the offlin
 :class:`~streamrank.models.features.state.MemoryState`: for the same events both give the same
 matrix, missing values included.
 
-Layout, every key under ``<deployment prefix>features:`` followed by the library's key
-(:mod:`streamrank.models.features.keys`, ``<family>|<entity>``):
+Layout, every key under ``<deployment prefix>features:``, then a hash tag naming one of 16
+buckets, then the library's key (:mod:`streamrank.models.features.keys`, ``<family>|<entity>``):
+``streamrank.features:{f3.13}item|d1``. The bucket is the CRC-32 of the library key
+(:mod:`streamrank.streams.state.buckets`). The layout is the same on a single Redis and on a
+Redis Cluster; a batch read differs: on a cluster (which runs a script only on declared keys of
+one slot) it runs one script per bucket with its keys as ``KEYS``; on a single Redis, one script
+for the whole batch with the same names packed into two arguments (see :data:`NAMES`: passing
+3,000 keys one argument each would cost the client more than the reads cost Redis).
 
 - a counter key is a hash of ``<event>:<day>`` fields (the count of that UTC day) and a
   ``newest`` field (its newest day). A Lua script adds to it atomically, drops an event older
@@ -20,24 +26,27 @@ Layout, every key under ``<deployment prefix>features:`` followed by the library
 - a vector is a string of raw float32 bytes.
 
 Each batch read (``read_counts``, ``get_hashes``, ``get_vectors``) is one round trip: one
-pipeline, or one ``MGET``. :meth:`RedisFeatureState.read_batch` reads a whole ranking request
-in one pipeline: scripts read the items' fields (numbers parsed in Redis, sent as raw doubles)
-and sum each counter's day buckets over the windows in Redis (only the sums cross the wire),
-and a plain ``MGET`` reads the vectors.
+pipeline of one script or ``MGET`` (on a cluster, one per bucket: at most 16, sent to the
+masters at once). :meth:`RedisFeatureState.read_batch` reads a whole ranking request in one
+pipeline: scripts read the items' fields (numbers parsed in Redis, sent as raw doubles) and sum
+each counter's day buckets over the windows in Redis (only the sums cross the wire), and a
+plain ``MGET`` reads the vectors.
 
-With ``buffer_writes=True`` writes wait and go with the next read (or
-:meth:`RedisFeatureState.flush`), so a learnt event costs a few round trips, not one per
-write; a reader still sees every write made before its read.
+With ``buffer_writes=True`` writes wait and go with the next read (on a cluster, the next read
+of their slot) or :meth:`RedisFeatureState.flush`, so a learnt event costs a few round trips,
+not one per write; a reader still sees every write made before its read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import redis
+from redis.cluster import key_slot
 from redis.exceptions import NoScriptError
 
 from streamrank.models.features.config import FeatureSet
@@ -53,6 +62,14 @@ from streamrank.models.features.state import (
     stack_rows,
 )
 from streamrank.streams.config import Settings
+from streamrank.streams.state.buckets import (
+    BUCKETS,
+    Spread,
+    bucket_tags,
+    buckets_of,
+    is_cluster,
+    tagged,
+)
 from streamrank.streams.state.connections import key
 
 NEWEST = "newest"
@@ -85,39 +102,45 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
-HGETALL_SCRIPT = """
--- Every key's fields and values, as one reply: one command instead of one per key.
-local out = {}
-for i, name in ipairs(KEYS) do out[i] = redis.call('HGETALL', name) end
-return out
-"""
-
 NAMES = """
--- ARGV[1]: the key prefix; ARGV[2]: the keys without it, end to end; ARGV[3]: their lengths
--- in bytes, little-endian uint32. A thousand keys travel as three arguments, not a thousand
--- (packing arguments costs the client more than the reads cost Redis). The keys are named
--- inside the script, so the feature store needs one Redis, not a cluster.
+-- The keys: KEYS on a Redis Cluster (which routes a script by its declared keys and runs it
+-- only on keys of one slot); on a single Redis, packed into ARGV[1] (the names end to end) and
+-- ARGV[2] (their lengths in bytes, little-endian uint32), so a thousand keys travel as two
+-- arguments, not a thousand: the client packs each argument in Python, which costs more than
+-- the reads cost Redis. The names are the same either way (tags included); nothing is named
+-- here. ARGV[1] and ARGV[2] are empty on a cluster.
 local function names()
-  local prefix, joined, lengths = ARGV[1], ARGV[2], ARGV[3]
+  if #KEYS > 0 then return KEYS end
+  local joined, lengths = ARGV[1], ARGV[2]
   local out, at = {}, 1
   for i = 1, #lengths / 4 do
     local size = struct.unpack('<I4', lengths, 4 * i - 3)
-    out[i] = prefix .. string.sub(joined, at, at + size - 1)
+    out[i] = string.sub(joined, at, at + size - 1)
     at = at + size
   end
   return out
 end
 """
 
+HGETALL_SCRIPT = (
+    NAMES
+    + """
+-- Every key's fields and values, as one reply: one command instead of one per key.
+local out = {}
+for i, name in ipairs(names()) do out[i] = redis.call('HGETALL', name) end
+return out
+"""
+)
+
 COLUMNS_SCRIPT = (
     NAMES
     + """
--- Hashes (see names). ARGV[4]: how many number fields; ARGV[5...]: the number fields, then
+-- Hashes (see names). ARGV[3]: how many number fields; ARGV[4...]: the number fields, then
 -- the string fields. Returns {the numbers as little-endian doubles, key by key (NaN where
 -- absent or a string), the string fields' raw values, key by key (nil where absent)}.
-local numbers = tonumber(ARGV[4])
+local numbers = tonumber(ARGV[3])
 local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 local nan = 0 / 0
 local format = '<' .. string.rep('d', numbers)
 local packed, strings = {}, {}
@@ -137,13 +160,13 @@ return {table.concat(packed), strings}
 WINDOW_SUMS_SCRIPT = (
     NAMES
     + """
--- Counter hashes (see names). ARGV[4]: today; ARGV[5]: how many events; then the events,
--- then the windows (days). Returns each key's sum of each event over each window ending
--- today, as little-endian doubles (key, event, window order): the sums cross the wire, not
--- the day buckets.
-local today, count = tonumber(ARGV[4]), tonumber(ARGV[5])
+-- Counter hashes (see names). ARGV[3]: today; ARGV[4]: how many events; then the events, then
+-- the windows (days). Returns each key's sum of each event over each window ending today, as
+-- little-endian doubles (key, event, window order): the sums cross the wire, not the day
+-- buckets.
+local today, count = tonumber(ARGV[3]), tonumber(ARGV[4])
 local windows, longest = {}, 0
-for i = 6 + count, #ARGV do
+for i = 5 + count, #ARGV do
   windows[#windows + 1] = tonumber(ARGV[i])
   longest = math.max(longest, windows[#windows])
 end
@@ -158,7 +181,7 @@ for e = 1, count do
     for w = 1, width do
       if age < windows[w] then sums[#sums + 1] = (e - 1) * width + w end
     end
-    into[ARGV[5 + e] .. ':' .. (today - age)] = sums
+    into[ARGV[4 + e] .. ':' .. (today - age)] = sums
   end
 end
 local format = '<' .. string.rep('d', size)
@@ -194,6 +217,11 @@ SCRIPTS = {
 _SHAS = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()}
 
 Op = tuple[str, tuple[Any, ...], dict[str, Any]]
+"""A queued command: a script's name (or ``mget``) with its keys and arguments, or a client
+method with its arguments."""
+
+KEYED = frozenset({"hgetall_many", "columns", "window_sums", "mget"})
+"""The batch reads: args are (Redis keys, of one slot on a cluster; further arguments)."""
 
 
 class RedisFeatureState:
@@ -217,7 +245,8 @@ class RedisFeatureState:
         Queue writes until the next read or :meth:`flush` instead of sending each at once.
 
     Counts read back are rounded to float32, as ``MemoryState`` stores its buckets, so that
-    both give bit-identical matrices (whole counts below 2**24 are exact in both).
+    both give bit-identical matrices (whole counts below 2**24 are exact in both). On a
+    ``RedisCluster`` client each batch read is split by bucket (see the module docstring).
     """
 
     def __init__(
@@ -238,6 +267,8 @@ class RedisFeatureState:
         self.counter_ttl_s = int((days + 1) * DAY_S)
         self.user_ttl_s = user_ttl_s
         self.buffer_writes = buffer_writes
+        self.clustered = is_cluster(client)
+        self._heads = tuple(prefix + tag for tag in bucket_tags(BUCKETS))
         self._pending: list[Op] = []
 
     @classmethod
@@ -262,40 +293,85 @@ class RedisFeatureState:
 
     def _execute(self, reads: list[Op]) -> list[Any]:
         """The queued writes then ``reads``, as one pipeline; the reads' results."""
-        ops, self._pending = self._pending + reads, []
-        try:
-            results = self._pipeline(ops).execute()
-        except NoScriptError:
-            # Redis lost its scripts (a restart): load ours, run the batch again. The script
-            # failed before writing, and every other write here sets a value, so a second
-            # run leaves the same state.
+        ops = self._take_pending(reads) + reads
+        results = self._pipeline(ops).execute(raise_on_error=False)
+        missing = [n for n, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            # A Redis lost our scripts (a restart, a promoted replica): load them everywhere
+            # and run again only the scripts refused. A refused script wrote nothing, and the
+            # commands that ran touched other keys (every op on a key goes to the one node
+            # that refused), so the second run leaves the state one run would.
             for source in SCRIPTS.values():
                 self.client.script_load(source)
-            results = self._pipeline(ops).execute()
+            again = self._pipeline([ops[n] for n in missing]).execute(raise_on_error=False)
+            for n, result in zip(missing, again, strict=True):
+                results[n] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
         return results[len(ops) - len(reads) :]
+
+    def _take_pending(self, reads: list[Op]) -> list[Op]:
+        """The queued writes to send with ``reads``: all of them, except on a cluster.
+
+        A read must see every write queued before it to the keys it reads, and only those: on
+        a cluster, writes to other slots stay queued (for a later read of their slot or
+        :meth:`flush`), so a learnt event's read costs a round trip to the master it reads,
+        not to every master a queued write waits for. On a single Redis it is one round trip
+        either way.
+        """
+        if not self.clustered or not reads:
+            pending, self._pending = self._pending, []
+            return pending
+        slots = {key_slot(op[1][0][0]) for op in reads}  # a read's keys share a slot
+        sent: list[Op] = []
+        kept: list[Op] = []
+        for op in self._pending:  # every write's first argument is its one key
+            (sent if key_slot(op[1][0].encode()) in slots else kept).append(op)
+        self._pending = kept
+        return sent
 
     def _pipeline(self, ops: list[Op]) -> Any:
         pipe = self.client.pipeline(transaction=False)
         for name, args, kwargs in ops:
             if name == "add":
                 pipe.evalsha(_SHAS[name], 1, *args)
-            elif name == "hgetall_many":
-                pipe.evalsha(_SHAS[name], len(args), *args)
-            elif name in _SHAS:  # args: the keys (named in the script), then the rest
-                joined, lengths = _joined(args[0])
-                pipe.evalsha(_SHAS[name], 0, self.prefix, joined, lengths, *args[1])
+            elif name == "mget":  # not pipe.mget: a cluster pipeline refuses that name
+                pipe.execute_command("MGET", *args[0])
+            elif name in KEYED:
+                keys, argv = args
+                if self.clustered:
+                    pipe.evalsha(_SHAS[name], len(keys), *keys, b"", b"", *argv)
+                else:  # see NAMES
+                    pipe.evalsha(_SHAS[name], 0, *_joined(keys), *argv)
             else:
                 getattr(pipe, name)(*args, **kwargs)
         return pipe
 
-    def _name(self, state_key: str) -> str:
-        return self.prefix + state_key
+    def redis_key(self, state_key: str) -> str:
+        """The Redis key of a library key: prefix, bucket tag, key (one command's key)."""
+        return self._heads[zlib.crc32(state_key.encode()) % BUCKETS] + state_key
+
+    def _spread(self, state_keys: Sequence[str]) -> tuple[Spread, list[list[str]]]:
+        """The Redis keys of a batch in the groups one command may take, and how to merge."""
+        names = tagged(self.prefix, state_keys, BUCKETS)
+        if not self.clustered:
+            return Spread(None), [names]
+        spread = Spread.of(buckets_of(state_keys, BUCKETS), grouped=True)
+        return spread, spread.parts(names)
+
+    def _keyed(
+        self, name: str, state_keys: Sequence[str], argv: tuple[Any, ...] = ()
+    ) -> tuple[Spread, list[Op]]:
+        """A batch read of ``state_keys`` as its ops: one per group."""
+        spread, parts = self._spread(state_keys)
+        return spread, [(name, (part, argv), {}) for part in parts]
 
     # -- counters -------------------------------------------------------------------------
 
     def add(self, key: str, event: str, day: int, amount: float = 1.0) -> None:
         self._check_event(event)
-        args = (self._name(key), event, int(day), repr(float(amount)), self.days)
+        args = (self.redis_key(key), event, int(day), repr(float(amount)), self.days)
         self._write(("add", (*args, self.counter_ttl_s, *self.events), {}))
 
     def read_counts(
@@ -333,8 +409,8 @@ class RedisFeatureState:
         """Each key's fields and values, flat (name, value, name...): one script call."""
         if not keys:
             return []
-        (stored,) = self._execute([("hgetall_many", tuple(self._name(k) for k in keys), {})])
-        return stored
+        spread, ops = self._keyed("hgetall_many", keys)
+        return spread.merge(self._execute(ops))
 
     # -- hashes and vectors ---------------------------------------------------------------
 
@@ -345,19 +421,19 @@ class RedisFeatureState:
         if not values:
             return  # an empty hash and a missing one read the same
         mapping = {name: _encode(value) for name, value in values.items()}
-        self._write(("hset", (self._name(key),), {"mapping": mapping}))
+        self._write(("hset", (self.redis_key(key),), {"mapping": mapping}))
         self._expire_user(key)
 
     def delete_fields(self, key: str, fields: Iterable[str]) -> None:
         names = list(fields)
         if names:
-            self._write(("hdel", (self._name(key), *names), {}))
+            self._write(("hdel", (self.redis_key(key), *names), {}))
 
     def get_vectors(self, keys: Sequence[str]) -> list[np.ndarray | None]:
         if not keys:
             return []
-        (stored,) = self._execute([("mget", ([self._name(k) for k in keys],), {})])
-        return [None if raw is None else np.frombuffer(raw, dtype=np.float32) for raw in stored]
+        spread, ops = self._keyed("mget", keys)
+        return [_vector(raw) for raw in spread.merge(self._execute(ops))]
 
     # -- one request's reads --------------------------------------------------------------
 
@@ -371,34 +447,55 @@ class RedisFeatureState:
         for read in reads.counters.values():
             self._check_windows(read)
         ops: list[Op] = []
-        if reads.hashes:
-            ops.append(("hgetall_many", tuple(self._name(k) for k in reads.hashes), {}))
+        parts: list[tuple[Spread, int]] = []  # each read's merge and how many replies it has
+
+        def queue(name: str, state_keys: Sequence[str], argv: tuple[Any, ...] = ()) -> None:
+            spread, queued = self._keyed(name, state_keys, argv)
+            ops.extend(queued)
+            parts.append((spread, len(queued)))
+
         fields = (*reads.numbers, *reads.strings)
+        if reads.hashes:
+            queue("hgetall_many", reads.hashes)
         if reads.columns and fields:
-            ops.append(("columns", (reads.columns, (len(reads.numbers), *fields)), {}))
+            queue("columns", reads.columns, (len(reads.numbers), *fields))
         vector_keys = [*reads.vectors, *reads.rows]
         if vector_keys:
             # A plain MGET: through a script each vector would be copied into Lua and out.
-            names = [self._name(k).encode() for k in vector_keys]
-            ops.append(("mget", (names,), {}))
+            queue("mget", vector_keys)
         counted = [(name, read) for name, read in reads.counters.items() if read.keys]
         for _, read in counted:
-            argv = (int(reads.today), len(read.events), *read.events, *read.windows)
-            ops.append(("window_sums", (read.keys, argv), {}))
+            queue(
+                "window_sums",
+                read.keys,
+                (int(reads.today), len(read.events), *read.events, *read.windows),
+            )
         replies = iter(self._execute(ops) if ops else [])
-        hashes = [_fields(flat) if flat else None for flat in next(replies)] if reads.hashes else []
+        merges = iter(parts)
+
+        def take() -> tuple[Spread, list[Any]]:
+            spread, count = next(merges)
+            return spread, [next(replies) for _ in range(count)]
+
+        hashes: list[Mapping[str, HashValue] | None] = []
+        if reads.hashes:
+            spread, got = take()
+            hashes = [_fields(flat) if flat else None for flat in spread.merge(got)]
         size = len(reads.columns)
         numbers = np.full((len(reads.numbers), size), np.nan)
         strings: list[list[HashValue | None]] = [[None] * size for _ in reads.strings]
         if reads.columns and fields:
-            packed, flat = next(replies)
+            spread, got = take()
             if reads.numbers:
+                packed = spread.merge_rows([reply[0] for reply in got], 8 * len(reads.numbers))
                 numbers = np.frombuffer(packed, dtype="<f8").reshape(size, -1).T.copy()
+            flat = spread.merge_flat([reply[1] for reply in got], len(reads.strings))
             strings = _string_columns(flat, len(reads.strings))
         vectors: list[np.ndarray | None] = []
         matrix, present = stack_rows([])
         if vector_keys:
-            raws = next(replies)
+            spread, got = take()
+            raws = spread.merge(got)
             vectors = [_vector(raw) for raw in raws[: len(reads.vectors)]]
             matrix, present = _vector_rows(raws[len(reads.vectors) :])
         counts = {
@@ -407,7 +504,9 @@ class RedisFeatureState:
         }
         for name, read in counted:
             shape = (len(read.keys), len(read.events), len(read.windows))
-            counts[name] = np.frombuffer(next(replies), dtype="<f8").reshape(shape).copy()
+            spread, got = take()
+            packed = spread.merge_rows(got, 8 * shape[1] * shape[2])
+            counts[name] = np.frombuffer(packed, dtype="<f8").reshape(shape).copy()
         return BatchResult(hashes, numbers, strings, vectors, matrix, present, counts)
 
     def _check_windows(self, read: CounterRead) -> None:
@@ -418,12 +517,12 @@ class RedisFeatureState:
 
     def set_vector(self, key: str, vector: np.ndarray) -> None:
         raw = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
-        self._write(("set", (self._name(key), raw), {}))
+        self._write(("set", (self.redis_key(key), raw), {}))
         self._expire_user(key)
 
     def _expire_user(self, key: str) -> None:
         if self.user_ttl_s is not None and owner_of(key)[0] == "user":
-            self._write(("expire", (self._name(key), self.user_ttl_s), {}))
+            self._write(("expire", (self.redis_key(key), self.user_ttl_s), {}))
 
     # -- memory ---------------------------------------------------------------------------
 
@@ -445,17 +544,19 @@ class RedisFeatureState:
         sizes: dict[tuple[str, str], int] = {}
         start = len(self.prefix.encode())
         for offset in range(0, len(names), batch):
-            chunk = [name[start:].decode() for name in names[offset : offset + batch]]
+            chunk = names[offset : offset + batch]
+            # the library key follows the bucket's tag; a key of the untagged layout (before
+            # hash tags) has none and is reported as it is, until it expires or is deleted
+            keys = [_untagged(name[start:].decode()) for name in chunk]
             pipe = self.client.pipeline(transaction=False)
-            for state_key in chunk:
-                name = self._name(state_key)
+            for name, state_key in zip(chunk, keys, strict=True):
                 pipe.memory_usage(name, samples=0)
                 if _is_vector(state_key):
                     pipe.exists(name)
                 else:
                     pipe.hlen(name)
             results = pipe.execute()
-            for n, state_key in enumerate(chunk):
+            for n, state_key in enumerate(keys):
                 nbytes, count = results[2 * n], results[2 * n + 1]
                 if nbytes is None:
                     continue  # expired between the scan and the read
@@ -468,6 +569,28 @@ class RedisFeatureState:
         for owner, n in entries.items():
             by_kind.setdefault(owner[0], []).append((n, sizes[owner]))
         return MemoryReport({kind: OwnerMemory.of(rows) for kind, rows in sorted(by_kind.items())})
+
+
+def move_untagged_keys(client: redis.Redis, prefix: str, batch: int = 1000) -> int:
+    """Rename the keys of the layout without hash tags (``<prefix><library key>``) to their
+    tagged names, once, on a single Redis; how many moved.
+
+    For an upgrade step (:mod:`streamrank.streams.state.layout` runs such steps before a
+    worker reads anything), with the old release's workers stopped. ``RENAME`` keeps each
+    key's value and TTL; a key whose tagged name exists already (written by the new release)
+    is left under its old name, to expire or be deleted. Without it the features fill again
+    from the streams: the untagged keys are simply no longer read.
+    """
+    state = RedisFeatureState(client, prefix=prefix)
+    start = len(prefix.encode())
+    names = list(client.scan_iter(match=_glob_escape(prefix) + "[^{]*", count=batch))
+    moved = 0
+    for offset in range(0, len(names), batch):
+        pipe = client.pipeline(transaction=False)
+        for name in names[offset : offset + batch]:
+            pipe.renamenx(name, state.redis_key(name[start:].decode()))
+        moved += sum(map(int, pipe.execute()))
+    return moved
 
 
 def _encode(value: HashValue) -> bytes:
@@ -487,10 +610,9 @@ def _decode(raw: bytes) -> HashValue:
     return float(raw)
 
 
-def _joined(keys: Sequence[str]) -> tuple[bytes, bytes]:
-    """Keys end to end and their lengths in bytes (little-endian uint32), for :data:`NAMES`."""
-    encoded = [k.encode() for k in keys]
-    return b"".join(encoded), np.fromiter(map(len, encoded), "<u4", len(encoded)).tobytes()
+def _joined(names: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """Names end to end and their lengths in bytes (little-endian uint32), for :data:`NAMES`."""
+    return b"".join(names), np.fromiter(map(len, names), "<u4", len(names)).tobytes()
 
 
 def _string_columns(flat: list[bytes | None], width: int) -> list[list[HashValue | None]]:
@@ -521,6 +643,11 @@ def _vector_rows(raws: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
         matrix = np.frombuffer(b"".join(raws), dtype=np.float32).reshape(len(raws), -1)  # type: ignore[arg-type]
         return matrix, np.ones(len(raws), dtype=bool)
     return stack_rows([_vector(raw) for raw in raws])
+
+
+def _untagged(rest: str) -> str:
+    """The library key in what follows the prefix: after the tag (which holds no ``}``)."""
+    return rest.partition("}")[2] if rest.startswith("{") else rest
 
 
 def _is_counter(state_key: str) -> bool:

@@ -8,6 +8,10 @@ TTL so the online learner can join clicks to them; the TTL and the record are as
 joins allow, since one is kept per request.
 
 All calls are synchronous: they run in the executor threads that also run inference.
+
+Keys (``doc:<id>``, ``user:<id>``, ``impression:<request>``) carry no hash tag: no script,
+transaction or multi-key command touches two of them, and a batch read is a pipeline of
+single-key reads, which a Redis Cluster spreads over its masters in one round trip each.
 """
 
 from __future__ import annotations

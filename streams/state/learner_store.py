@@ -8,6 +8,14 @@ eviction the in-memory store does by size). Writes are one Lua script
 increments happen atomically, so a replayed interaction (a crash before the offset commit, a
 duplicate from the producer) is applied exactly once.
 
+Every key is ``<prefix>{learner}:<name>`` (``pairs:<query digest>``, ``docstats:<doc>``,
+``applied:<event>``, ``state:<name>``): one hash tag for the whole store, so a Redis Cluster
+keeps it in one slot. The apply script must check an event's marker and add to the pair
+hash of its query and to the total of every document it shows, all in one step, and the
+documents of one session are anywhere in the catalogue: no smaller group holds what one step
+touches. The price is that a cluster serves the whole store from one shard (its replicas can
+take the reads).
+
 :class:`BatchingStore` wraps it for the learn agent: one prefetch and one flush per batch of
 sessions instead of two round trips per session.
 """
@@ -25,6 +33,7 @@ from typing import Any
 import redis
 
 from streamrank.models.learning.online_ranker import Stats
+from streamrank.streams.state.scripts import queue_script
 
 FIELDS = len(Stats().to_list())
 FIELD_NUMBERS = range(1, FIELDS + 1)
@@ -33,8 +42,9 @@ APPLY_CHUNK = 100
 must stay short enough not to stall the other clients; larger chunks share more of their
 sums, so they cost less Redis time than one script per session."""
 
-# KEYS: none (a single Redis; the keys are built from the prefix, like every learn script).
-# ARGV: prefix, ttl, then per event: event id, query digest, number of deltas, then per
+# KEYS: the store's tagged prefix, not a key itself: it routes the script to the slot of every
+# key the script builds from it (they share its hash tag, so a cluster allows them).
+# ARGV: ttl, then per event: event id, query digest, number of deltas, then per
 # delta: doc id, how many of its fields are not zero, then each such field's number and
 # increment. Returns 1 per event applied now, 0 per event applied before (or earlier in the
 # same call). The increments of the events applied now are summed per hash field (sessions
@@ -42,7 +52,7 @@ sums, so they cost less Redis time than one script per session."""
 # one HSET per hash. Everything is read and checked before the first write: Redis does not
 # undo a script that fails half-way, so a bad increment must fail it before it writes.
 APPLY_SCRIPT = """
-local prefix, ttl, SLICE = ARGV[1], ARGV[2], 1000
+local prefix, ttl, SLICE = KEYS[1], ARGV[1], 1000
 local sums, order, touched, markers, out = {}, {}, {}, {}, {}
 local function add(key, name, value)
   if value == nil or value ~= value or value == math.huge or value == -math.huge then
@@ -56,7 +66,7 @@ local function add(key, name, value)
   end
   hash[name] = (hash[name] or 0) + value
 end
-local at = 3
+local at = 2
 while at <= #ARGV do
   local marker = prefix .. 'applied:' .. ARGV[at]
   local pair_key = prefix .. 'pairs:' .. ARGV[at + 1]
@@ -145,14 +155,20 @@ class RedisLearnerStore:
         self.client = client
         self.reads = reads if reads is not None else client
         self.prefix = prefix
+        self.tagged = f"{prefix}{{learner}}:"
+        """What every key starts with: the prefix and the store's hash tag."""
         self.ttl_s = ttl_s
         self._apply = client.register_script(APPLY_SCRIPT)
 
     def _pair_key(self, query: str) -> str:
-        return f"{self.prefix}pairs:{query_digest(query)}"
+        return f"{self.tagged}pairs:{query_digest(query)}"
 
     def _doc_key(self, doc: str) -> str:
-        return f"{self.prefix}docstats:{doc}"
+        return f"{self.tagged}docstats:{doc}"
+
+    def marker_key(self, event_id: str) -> str:
+        """The key that says ``event_id`` was applied (it lives ``ttl_s``)."""
+        return f"{self.tagged}applied:{event_id}"
 
     def pair_stats(self, query: str, docs: Sequence[str]) -> list[Stats]:
         if not docs:
@@ -180,12 +196,12 @@ class RedisLearnerStore:
             return []
         pipe = self.client.pipeline(transaction=False)
         for start in range(0, len(events), APPLY_CHUNK):
-            args: list[Any] = [self.prefix, self.ttl_s]
+            args: list[Any] = [self.ttl_s]
             for event_id, query, deltas in events[start : start + APPLY_CHUNK]:
                 args += [event_id, query_digest(query), len(deltas)]
                 for doc, delta in deltas:
                     args += [doc, *_nonzero(delta)]
-            self._apply(keys=[], args=args, client=pipe)
+            queue_script(pipe, self._apply, [self.tagged], args)
         return [bool(applied) for chunk in pipe.execute() for applied in chunk]
 
     def prefetch(
@@ -200,7 +216,9 @@ class RedisLearnerStore:
             if docs:  # HMGET needs a field
                 docs_of.setdefault(query, {}).update(dict.fromkeys(docs))
         pipe = self.client.pipeline(transaction=False)
-        pipe.mget([f"{self.prefix}applied:{event_id}" for event_id, _, _ in wanted])
+        # One MGET: the markers share the store's slot. Sent as a raw command because a
+        # cluster pipeline refuses its mget() (meant for keys of many slots) outright.
+        pipe.execute_command("MGET", *[self.marker_key(event_id) for event_id, _, _ in wanted])
         for query, docs in docs_of.items():
             pipe.hmget(self._pair_key(query), [f"{d}:{f}" for d in docs for f in FIELD_NUMBERS])
         markers, *replies = pipe.execute()
@@ -212,11 +230,11 @@ class RedisLearnerStore:
         return [marker is not None for marker in markers], stats
 
     def get_state(self, name: str) -> dict[str, Any] | None:
-        raw = self.client.get(f"{self.prefix}state:{name}")
+        raw = self.client.get(f"{self.tagged}state:{name}")
         return json.loads(raw) if raw else None
 
     def put_state(self, name: str, state: dict[str, Any]) -> None:
-        self.client.set(f"{self.prefix}state:{name}", json.dumps(state))
+        self.client.set(f"{self.tagged}state:{name}", json.dumps(state))
 
 
 def _nonzero(delta: Stats) -> list[Any]:

@@ -33,6 +33,7 @@ from streamrank.streams.state.journal import (
     checkpoint_record_name,
     read_journal,
 )
+from streamrank.streams.state.layout import upgrade_key_layout
 from streamrank.streams.state.user_sessions import Checkpoints, SessionStore
 
 log = logging.getLogger(__name__)
@@ -255,13 +256,18 @@ def restore_if_lost(
     CLI of an operator who presented no token) leaves it out, to be filled in by the next
     worker that starts, which holds the key. Any other partial loss is left to
     ``streamrank state restore``, so a start costs no journal read when Redis kept its data.
-    Nothing happens without a registry key or with the journal off.
+    Nothing is restored without a registry key or with the journal off.
+
+    First of all, a single Redis still holding keys of the layout without hash tags has them
+    renamed (:func:`~streamrank.streams.state.layout.upgrade_key_layout`, once per
+    deployment): what they hold would otherwise look lost to this release.
 
     Raises
     ------
     JournalError
         When the registry looks lost and the journal cannot be read.
     """
+    upgrade_key_layout(settings, client)
     if not settings.registry_key or not settings.journal_enabled:
         return None
     registry = registry_for(

@@ -3,25 +3,36 @@
 The learn agent (:mod:`streamrank.streams.agents.learn`) is a thin Faust shell around this module,
 which needs only Redis, so tests and benchmarks drive it directly.
 
-Every key lives under ``<prefix>learn:``:
+Every key lives under ``<prefix>learn:``; those of one ``interactions`` partition ``p`` share
+the hash tag ``{p<p>}``, so that a Redis Cluster keeps them in one slot (the scripts and
+transactions below touch several of them at once) while the partitions spread over the shards:
 
-==================== ==========================================================================
-``session:<rid>``    hash: event id -> ``type|position|doc`` for each interaction of a request;
-                     the field ``_learned`` freezes it once the session is being learned
-``due:<p>``          sorted set: request ids with interactions from partition ``p``, scored
-                     by when the session closes (``session_close_s`` after its last new event)
-``orphans:<p>``      sorted set: event ids whose impression was missing, by first-seen time;
-                     ``orphan:<p>`` holds each one's original message for a dead letter
-``offsets``          hash: partition -> the highest offset applied (the close barrier reads it)
-``counts``           hash: counters (``interactions``, ``duplicates``, ``sessions_learned``, ...)
-``checkpoints``      list: the newest learner checkpoints, newest first (see :class:`Checkpoints`)
-==================== ==========================================================================
+========================== =====================================================================
+``{p<p>}:session:<rid>``   hash: event id -> ``type|position|doc`` for each interaction of a
+                           request (a request's interactions share its partition: they are keyed
+                           by request id); the field ``_learned`` freezes it once it is learned
+``{p<p>}:due``             sorted set: request ids with interactions, scored by when the session
+                           closes (``session_close_s`` after its last new event)
+``{p<p>}:orphans``         sorted set: event ids whose impression was missing, by first-seen
+                           time; ``{p<p>}:orphan`` holds each one's original message for a dead
+                           letter
+``{p<p>}:offset``          the highest offset of the partition applied (the close barrier reads
+                           it)
+``{p<p>}:counts``          hash: counters (``interactions``, ``duplicates``,
+                           ``sessions_learned``, ...); :meth:`SessionStore.counts` sums them
+                           over the partitions
+``partitions``             set: the partitions that have keys (what the sums run over)
+``checkpoints``            list: the newest learner checkpoints, newest first (see
+                           :class:`Checkpoints`)
+========================== =====================================================================
 
 Exactly once, with at-least-once delivery:
 
-- a batch of interactions is applied by one Lua script: each event is stored with ``HSETNX``
-  under its event id, so a replayed or duplicated event changes nothing, and the partition's
-  applied offset is raised in the same step;
+- a batch of interactions is applied by one Lua script per partition: each event is stored
+  with ``HSETNX`` under its event id, so a replayed or duplicated event changes nothing, and
+  the partition's applied offset is raised in the same step. Whether each event's impression
+  is in Redis is read just before (the impression is another request's key, in another slot):
+  one written in between makes the event an orphan, joined at the next orphan retry;
 - a session is learned once: :meth:`SessionStore.claim` freezes it (``_learned``) but keeps it
   due until :meth:`SessionStore.finish`, and the learner applies its click statistics under
   the event id ``request_id`` atomically with a dedupe marker
@@ -60,6 +71,7 @@ from streamrank.streams.events import (
 from streamrank.streams.online import OnlineServing
 from streamrank.streams.state.connections import key
 from streamrank.streams.state.journal import checkpoint_record_name
+from streamrank.streams.state.scripts import queue_script
 
 log = logging.getLogger(__name__)
 
@@ -68,33 +80,33 @@ CLICK_TYPES = frozenset({"click", "add_to_cart", "purchase"})
 """Interaction types that count as a click on the document; the others as a look at it."""
 STATUSES = ("new", "duplicate", "late", "orphan")
 
-# KEYS: counts, offsets, then per event: impression, session, due zset, orphan zset, orphan hash.
-# ARGV: now, close_s, session ttl, event count, then per event: event id, request id, payload,
-#       orphan record; then (partition, offset) pairs.
+# KEYS: the partition's counts, offset, due zset, orphan zset and orphan hash, then per event
+# its session. ARGV: now, close_s, session ttl, event count, the offset to raise to (-1: none),
+# then per event: event id, request id, payload, orphan record, 1 if its impression exists.
 ACCUMULATE_SCRIPT = """
 local now, close, ttl, n = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local counts = {new = 0, duplicate = 0, late = 0, orphan = 0}
 local out = {}
 for i = 1, n do
-  local k, a = 2 + (i - 1) * 5, 4 + (i - 1) * 4
+  local session, a = KEYS[5 + i], 5 + (i - 1) * 5
   local event_id = ARGV[a + 1]
   local status
-  if redis.call('EXISTS', KEYS[k + 1]) == 0 then
+  if ARGV[a + 5] == '0' then
     status = 'orphan'
-    if redis.call('ZADD', KEYS[k + 4], 'NX', now, event_id) == 1 then
-      redis.call('HSET', KEYS[k + 5], event_id, ARGV[a + 4])
+    if redis.call('ZADD', KEYS[4], 'NX', now, event_id) == 1 then
+      redis.call('HSET', KEYS[5], event_id, ARGV[a + 4])
       counts.orphan = counts.orphan + 1
     end
-  elseif redis.call('HEXISTS', KEYS[k + 2], '_learned') == 1 then
-    if redis.call('HEXISTS', KEYS[k + 2], event_id) == 1 then
+  elseif redis.call('HEXISTS', session, '_learned') == 1 then
+    if redis.call('HEXISTS', session, event_id) == 1 then
       status = 'duplicate'
     else
       status = 'late'
     end
     counts[status] = counts[status] + 1
-  elseif redis.call('HSETNX', KEYS[k + 2], event_id, ARGV[a + 3]) == 1 then
-    redis.call('EXPIRE', KEYS[k + 2], ttl)
-    redis.call('ZADD', KEYS[k + 3], now + close, ARGV[a + 2])
+  elseif redis.call('HSETNX', session, event_id, ARGV[a + 3]) == 1 then
+    redis.call('EXPIRE', session, ttl)
+    redis.call('ZADD', KEYS[3], now + close, ARGV[a + 2])
     status = 'new'
     counts.new = counts.new + 1
   else
@@ -103,13 +115,9 @@ for i = 1, n do
   end
   out[i] = status
 end
-local at = 4 + n * 4
-while at < #ARGV do
-  local current = tonumber(redis.call('HGET', KEYS[2], ARGV[at + 1]) or '-1')
-  if tonumber(ARGV[at + 2]) > current then
-    redis.call('HSET', KEYS[2], ARGV[at + 1], ARGV[at + 2])
-  end
-  at = at + 2
+local offset = tonumber(ARGV[5])
+if offset >= 0 and offset > tonumber(redis.call('GET', KEYS[2]) or '-1') then
+  redis.call('SET', KEYS[2], offset)
 end
 redis.call('HINCRBY', KEYS[1], 'interactions', counts.new)
 redis.call('HINCRBY', KEYS[1], 'duplicates', counts.duplicate)
@@ -118,17 +126,17 @@ redis.call('HINCRBY', KEYS[1], 'orphans', counts.orphan)
 return out
 """
 
-# KEYS: due zset. ARGV: close-before time, limit, session key prefix, impression key prefix,
-# session ttl. Returns, per due session: request id, impression (or false), its events as a
-# flat list.
+# KEYS: the partition's due zset. ARGV: close-before time, limit, the partition's session key
+# prefix (the sessions it names share the due zset's hash tag, hence its slot), session ttl.
+# Returns, per due session: request id, its events as a flat list.
 CLAIM_SCRIPT = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for _, rid in ipairs(ids) do
   local session = ARGV[3] .. rid
   redis.call('HSET', session, '_learned', '1')
-  redis.call('EXPIRE', session, ARGV[5])
-  table.insert(out, {rid, redis.call('GET', ARGV[4] .. rid), redis.call('HGETALL', session)})
+  redis.call('EXPIRE', session, ARGV[4])
+  table.insert(out, {rid, redis.call('HGETALL', session)})
 end
 return out
 """
@@ -342,82 +350,118 @@ class SessionStore:
         self._accumulate = client.register_script(ACCUMULATE_SCRIPT)
         self._claim = client.register_script(CLAIM_SCRIPT)
         self._impression_prefix = key(settings, "impression", "")
-        self._session_prefix = self.key("session", "")
 
     # -- keys -----------------------------------------------------------------------------
 
     def key(self, *parts: str | int) -> str:
+        """A key of the store that belongs to no partition (``checkpoints``, ...)."""
         return key(self.settings, "learn", *map(str, parts))
+
+    def partition_key(self, partition: int, *parts: str) -> str:
+        """A key of partition ``partition``: under its hash tag ``{p<partition>}``."""
+        return self.key(f"{{p{partition}}}", *parts)
+
+    def session_key(self, partition: int, request_id: str) -> str:
+        return self.partition_key(partition, "session", request_id)
 
     def impression_key(self, request_id: str) -> str:
         return self._impression_prefix + request_id
 
     @property
-    def counts_key(self) -> str:
-        return self.key("counts")
+    def partitions_key(self) -> str:
+        return self.key("partitions")
 
-    @property
-    def offsets_key(self) -> str:
-        return self.key("offsets")
+    def partitions(self) -> list[int]:
+        """The partitions that have keys, sorted."""
+        return sorted(int(p) for p in self.client.smembers(self.partitions_key))
 
     # -- accumulating ---------------------------------------------------------------------
 
     def _script_input(
-        self, batch: Sequence[Incoming], offsets: Mapping[int, int]
+        self, partition: int, batch: Sequence[Incoming], found: Sequence[bool], offset: int
     ) -> tuple[list[str], list[Any]]:
-        keys = [self.counts_key, self.offsets_key]
+        keys = [
+            self.partition_key(partition, name)
+            for name in ("counts", "offset", "due", "orphans", "orphan")
+        ]
         args: list[Any] = [
             repr(time.time()),
             repr(self.settings.session_close_s),
             self.settings.impression_ttl_s,
             len(batch),
+            offset,
         ]
-        per_partition = {
-            p: (self.key("due", p), self.key("orphans", p), self.key("orphan", p))
-            for p in {item.partition for item in batch}
-        }
-        for item in batch:
+        for item, has_impression in zip(batch, found, strict=True):
             rid = item.interaction.request_id
-            keys += [self._impression_prefix + rid, self._session_prefix + rid]
-            keys += per_partition[item.partition]
+            keys.append(self.session_key(partition, rid))
             args += [item.interaction.event_id, rid, payload_of(item.interaction)]
-            args.append(orphan_record(item))
-        for partition, offset in offsets.items():
-            args += [partition, offset]
+            args += [orphan_record(item), int(has_impression)]
         return keys, args
+
+    def _impressions_found(self, request_ids: Sequence[str]) -> list[bool]:
+        """Whether each request's impression is in Redis (one pipelined read)."""
+        pipe = self.client.pipeline(transaction=False)
+        for request_id in request_ids:
+            pipe.exists(self.impression_key(request_id))
+        return [bool(found) for found in pipe.execute()] if request_ids else []
 
     def accumulate(
         self, batch: Sequence[Incoming], offsets: Mapping[int, int] | None = None
     ) -> list[str]:
-        """Apply a batch atomically; one status per event (see :data:`STATUSES`).
+        """Apply a batch, atomically per partition; one status per event (see
+        :data:`STATUSES`), in the batch's order.
 
         ``offsets`` (partition -> highest offset in the batch, malformed messages included)
         raise the applied offsets in the same step. It blocks: the learn agent runs it in an
-        executor thread, because the synchronous client packs the script's arguments (nine
+        executor thread, because the synchronous client packs the script's arguments (ten
         per event) with hiredis in C, where the asyncio client packs them in Python, which
         cost more than the script itself.
         """
+        offsets = offsets or {}
         if not batch and not offsets:
             return []
-        keys, args = self._script_input(batch, offsets or {})
-        return [s.decode() for s in self._accumulate(keys=keys, args=args)]
+        found = self._impressions_found([item.interaction.request_id for item in batch])
+        members: dict[int, list[int]] = {p: [] for p in offsets}  # partition -> batch indices
+        for i, item in enumerate(batch):
+            members.setdefault(item.partition, []).append(i)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(self.partitions_key, *members)
+        for partition, indices in members.items():
+            keys, args = self._script_input(
+                partition,
+                [batch[i] for i in indices],
+                [found[i] for i in indices],
+                offsets.get(partition, -1),
+            )
+            queue_script(pipe, self._accumulate, keys, args)
+        _, *replies = pipe.execute()
+        statuses = [""] * len(batch)
+        for indices, reply in zip(members.values(), replies, strict=True):
+            for i, status in zip(indices, reply, strict=True):
+                statuses[i] = status.decode()
+        return statuses
 
     # -- closing --------------------------------------------------------------------------
 
     def claim(self, partition: int, before: float, limit: int) -> list[Claimed]:
-        """Freeze and read up to ``limit`` sessions of a partition that were due ``before``."""
+        """Freeze and read up to ``limit`` sessions of a partition that were due ``before``,
+        with their impressions (read after the claim: they are other requests' keys)."""
         rows = self._claim(
-            keys=[self.key("due", partition)],
+            keys=[self.partition_key(partition, "due")],
             args=[
                 repr(before),
                 limit,
-                self.key("session", ""),
-                self.impression_key(""),
+                self.session_key(partition, ""),
                 self.settings.impression_ttl_s,
             ],
         )
+        if not rows:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for rid, _ in rows:
+            pipe.get(self.impression_key(rid.decode()))
         claimed = []
-        for rid, record, flat in rows:
+        for (rid, flat), record in zip(rows, pipe.execute(), strict=True):
             events = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
             # pydantic's JSON parser: the same values as json.loads, in less than half the time
             # (an impression holds every shown result's features: most of a claim's cost)
@@ -425,28 +469,30 @@ class SessionStore:
         return claimed
 
     def finish(self, partition: int, claimed: Sequence[Claimed], counts: Mapping[str, int]) -> None:
-        """Take learned sessions off the due set and count what was learned."""
+        """Take learned sessions off the due set and count what was learned (one
+        transaction: the partition's keys share a slot)."""
         pipe = self.client.pipeline(transaction=True)
         if claimed:
-            pipe.zrem(self.key("due", partition), *[c.request_id for c in claimed])
+            pipe.zrem(self.partition_key(partition, "due"), *[c.request_id for c in claimed])
         for name, value in counts.items():
             if value:
-                pipe.hincrby(self.counts_key, name, value)
+                pipe.hincrby(self.partition_key(partition, "counts"), name, value)
         pipe.execute()
 
     # -- orphans --------------------------------------------------------------------------
 
     def orphans(self, partition: int, limit: int = 1000) -> list[Orphan]:
         """The oldest orphans of a partition, with their stored originals."""
-        members = self.client.zrange(self.key("orphans", partition), 0, limit - 1, withscores=True)
+        orphans_key = self.partition_key(partition, "orphans")
+        members = self.client.zrange(orphans_key, 0, limit - 1, withscores=True)
         if not members:
             return []
         ids = [member for member, _ in members]
-        records = self.client.hmget(self.key("orphan", partition), ids)
+        records = self.client.hmget(self.partition_key(partition, "orphan"), ids)
         orphans = []
         for (event_id, first_seen), record in zip(members, records, strict=True):
             if record is None:  # the record went with a finished retry: only the member is left
-                self.client.zrem(self.key("orphans", partition), event_id)
+                self.client.zrem(orphans_key, event_id)
                 continue
             orphans.append(parse_orphan(event_id.decode(), record, float(first_seen)))
         return orphans
@@ -464,21 +510,32 @@ class SessionStore:
             return
         ids = [orphan.event_id for orphan in orphans]
         pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(self.key("orphans", partition), *ids)
-        pipe.hdel(self.key("orphan", partition), *ids)
-        pipe.hincrby(self.counts_key, counter, len(orphans))
+        pipe.zrem(self.partition_key(partition, "orphans"), *ids)
+        pipe.hdel(self.partition_key(partition, "orphan"), *ids)
+        pipe.hincrby(self.partition_key(partition, "counts"), counter, len(orphans))
         pipe.execute()
 
     # -- reading --------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """All counters, as integers."""
-        raw = self.client.hgetall(self.counts_key)
-        return {name.decode(): int(value) for name, value in raw.items()}
+        """All counters, as integers, summed over the partitions."""
+        pipe = self.client.pipeline(transaction=False)
+        for partition in self.partitions():
+            pipe.hgetall(self.partition_key(partition, "counts"))
+        totals: dict[str, int] = {}
+        for raw in pipe.execute():
+            for name, value in raw.items():
+                totals[name.decode()] = totals.get(name.decode(), 0) + int(value)
+        return totals
 
     def applied_offsets(self) -> dict[int, int]:
-        raw = self.client.hgetall(self.offsets_key)
-        return {int(p): int(offset) for p, offset in raw.items()}
+        """Partition -> the highest offset applied (partitions with none are left out)."""
+        partitions = self.partitions()
+        pipe = self.client.pipeline(transaction=False)
+        for partition in partitions:
+            pipe.get(self.partition_key(partition, "offset"))
+        offsets = zip(partitions, pipe.execute(), strict=True)
+        return {p: int(offset) for p, offset in offsets if offset is not None}
 
 
 def orphan_as_incoming(orphan: Orphan) -> Incoming:

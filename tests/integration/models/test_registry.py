@@ -50,7 +50,7 @@ def test_versions_are_numbered_and_read_back(registry: ModelRegistry) -> None:
 def test_tampered_artifacts_and_versions_are_refused(registry: ModelRegistry) -> None:
     digest = registry.put_artifact(b'{"w": [1, 2]}')
     client, prefix = registry.client, registry.prefix
-    client.set(f"{prefix}artifact:{digest}", b'{"w": [9, 9]}')
+    client.set(registry.artifact_keys(digest)[0], b'{"w": [9, 9]}')
     with pytest.raises(RegistryError, match="does not match its hash"):
         registry.get_artifact(digest)
     # A blob replaced together with a matching hash key still lacks the signature.
@@ -58,7 +58,8 @@ def test_tampered_artifacts_and_versions_are_refused(registry: ModelRegistry) ->
     with pytest.raises(RegistryError, match="signature"):
         registry.get_artifact(forged)
     version = registry.register(pipeline="ce")
-    client.hset(f"{prefix}versions", version.version, b'{"version": "v1", "pipeline": "x"}')
+    forged_payload = b'{"version": "v1", "pipeline": "x"}'
+    client.hset(registry.record_key("versions"), version.version, forged_payload)
     with pytest.raises(RegistryError, match="signature"):
         registry.get(version.version)
 
@@ -113,7 +114,7 @@ def test_a_plain_redis_write_of_the_pointers_switches_nothing(registry: ModelReg
     registry.register(pipeline="ce")
     registry.register(pipeline="dense")
     registry.activate("v1")
-    key = f"{registry.prefix}pointers"
+    key = registry.record_key("pointers")
     genuine = registry.client.get(key)
     envelope = json.loads(genuine)
     envelope["record"] = envelope["record"].replace('"active": "v1"', '"active": "v2"')
@@ -147,7 +148,7 @@ def test_rollback_refuses_a_version_that_is_not_in_the_registry(registry: ModelR
     registry.activate(first)
     registry.activate(second)
     # The earlier version disappears (a plain Redis delete): rollback must not point at it.
-    registry.client.hdel(f"{registry.prefix}versions", first)
+    registry.client.hdel(registry.record_key("versions"), first)
     with pytest.raises(RegistryError, match=f"cannot roll back: version {first} is not in"):
         registry.rollback()
     assert registry.active() == second  # nothing switched
@@ -178,7 +179,7 @@ def test_concurrent_changes_are_not_lost(registry: ModelRegistry) -> None:
 def test_audit_entries_are_signed(registry: ModelRegistry) -> None:
     registry.audit({"action": "note", "version": "v2", "by": "alice", "p_value": 0.01})
     assert registry.audit_log()[0]["by"] == "alice"
-    key = f"{registry.prefix}audit-log"
+    key = registry.record_key("audit-log")
     (audit_id,) = registry.client.hkeys(key)
     raw = registry.client.hget(key, audit_id).replace(b"alice", b"mallory")
     registry.client.hset(key, audit_id, raw)
@@ -195,7 +196,7 @@ def test_a_registry_without_a_key_is_refused(settings: Settings) -> None:
 def test_register_never_overwrites_a_version(registry: ModelRegistry) -> None:
     registry.register(pipeline="ce")
     registry.register(pipeline="dense")
-    registry.client.set(f"{registry.prefix}version-counter", 0)  # a counter that fell behind
+    registry.client.set(registry.record_key("version-counter"), 0)  # a counter that fell behind
     third = registry.register(pipeline="first-stage")
     assert third.version == "v3"
     assert [registry.get(name).pipeline for name in ("v1", "v2")] == ["ce", "dense"]

@@ -169,7 +169,7 @@ def test_a_plain_redis_write_of_the_pointers_switches_nothing(
 ) -> None:
     v1, v2 = two_versions(operator)
     client = redis_client(operator)
-    key = f"{registry_for(operator, client).prefix}pointers"
+    key = registry_for(operator, client).record_key("pointers")
     first_record = client.get(key)  # genuine: v1 active, serial 1
     worker = start_worker(worker_env)
     requests = Requests(operator)
@@ -200,7 +200,7 @@ def test_a_worker_started_on_a_forged_pointer_serves_the_audited_version(
     client = redis_client(operator)
     registry = registry_for(operator, client)
     forged = registry.with_operator_key(MINE.encode())
-    client.delete(f"{registry.prefix}pointers")
+    client.delete(registry.record_key("pointers"))
     forged.activate(v1)  # a record signed with a token the workers do not hold
     worker = start_worker(worker_env)
     assert "REFUSING the registry's pointer record; serving v2" in worker.log()
@@ -223,7 +223,7 @@ def test_rollback_refuses_a_version_that_is_gone_and_every_change_is_audited(
 
     client = redis_client(operator)
     registry = registry_for(operator, client)
-    client.hdel(f"{registry.prefix}versions", v1)  # the version to roll back to is gone
+    client.hdel(registry.record_key("versions"), v1)  # the version to roll back to is gone
     gone = cli(operator, "rollback", "--reason", "x", token=THEIRS, configured=THEIRS)
     assert gone.returncode == 2 and f"version {v1} is not in the registry" in said(gone)
     assert registry.active() == v3
@@ -250,7 +250,7 @@ def test_the_dashboard_shows_a_forged_pointer_as_refused(operator: Settings) -> 
     v1, v2 = two_versions(operator)
     client = redis_client(operator)
     assert dashboard_data(operator, client)["active"] == v1
-    key = f"{registry_for(operator, client).prefix}pointers"
+    key = registry_for(operator, client).record_key("pointers")
     envelope = json.loads(client.get(key))
     envelope["record"] = envelope["record"].replace(f'"active": "{v1}"', f'"active": "{v2}"')
     client.set(key, json.dumps(envelope))

@@ -36,6 +36,7 @@ from streamrank.models.features.state import BatchRead, BatchResult, CounterRead
 from streamrank.models.features.vector import FeatureVector
 from streamrank.streams.config import Settings
 from streamrank.streams.state import feature_state
+from streamrank.streams.state.buckets import BUCKETS, is_cluster
 from streamrank.streams.state.connections import redis_client
 from streamrank.streams.state.feature_state import SCRIPTS, RedisFeatureState
 
@@ -48,6 +49,16 @@ TYPES = ("impression", "click", "add_to_cart", "purchase", "dwell")
 
 def client(settings: Settings) -> redis.Redis:
     return redis_client(settings)
+
+
+def packets_per_pipeline(state: RedisFeatureState) -> int:
+    """Packets one pipeline sends: one, or on a cluster one per master it touches."""
+    return len(state.client.get_primaries()) if is_cluster(state.client) else 1  # type: ignore[attr-defined]
+
+
+def warm(state: RedisFeatureState) -> None:
+    """Connect to every master outside the counted reads (a new connection sends a handshake)."""
+    state.get_hashes([f"warm|{n}" for n in range(20 * BUCKETS)])
 
 
 def redis_state(settings: Settings, **options: object) -> RedisFeatureState:
@@ -137,10 +148,10 @@ def test_counters_forget_days_outside_the_window(settings: Settings) -> None:
     for day in (100, 101, 110):
         state.add("item:counts|d1", "click", day)
     state.add("item:counts|d1", "impression", 101, amount=2.5)
-    stored = sorted(client(settings).hkeys(settings.topic_prefix + "item:counts|d1"))
+    stored = sorted(client(settings).hkeys(state.redis_key("item:counts|d1")))
     assert stored == [b"click:100", b"click:101", b"click:110", b"impression:101", b"newest"]
     state.add("item:counts|d1", "click", 131)  # days 100 and 101 leave the 30-day ring
-    stored = client(settings).hkeys(settings.topic_prefix + "item:counts|d1")
+    stored = client(settings).hkeys(state.redis_key("item:counts|d1"))
     assert sorted(stored) == [b"click:110", b"click:131", b"newest"]
     state.add("item:counts|d1", "click", 101)  # too late: older than the ring
     counts = state.read_counts(["item:counts|d1", "item:counts|d2"], ["click"], 131, 30)
@@ -148,7 +159,7 @@ def test_counters_forget_days_outside_the_window(settings: Settings) -> None:
     assert counts[0, 0].tolist() == [0.0] * 8 + [1.0] + [0.0] * 20 + [1.0]
     assert not counts[1].any()
     state.add("item:counts|d1", "click", 200)  # a gap longer than the ring: all old days gone
-    stored = client(settings).hkeys(settings.topic_prefix + "item:counts|d1")
+    stored = client(settings).hkeys(state.redis_key("item:counts|d1"))
     assert sorted(stored) == [b"click:200", b"newest"]
     with pytest.raises(ValueError, match="not counted"):
         state.add("item:counts|d1", "dwell", 200)
@@ -161,11 +172,11 @@ def test_keys_expire(settings: Settings) -> None:
     state.update_hash("user|u1", {"segment": "s1"})
     state.set_vector("user:embedding:history|u1", np.ones(3))
     state.update_hash("item|d1", {"price": 2.0})
-    ttl = redis_client.ttl(settings.topic_prefix + "user:counts|u1")
+    ttl = redis_client.ttl(state.redis_key("user:counts|u1"))
     assert 7 * DAY_S < ttl <= 8 * DAY_S  # longest window + 1 day
-    assert 0 < redis_client.ttl(settings.topic_prefix + "user|u1") <= 600
-    assert 0 < redis_client.ttl(settings.topic_prefix + "user:embedding:history|u1") <= 600
-    assert redis_client.ttl(settings.topic_prefix + "item|d1") == -1  # items live until deleted
+    assert 0 < redis_client.ttl(state.redis_key("user|u1")) <= 600
+    assert 0 < redis_client.ttl(state.redis_key("user:embedding:history|u1")) <= 600
+    assert redis_client.ttl(state.redis_key("item|d1")) == -1  # items live until deleted
 
 
 def test_hashes_and_vectors_read_back_exactly(settings: Settings) -> None:
@@ -202,7 +213,8 @@ def test_a_batch_read_of_1000_candidates_is_one_round_trip(
     settings: Settings, round_trips: list[int]
 ) -> None:
     state = RedisFeatureState(client(settings), prefix=settings.topic_prefix, buffer_writes=True)
-    state.client.ping()  # connect outside the counted reads
+    warm(state)
+    packets = packets_per_pipeline(state)
     items = [f"d{i}" for i in range(1000)]
     for n, doc_id in enumerate(items):
         state.add(f"item:counts|{doc_id}", "click", 50 + n % 3)
@@ -210,7 +222,7 @@ def test_a_batch_read_of_1000_candidates_is_one_round_trip(
         state.set_vector(f"item:vector|{doc_id}", np.full(4, n, dtype=np.float32))
     before = round_trips[0]
     state.flush()  # 3,000 queued writes
-    assert round_trips[0] - before == 1
+    assert round_trips[0] - before <= packets
     for read in (
         lambda: state.read_counts([f"item:counts|{d}" for d in items], ["click"], 52, 30),
         lambda: state.get_hashes([f"item|{d}" for d in items]),
@@ -218,9 +230,95 @@ def test_a_batch_read_of_1000_candidates_is_one_round_trip(
     ):
         before = round_trips[0]
         result = read()
-        assert round_trips[0] - before == 1
+        assert round_trips[0] - before <= packets
         assert len(result) == 1000
     assert state.read_counts([f"item:counts|{d}" for d in items], ["click"], 52, 30).sum() == 1000
+
+
+def test_a_batch_read_costs_one_command_per_bucket_at_most(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 items' fields, vectors and counters: one script or MGET per read on a single
+    Redis, at most one per bucket on a cluster, which refuses a script over keys of two slots
+    (so this fails on a cluster unless every group's keys share one)."""
+    state = RedisFeatureState(client(settings), prefix=settings.topic_prefix, buffer_writes=True)
+    items = [f"d{i}" for i in range(1000)]
+    for n, doc_id in enumerate(items):
+        state.add(counts_key("item", doc_id), "click", 50)
+        state.update_hash(item_key(doc_id), {"price": float(n), "category": f"c{n % 9}"})
+        state.set_vector(item_vector_key(doc_id), np.full(4, n, dtype=np.float32))
+    state.flush()
+    sent: list[list[str]] = []
+    pipeline = state._pipeline
+
+    def counting(ops: list[feature_state.Op]) -> object:
+        sent.append([name for name, _, _ in ops])
+        return pipeline(ops)
+
+    monkeypatch.setattr(state, "_pipeline", counting)
+    got = state.read_batch(
+        BatchRead(
+            today=50,
+            columns=[item_key(d) for d in items],
+            numbers=["price"],
+            strings=["category"],
+            rows=[item_vector_key(d) for d in items],
+            counters={
+                "item": CounterRead([counts_key("item", d) for d in items], ("click",), (7,))
+            },
+        )
+    )
+    ((*names,),) = sent
+    per_read = BUCKETS if is_cluster(state.client) else 1
+    for read in ("columns", "mget", "window_sums"):
+        assert 1 <= names.count(read) <= per_read
+    assert got.numbers[0].tolist() == [float(n) for n in range(1000)]
+    assert got.strings[0] == [f"c{n % 9}" for n in range(1000)]
+    assert got.matrix[:, 0].tolist() == [float(n) for n in range(1000)]
+    assert got.counts["item"].sum() == 1000
+
+
+def test_a_buffered_write_is_read_back_and_flushed_to_every_master(settings: Settings) -> None:
+    """A read sees the writes queued before it to its keys; flush sends the rest (on a
+    cluster those to other slots wait for it), so another worker then sees them all."""
+    state = RedisFeatureState(client(settings), prefix=settings.topic_prefix, buffer_writes=True)
+    other = RedisFeatureState(client(settings), prefix=settings.topic_prefix)
+    docs = [f"d{n}" for n in range(64)]  # in every bucket
+    for n, doc_id in enumerate(docs):
+        state.update_hash(item_key(doc_id), {"price": float(n)})
+        state.add(counts_key("item", doc_id), "click", 7)
+    assert state.get_hashes([item_key("d5")]) == [{"price": 5.0}]
+    assert state.read_counts([counts_key("item", "d9")], ["click"], 7, 1).tolist() == [[[1.0]]]
+    state.flush()
+    assert other.get_hashes([item_key(d) for d in docs]) == [{"price": float(n)} for n in range(64)]
+    assert other.read_counts([counts_key("item", d) for d in docs], ["click"], 7, 1).sum() == 64
+
+
+def test_keys_of_the_untagged_layout_move_to_their_tagged_names(settings: Settings) -> None:
+    redis_client = client(settings)
+    if is_cluster(redis_client):
+        pytest.skip("a cluster never held the untagged layout (its scripts were refused)")
+    prefix = settings.topic_prefix
+    redis_client.hset(prefix + "item|d1", mapping={"price": "2.5"})
+    redis_client.hset(prefix + "item:counts|d1", mapping={"click:10": "3", "newest": "10"})
+    redis_client.expire(prefix + "item:counts|d1", 600)
+    redis_client.set(prefix + "item:vector|d1", np.ones(2, dtype=np.float32).tobytes())
+    state = RedisFeatureState(redis_client, prefix=prefix)
+    state.update_hash("item|d2", {"price": 1.0})  # already tagged: not moved
+    assert feature_state.move_untagged_keys(redis_client, prefix) == 3
+    assert state.get_hashes(["item|d1", "item|d2"]) == [{"price": 2.5}, {"price": 1.0}]
+    assert state.read_counts(["item:counts|d1"], ["click"], 10, 1).tolist() == [[[3.0]]]
+    assert 0 < redis_client.ttl(state.redis_key("item:counts|d1")) <= 600
+    assert state.get_vectors(["item:vector|d1"])[0].tolist() == [1.0, 1.0]
+    assert feature_state.move_untagged_keys(redis_client, prefix) == 0  # once
+
+
+def test_keys_carry_their_bucket_tag_under_the_prefix(settings: Settings) -> None:
+    state = RedisFeatureState(client(settings), prefix=settings.topic_prefix)
+    state.update_hash("item|d1", {"price": 1.0})
+    (name,) = client(settings).scan_iter(match=settings.topic_prefix + "*")
+    assert name.decode().startswith(settings.topic_prefix + "{f")
+    assert name.decode().endswith("}item|d1") and name.decode() == state.redis_key("item|d1")
 
 
 def test_memory_report_counts_items_and_users(settings: Settings) -> None:
@@ -337,14 +435,15 @@ def test_a_prefetched_matrix_is_two_round_trips(settings: Settings, round_trips:
     """All but the category counters in one pipeline; the same matrix as reads on first use."""
     features = default_features()
     state, _ = both_states(settings, seed=12)
-    state.client.ping()  # connect outside the counted reads
+    warm(state)
+    packets = packets_per_pipeline(state)
     for request in requests(seed=13):
         before = round_trips[0]
         prefetched = FeatureVector(features, state).matrix(request)
-        assert round_trips[0] - before == 2
+        assert round_trips[0] - before <= 2 * packets
         before = round_trips[0]
         on_first_use = FeatureVector(features, state, prefetch=False).matrix(request)
-        assert round_trips[0] - before > 2
+        assert round_trips[0] - before > 2 * packets
         np.testing.assert_array_equal(prefetched, on_first_use)
 
 
@@ -357,7 +456,7 @@ def test_a_batch_read_reloads_the_scripts_redis_lost(
     monkeypatch.setattr(feature_state, "_SHAS", shas)
     state = RedisFeatureState(client(settings), prefix=settings.topic_prefix)
     state.update_hash("item|d1", {"price": 1.5, "brand": "b"})
-    client(settings).hset(settings.topic_prefix + "item:counts|d1", "click:10", 2)
+    client(settings).hset(state.redis_key("item:counts|d1"), "click:10", 2)
     got = state.read_batch(
         BatchRead(
             today=10,

@@ -10,6 +10,7 @@ from streamrank.models.scoring.score_cache import text_hash
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Item, User
 from streamrank.streams.state.connections import redis_client
+from streamrank.streams.state.feature_feed import FeatureFeed
 from streamrank.streams.state.feature_store import FeatureStore
 from tests.helpers import produce
 
@@ -29,6 +30,28 @@ def test_items_upsert_and_delete(settings: Settings) -> None:
     features.apply_item(Item(doc_id="volga", op="delete"))
     features.apply_item(Item(doc_id="volga", op="delete"))  # a replayed delete is harmless
     assert features.texts(["volga"]) == [None]
+
+
+def test_batch_reads_span_many_documents_and_impressions(settings: Settings) -> None:
+    """Documents and impressions are keyed one per id, so on a cluster they lie in many slots:
+    the batched reads (one pipeline of single-key reads each) must cross slots, which a
+    multi-key command (MGET) would be refused."""
+    client = redis_client(settings)
+    features = FeatureStore(client, settings)
+    docs = [f"doc-{n}" for n in range(200)]
+    for n, doc_id in enumerate(docs):
+        features.apply_item(Item(doc_id=doc_id, text=f"text {n}", price=float(n), stock=n % 2))
+    assert features.texts(docs) == [f"text {n}" for n in range(200)]
+    fields = features.rule_fields([*docs, "unknown"], ["price", "stock"])
+    assert fields[:200] == [{"price": float(n), "stock": n % 2} for n in range(200)]
+    assert fields[200] == {}
+    requests = [f"r{n}" for n in range(50)]
+    for n, request_id in enumerate(requests):
+        features.record_impression(request_id, {"query": f"q{n}", "user_id": f"u{n}"})
+    found = FeatureFeed(settings, client).impressions([*requests, "r-none"])
+    assert found == {
+        f"r{n}": {"query": f"q{n}", "user_id": f"u{n}", "session_id": None} for n in range(50)
+    }
 
 
 def test_impressions_expire(settings: Settings) -> None:

@@ -53,7 +53,7 @@ def test_state_round_trips_and_entries_expire(settings: Settings) -> None:
     store.put_state("propensity", {"theta": [1.0, 0.5]})
     assert store.get_state("propensity") == {"theta": [1.0, 0.5]}
     store.apply("e", "q", [("d", Stats(1, 1, 1, 0, 0))])
-    assert client.ttl(f"{store.prefix}docstats:d") in (0, 1)
+    assert client.ttl(f"{store.tagged}docstats:d") in (0, 1)
 
 
 def test_a_batch_reads_and_writes_like_the_store_itself(store: RedisLearnerStore) -> None:

@@ -369,7 +369,7 @@ def test_dashboard_needs_the_token_and_shows_hostile_names_as_text(
     # the dashboard must show it as text all the same.
     pointers = registry.pointers()
     forged = replace(pointers, shadows=(hostile,), serial=pointers.serial + 1)
-    client.set(f"{registry.prefix}pointers", registry._envelope(forged))
+    client.set(registry.record_key("pointers"), registry._envelope(forged))
     token, port = "dashboard-token", free_port()
     web = {
         "STREAMRANK_WEB_ENABLED": "true",

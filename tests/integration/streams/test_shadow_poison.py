@@ -57,7 +57,7 @@ def test_a_click_the_shadow_keeps_failing_on_is_dead_lettered_and_the_next_is_cr
     for request_id in (poisoned, good):
         served(feature_store, request_id)
     stats.remember_ranking(good, list(reversed(DOCS)))
-    client.set(stats._key("ranking", poisoned), b"{not json")  # what the handler trips on
+    client.set(stats._request_key("ranking", poisoned), b"{not json")  # what the handler trips on
 
     log_path = tmp_path / "shadow.log"
     shadow = subprocess.Popen(

@@ -47,7 +47,7 @@ def test_vectors_encoded_at_ingestion_are_read_by_another_worker(settings: Setti
     stored = RedisVectorCache(client, key(settings, "vec:"), ttl_s=60)
     keys = [vector_key(ingesting.version, c.doc_id, c.text or "") for c in DOCS[:4]]
     assert all(v is not None for v in stored.get_many(keys))  # in Redis, under content keys
-    assert client.ttl(key(settings, "vec:") + keys[0]) > 0  # with the configured lifetime
+    assert client.ttl(stored.redis_key(keys[0])) > 0  # with the configured lifetime
 
     serving, encoder, _ = worker_tier(settings)
     result = serving.score("rivers", DOCS, None)
