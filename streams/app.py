@@ -11,16 +11,53 @@ range, round-robin and sticky assignors, no cooperative-sticky), so every rebala
 partitions briefly; static membership (``group.instance.id``) would spare the rebalance of a
 worker that restarts under the same id, but not the wait for one that is gone, and a cleanly
 stopped static member does not leave the group at all, so it is not used.
+
+Durability: the app's producer writes with ``acks=all`` and idempotence
+(:data:`~streamrank.streams.kafka.clients.DURABLE_PRODUCER`), which Faust sets only inside
+exactly-once transactions, so the app runs on a transport whose producer always asks for
+them (:class:`DurableTransport`). The topics Faust creates itself (its assignor's leader
+topic) get the replication factor streamrank's own topics get
+(:func:`~streamrank.streams.kafka.replication.resolve_replication`).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from streamrank.streams.config import Settings
+from streamrank.streams.kafka.clients import DURABLE_PRODUCER
+from streamrank.streams.kafka.replication import resolve_replication
+
+
+class DurableProducer(aiokafka_driver.Producer):
+    """Faust's aiokafka producer, always with ``acks=all`` and idempotence (Faust's own adds
+    them only in a transaction; ``producer_acks`` alone would leave retries able to write a
+    batch twice)."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), **DURABLE_PRODUCER}
+
+
+class DurableTransport(aiokafka_driver.Transport):
+    """Faust's aiokafka transport with :class:`DurableProducer`."""
+
+    Producer = DurableProducer
+
+
+class App(faust.App):
+    """A Faust app on :class:`DurableTransport`, whatever the broker URL's scheme."""
+
+    def _new_transport(self) -> DurableTransport:
+        return DurableTransport(self.conf.broker_consumer, self)
+
+    def _new_producer_transport(self) -> DurableTransport:
+        return DurableTransport(self.conf.broker_producer, self)
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -40,20 +77,26 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
 
 def create_app(settings: Settings) -> faust.App:
     """A Faust app for ``settings``, without agents (:func:`streamrank.streams.worker.build`
-    and :func:`streamrank.streams.agents.shadow.build_shadow` add them)."""
+    and :func:`streamrank.streams.agents.shadow.build_shadow` add them).
+
+    Raises
+    ------
+    ReplicationError
+        With replication ``auto`` and no broker to count the cluster's brokers.
+    """
     # Faust makes a data directory even with in-memory tables; it holds nothing here, so it
     # goes under the temp dir instead of littering whatever directory the worker runs in
     # (Faust creates only the last level of the path)
     datadir = Path(tempfile.gettempdir()) / "streamrank"
     datadir.mkdir(exist_ok=True)
-    return faust.App(
+    return App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         broker_credentials=broker_credentials(settings),
         store="memory://",
         datadir=str(datadir / "{conf.name}-data"),
         topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
+        topic_replication_factor=resolve_replication(settings),
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=settings.web_enabled,

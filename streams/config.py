@@ -18,7 +18,7 @@ import os
 import ssl
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,7 +49,11 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: str | None = None
     topic_prefix: str = "streamrank."
     partitions: int = Field(4, ge=1, description="partitions per topic; workers scale up to this")
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="copies of each topic streamrank creates; auto: min(3, the brokers the "
+        "cluster has), resolved when topics or the worker's app are created",
+    )
     app_id: str = "streamrank"
     kafka_session_timeout_s: float = Field(
         6.0,

@@ -38,6 +38,7 @@ from streamrank.models.evaluation.metrics import ndcg_at_k
 from streamrank.models.retrieval.corpus import CACHE_DIR
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Query, Ranking
+from streamrank.streams.kafka.clients import producer_options
 from streamrank.streams.kafka.topics import create_topics
 from streamrank.streams.terminal import RichProgress, learning_curve_table, progress_bar
 
@@ -223,7 +224,7 @@ def stream_queries(
     consumer.assign(partitions)
     consumer.seek_to_end(*partitions)
     consumer.poll(timeout_ms=0)  # fixes the positions before anything is published
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0)
+    producer = KafkaProducer(**producer_options(settings, linger_ms=0))
     to_send = deque(requests.items())
     sent_at: dict[str, float] = {}
     board = Board(sent=0, qids={f"demo-{run}-{qid}": qid for qid, _ in picked})

@@ -45,6 +45,7 @@ from streamrank.models.learning.lambdamart import FinalRanker
 from streamrank.models.learning.ranker_versions import register_final_ranker
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Interaction, Item, Ranking
+from streamrank.streams.kafka.clients import producer_options
 from streamrank.streams.kafka.topics import admin_client, create_topics
 from streamrank.streams.state.connections import redis_client, registry_for
 from streamrank.streams.state.feature_feed import FeatureFeed
@@ -203,7 +204,7 @@ class LiveShop:
         )
         bootstrap = self.settings.kafka_bootstrap
         options = self.settings.kafka_client_options()
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **options)
+        self.producer = KafkaProducer(**producer_options(self.settings, linger_ms=5))
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, **options)
         topic = self.settings.topic("rankings")
         partitions = [

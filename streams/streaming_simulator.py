@@ -30,6 +30,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from streamrank.models.evaluation.simulator import SimQuery
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Interaction, Ranking
+from streamrank.streams.kafka.clients import producer_options
 from streamrank.streams.state.connections import redis_client
 from streamrank.streams.state.user_sessions import SessionStore
 
@@ -64,13 +65,7 @@ class StreamingSystem:
         self.timeout_s = timeout_s
         self.nonce = uuid.uuid4().hex[:8]
         options = settings.kafka_client_options()
-        self.producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            linger_ms=5,
-            max_request_size=settings.max_message_bytes,
-            **options,
-        )
+        self.producer = KafkaProducer(**producer_options(settings, linger_ms=5))
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, **options
         )

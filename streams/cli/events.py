@@ -70,18 +70,13 @@ def publish(kind: str, file: Path) -> None:
     """
     from kafka import KafkaProducer
 
+    from streamrank.streams.kafka.clients import producer_options
     from streamrank.streams.kafka.topics import UNREACHABLE, existing_topics
 
     settings = get_settings()
     limits = settings.limits()
     try:
-        producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            linger_ms=5,
-            max_request_size=settings.max_message_bytes,
-            **settings.kafka_client_options(),
-        )
+        producer = KafkaProducer(**producer_options(settings, linger_ms=5))
     except UNREACHABLE:
         no_broker(settings)
     topic = settings.topic(kind)

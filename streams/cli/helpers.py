@@ -186,12 +186,9 @@ def send_control(settings: Any, control: Any) -> None:
     for the broker to take it; a missing topic or broker fails within 10 s, not a minute."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        max_block_ms=10_000,
-        **settings.kafka_client_options(),
-    )
+    from streamrank.streams.kafka.clients import producer_options
+
+    producer = KafkaProducer(**producer_options(settings, max_block_ms=10_000))
     try:
         producer.send(
             settings.topic("control"), key=control.command_id.encode(), value=control.to_bytes()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
-from streamrank.streams.cli.helpers import console, no_broker
+from streamrank.streams.cli.helpers import console, fail, no_broker
 from streamrank.streams.config import get_settings
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ def topics_create(partitions: int | None, fix: bool) -> None:
 
     Example: streamrank topics create --partitions 8
     """
+    from streamrank.streams.kafka.replication import ReplicationError
     from streamrank.streams.kafka.topics import UNREACHABLE, create_topics
 
     settings = get_settings()
@@ -45,6 +46,8 @@ def topics_create(partitions: int | None, fix: bool) -> None:
         results = create_topics(settings, fix=fix)
     except UNREACHABLE:
         no_broker(settings)
+    except ReplicationError as error:
+        fail(str(error), "unset STREAMRANK_REPLICATION_FACTOR (auto) or lower it")
     table = Table("topic", "partitions", "status")
     for result in results:
         table.add_row(result.name, str(result.partitions), topic_status(result))

@@ -7,6 +7,11 @@ of the registry and the learner's checkpoints (:mod:`streamrank.streams.state.jo
 topic that already exists keeps whatever it was created with, so :func:`check_topics`
 compares the broker's values with these at worker start and warns about each difference, and
 ``streamrank topics create --fix`` alters them.
+
+Each topic gets the replication factor the settings resolve to on this cluster
+(:mod:`streamrank.streams.kafka.replication`: ``auto`` is min(3, brokers)), counted once per
+:func:`create_topics` or :func:`check_topics`, and with three copies or more the
+``min.insync.replicas`` that makes ``acks=all`` wait for two of them.
 """
 
 from __future__ import annotations
@@ -16,10 +21,16 @@ from dataclasses import dataclass
 
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError
 
 from streamrank.streams.config import Settings
 from streamrank.streams.events import TOPIC_KINDS
+from streamrank.streams.kafka.clients import UNREACHABLE, admin_client
+from streamrank.streams.kafka.replication import (
+    ReplicationError,
+    min_insync_replicas,
+    resolve_replication,
+)
 from streamrank.streams.state.journal import STATE_KIND
 
 # Every topic streamrank creates and checks: the event topics, then the state journal.
@@ -27,8 +38,6 @@ MANAGED_KINDS = (*TOPIC_KINDS, STATE_KIND)
 # The latest item/user update per key is the state: compaction keeps it for replays forever.
 # The same holds for the journal's records, which a restore replays from the start.
 COMPACTED_KINDS = frozenset({"items", "users", STATE_KIND})
-# What kafka-python raises when no broker answers at the bootstrap address.
-UNREACHABLE = (KafkaTimeoutError, KafkaConnectionError)
 # Operator commands must be seen in the order they were issued: one partition keeps them so.
 # The journal too: its last value of a record must be the one written last.
 SINGLE_PARTITION_KINDS = frozenset({"control", STATE_KIND})
@@ -61,23 +70,6 @@ class TopicResult:
     fixed: bool = False
 
 
-def admin_client(settings: Settings, timeout_ms: int | None = None) -> KafkaAdminClient:
-    timeouts = (
-        {}
-        if timeout_ms is None
-        else {
-            "request_timeout_ms": timeout_ms,
-            "bootstrap_timeout_ms": timeout_ms,
-        }
-    )
-    return KafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id=f"{settings.app_id}-admin",
-        **settings.kafka_client_options(),
-        **timeouts,
-    )
-
-
 def partitions_for(kind: str, settings: Settings) -> int:
     return 1 if kind in SINGLE_PARTITION_KINDS else settings.partitions
 
@@ -90,7 +82,7 @@ def existing_topics(settings: Settings) -> set[str]:
         admin.close()
 
 
-def topic_configs(kind: str, settings: Settings) -> dict[str, str]:
+def topic_configs(kind: str, settings: Settings, replication: int | None = None) -> dict[str, str]:
     """The settings a topic of this kind is created with (and checked against).
 
     ``max.message.bytes`` is the workers' own limit on every topic (the broker's default is
@@ -99,20 +91,37 @@ def topic_configs(kind: str, settings: Settings) -> dict[str, str]:
     replays them from the start, which only works if none is deleted by age. ``state`` is
     compacted for the same reason: a restore replays the journal from its start. The other
     topics keep the broker's time-based retention (``log.retention.hours``).
+
+    ``replication`` is the topic's replication factor (default: the settings' explicit one;
+    with ``auto`` and none given, the settings that depend on it are left out). From three
+    copies on, ``min.insync.replicas`` is 2: set on the topic rather than trusted to the
+    broker's default, which is 1 unless the cluster was set up otherwise, and would let an
+    ``acks=all`` write be acknowledged with a single copy.
     """
     configs = {"max.message.bytes": str(settings.max_message_bytes)}
     configs["cleanup.policy"] = "compact" if kind in COMPACTED_KINDS else "delete"
+    if replication is None and isinstance(settings.replication_factor, int):
+        replication = settings.replication_factor
+    min_insync = None if replication is None else min_insync_replicas(replication)
+    if min_insync is not None:
+        configs["min.insync.replicas"] = str(min_insync)
     return configs
 
 
 def create_topics(settings: Settings, fix: bool = False) -> list[TopicResult]:
     """Create every missing streamrank topic with its settings; check the existing ones.
 
-    An existing topic's partitions are left alone; its settings are compared with
-    :func:`topic_configs` and, with ``fix``, altered to them.
+    An existing topic's partitions and replicas are left alone; its settings are compared
+    with :func:`topic_configs` and, with ``fix``, altered to them.
+
+    Raises
+    ------
+    ReplicationError
+        When the settings ask for more copies than the cluster has brokers.
     """
     admin = admin_client(settings)
     try:
+        replication = resolve_replication(settings, admin)
         existing = set(admin.list_topics())
         results = []
         for kind in MANAGED_KINDS:
@@ -120,8 +129,12 @@ def create_topics(settings: Settings, fix: bool = False) -> list[TopicResult]:
             partitions = partitions_for(kind, settings)
             created = name not in existing
             if created:
-                created = create_topic(admin, name, partitions, kind, settings)
-            mismatches = () if created else tuple(topic_mismatches(admin, kind, settings))
+                created = create_topic(admin, name, partitions, kind, settings, replication)
+            mismatches = (
+                ()
+                if created
+                else tuple(topic_mismatches(admin, kind, settings, replication_of(admin, name)))
+            )
             fixed = fix and bool(mismatches)
             if fixed:
                 alter_topic_configs(admin, name, mismatches)
@@ -132,14 +145,19 @@ def create_topics(settings: Settings, fix: bool = False) -> list[TopicResult]:
 
 
 def create_topic(
-    admin: KafkaAdminClient, name: str, partitions: int, kind: str, settings: Settings
+    admin: KafkaAdminClient,
+    name: str,
+    partitions: int,
+    kind: str,
+    settings: Settings,
+    replication: int,
 ) -> bool:
     """Create one topic with its settings; False when another process created it first."""
     topic = NewTopic(
         name,
         partitions,
-        settings.replication_factor,
-        topic_configs=topic_configs(kind, settings),
+        replication,
+        topic_configs=topic_configs(kind, settings, replication),
     )
     try:
         admin.create_topics([topic])
@@ -148,12 +166,24 @@ def create_topic(
     return True
 
 
+def replication_of(admin: KafkaAdminClient, name: str) -> int:
+    """How many copies an existing topic keeps (of its least replicated partition)."""
+    (described,) = admin.describe_topics([name])
+    return min(len(partition["replica_nodes"]) for partition in described["partitions"])
+
+
 def topic_mismatches(
-    admin: KafkaAdminClient, kind: str, settings: Settings
+    admin: KafkaAdminClient, kind: str, settings: Settings, replication: int
 ) -> list[ConfigMismatch]:
-    """The settings of one existing topic that differ from :func:`topic_configs`."""
+    """The settings of one existing topic of ``replication`` copies that differ from
+    :func:`topic_configs`.
+
+    ``replication`` is the copies the topic has, not those a new topic would get: a topic
+    created with fewer (by hand, or before the cluster grew) must not be set to wait for more
+    in-sync copies than it has, which would refuse every ``acks=all`` write to it.
+    """
     name = settings.topic(kind)
-    expected = topic_configs(kind, settings)
+    expected = topic_configs(kind, settings, replication)
     resource = ConfigResource(ConfigResourceType.TOPIC, name, configs=dict.fromkeys(expected))
     described = admin.describe_configs([resource], config_filter="all")
     actual = described["topic"][name]
@@ -187,6 +217,7 @@ def check_topics(settings: Settings) -> list[ConfigMismatch]:
         log.warning("could not check the topics' settings: %s", error)
         return []
     try:
+        replication = resolve_replication(settings, admin)
         existing = set(admin.list_topics())
         mismatches = []
         for kind in MANAGED_KINDS:
@@ -194,7 +225,19 @@ def check_topics(settings: Settings) -> list[ConfigMismatch]:
             if name not in existing:
                 log.warning("topic %s does not exist: run `streamrank topics create`", name)
                 continue
-            mismatches.extend(topic_mismatches(admin, kind, settings))
+            copies = replication_of(admin, name)
+            if copies < replication:
+                log.warning(
+                    "topic %s keeps %d copies of each message, streamrank creates %d here; "
+                    "a broker's loss may lose or stop it until its partitions are reassigned",
+                    name,
+                    copies,
+                    replication,
+                )
+            mismatches.extend(topic_mismatches(admin, kind, settings, copies))
+    except ReplicationError as error:
+        log.warning("could not check the topics' settings: %s", error)
+        return []
     finally:
         admin.close()
     for mismatch in mismatches:

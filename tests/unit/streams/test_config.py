@@ -101,7 +101,7 @@ def test_the_worker_keeps_its_data_directory_out_of_the_working_directory() -> N
 
     from streamrank.streams.app import create_app
 
-    app = create_app(Settings(app_id="streamrank-datadir-check"))
+    app = create_app(Settings(app_id="streamrank-datadir-check", replication_factor=1))
     datadir = Path(app.conf.datadir)
     assert datadir.is_absolute()
     assert datadir.is_relative_to(tempfile.gettempdir())

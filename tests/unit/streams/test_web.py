@@ -37,10 +37,10 @@ def test_the_web_pages_listen_on_localhost_unless_told(monkeypatch: pytest.Monke
     from streamrank.streams.config import Settings
 
     monkeypatch.delenv("STREAMRANK_WEB_HOST", raising=False)
-    app = create_app(Settings(web_enabled=True))
+    app = create_app(Settings(web_enabled=True, replication_factor=1))
     assert app.conf.web_bind == "127.0.0.1"
     assert not app.conf.web_router_enabled and not app.conf.web_tables_enabled
-    assert create_app(Settings(web_host="0.0.0.0")).conf.web_bind == "0.0.0.0"
+    assert create_app(Settings(web_host="0.0.0.0", replication_factor=1)).conf.web_bind == "0.0.0.0"
     assert "s3cret" not in repr(Settings(web_token="s3cret"))
 
 
