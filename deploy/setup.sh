@@ -32,3 +32,17 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 bash deploy/kafka.sh fetch
+
+# kustomize renders deploy/k8s for tests/integration/test_k8s.py: built once from the Go
+# module proxy (about a minute on 2 cores) into the cache, rebuilt only for another version.
+kustomize_version=v5.8.2
+kustomize="${XDG_CACHE_HOME:-$HOME/.cache}/streamrank/bin/kustomize"
+if [ "$("$kustomize" version 2>/dev/null)" != "$kustomize_version" ]; then
+  if command -v go >/dev/null; then
+    echo "setup: building kustomize $kustomize_version (for the deploy/k8s tests)" >&2
+    mkdir -p "$(dirname "$kustomize")"
+    GOBIN="$(dirname "$kustomize")" go install "sigs.k8s.io/kustomize/kustomize/v5@$kustomize_version"
+  else
+    echo "setup: no Go toolchain, so no kustomize: tests/integration/test_k8s.py will fail" >&2
+  fi
+fi
