@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-.PHONY: setup demo test test-unit services services-down lint
+.PHONY: setup demo test test-cluster test-unit services services-down lint
 
 setup:
 	bash deploy/setup.sh
@@ -10,6 +10,10 @@ demo:
 # All three tiers, with the services, models and demo corpus they need (deploy/test.sh).
 test:
 	bash deploy/test.sh
+
+# The integration tier again, against a three-broker Kafka cluster and a Redis Cluster.
+test-cluster:
+	bash deploy/test.sh --cluster
 
 # The unit tier alone: no services, no shared data, under a minute.
 test-unit:
