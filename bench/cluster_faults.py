@@ -333,7 +333,10 @@ def leader_of(settings: Settings, kind: str, partition: int) -> int:
         (described,) = admin.describe_topics([settings.topic(kind)])
     finally:
         admin.close()
-    return next(p["leader"] for p in described["partitions"] if p["partition"] == partition)
+    # kafka-python 3 returns the metadata response's own names (partition_index, leader_id)
+    return next(
+        p["leader_id"] for p in described["partitions"] if p["partition_index"] == partition
+    )
 
 
 def run_leader(services: ClusterServices, args: argparse.Namespace) -> dict[str, Any]:
