@@ -86,6 +86,7 @@ from streamrank.streams.state.connections import key, redis_client  # noqa: E402
 from streamrank.streams.state.feature_store import FeatureStore  # noqa: E402
 from streamrank.streams.state.user_sessions import SessionStore  # noqa: E402
 from streamrank.streams.streaming_simulator import to_interactions  # noqa: E402
+from tests.helpers import settings_env  # noqa: E402
 
 console = Console(stderr=True)
 SCENARIOS = ("poison", "kill", "broker", "redis")
@@ -213,18 +214,7 @@ def scenario_settings(services: Services, partitions: int) -> Settings:
 
 def child_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
     """The environment that makes a child process (worker, CLI) use ``settings``."""
-    env = dict(os.environ)
-    names = (
-        "kafka_bootstrap",
-        "redis_url",
-        "redis_cluster",
-        "topic_prefix",
-        "app_id",
-        "partitions",
-    )
-    for name in names:
-        env[f"STREAMRANK_{name.upper()}"] = str(getattr(settings, name))
-    return env | extra
+    return settings_env(settings) | extra
 
 
 class Worker:

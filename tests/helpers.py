@@ -12,6 +12,9 @@ import json
 import os
 import socket
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +52,33 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for field in fields:
         env[f"STREAMRANK_{field.upper()}"] = str(getattr(settings, field))
     return env
+
+
+@contextmanager
+def isolated_settings(bootstrap: str, redis_url: str, partitions: int) -> Iterator[Settings]:
+    """Settings with a fresh topic prefix and app id on the given services; its topics are
+    created, and deleted afterwards with every Redis key under the prefix."""
+    from streamrank.streams.kafka.topics import admin_client, create_topics
+    from streamrank.streams.state.connections import redis_client
+
+    run = uuid.uuid4().hex[:10]
+    isolated = Settings(
+        kafka_bootstrap=bootstrap,
+        redis_url=redis_url,
+        topic_prefix=f"test-{run}.",
+        app_id=f"streamrank-test-{run}",
+        partitions=partitions,
+    )
+    created = [result.name for result in create_topics(isolated)]
+    yield isolated
+    admin = admin_client(isolated)
+    try:
+        admin.delete_topics(created)
+    finally:
+        admin.close()
+    client = redis_client(isolated)
+    for name in client.scan_iter(match=f"{isolated.topic_prefix}*"):
+        client.delete(name)
 
 
 def interleaving_outcomes(wins: int, losses: int, ties: int, seed: int = 0) -> list[int]:

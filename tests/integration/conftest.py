@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,7 @@ import pytest
 import redis
 
 from streamrank.streams.config import Settings
-from streamrank.streams.state.connections import redis_client
-from tests.helpers import REPO, settings_env
+from tests.helpers import REPO, isolated_settings, settings_env
 
 HOW_TO_START = (
     "start the services with `streamrank services up` (or `make services`) and export "
@@ -92,26 +90,8 @@ def check_reachable(bootstrap: str, redis_url: str) -> None:
 @pytest.fixture
 def settings(endpoints: Endpoints) -> Iterator[Settings]:
     """Settings with a fresh topic prefix and app id; topics created, deleted afterwards."""
-    from streamrank.streams.kafka.topics import admin_client, create_topics
-
-    run = uuid.uuid4().hex[:10]
-    isolated = Settings(
-        kafka_bootstrap=endpoints.kafka_bootstrap,
-        redis_url=endpoints.redis_url,
-        topic_prefix=f"test-{run}.",
-        app_id=f"streamrank-test-{run}",
-        partitions=2,
-    )
-    created = [result.name for result in create_topics(isolated)]
-    yield isolated
-    admin = admin_client(isolated)
-    try:
-        admin.delete_topics(created)
-    finally:
-        admin.close()
-    client = redis_client(isolated)
-    for name in client.scan_iter(match=f"{isolated.topic_prefix}*"):
-        client.delete(name)
+    with isolated_settings(endpoints.kafka_bootstrap, endpoints.redis_url, partitions=2) as made:
+        yield made
 
 
 class Worker:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 
@@ -26,7 +25,7 @@ from streamrank.streams.config import Settings
 from streamrank.streams.events import Interaction, Ranking
 from streamrank.streams.state.connections import redis_client
 from streamrank.streams.streaming_simulator import to_interactions
-from tests.helpers import consume
+from tests.helpers import consume, isolated_settings
 from tests.integration.streams.test_learn import (
     LEARN_ENV,
     QUERIES,
@@ -48,26 +47,8 @@ PER_SECOND = 6.0
 @pytest.fixture
 def settings(endpoints) -> Iterator[Settings]:
     """The conftest's isolated settings with six partitions, so four workers all get some."""
-    from streamrank.streams.kafka.topics import admin_client, create_topics
-
-    run = uuid.uuid4().hex[:10]
-    isolated = Settings(
-        kafka_bootstrap=endpoints.kafka_bootstrap,
-        redis_url=endpoints.redis_url,
-        topic_prefix=f"test-{run}.",
-        app_id=f"streamrank-test-{run}",
-        partitions=6,
-    )
-    created = [result.name for result in create_topics(isolated)]
-    yield isolated
-    admin = admin_client(isolated)
-    try:
-        admin.delete_topics(created)
-    finally:
-        admin.close()
-    client = redis_client(isolated)
-    for name in client.scan_iter(match=f"{isolated.topic_prefix}*"):
-        client.delete(name)
+    with isolated_settings(endpoints.kafka_bootstrap, endpoints.redis_url, partitions=6) as made:
+        yield made
 
 
 def send_requests(settings: Settings, stop: threading.Event) -> None:
