@@ -42,7 +42,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -77,30 +76,11 @@ from bench.faults import (  # noqa: E402
 )
 from streamrank.streams.config import Settings  # noqa: E402
 from streamrank.streams.kafka.topics import admin_client, create_topics  # noqa: E402
+from tests.helpers import free_ports  # noqa: E402
 
 SCENARIOS = ("workers", "leader", "master")
 BROKERS = 3
 REDIS_NODES = 6
-CLUSTER_ENV = {"STREAMRANK_REDIS_CLUSTER": "true"}
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive ports that no process listens on now."""
-    rng = np.random.default_rng()
-    for _ in range(200):
-        first = int(rng.integers(20_000, 60_000))
-        if all(port_free(first + n) for n in range(count)):
-            return first
-    raise RuntimeError(f"found no {count} consecutive free ports")
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass
@@ -114,7 +94,8 @@ class ClusterServices:
 
     @classmethod
     def on_free_ports(cls, run_dir: Path) -> ClusterServices:
-        return cls(run_dir, free_ports(BROKERS), free_ports(BROKERS), free_ports(REDIS_NODES))
+        kafka, controllers = free_ports(BROKERS, bus_offset=0), free_ports(BROKERS, bus_offset=0)
+        return cls(run_dir, kafka, controllers, free_ports(REDIS_NODES))
 
     @property
     def bootstrap(self) -> str:
@@ -123,6 +104,11 @@ class ClusterServices:
     @property
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def redis_nodes(self) -> str:
+        """The cluster's other nodes, to start a client from while the URL's node is down."""
+        return ",".join(f"127.0.0.1:{self.redis_port + n}" for n in range(1, REDIS_NODES))
 
     def script(self, name: str, *arguments: str) -> float:
         """Run ``deploy/<name>.sh <arguments>``; the time.time() it returned at."""
@@ -177,6 +163,7 @@ def scenario_settings(services: ClusterServices, partitions: int) -> Settings:
         kafka_bootstrap=services.bootstrap,
         redis_url=services.redis_url,
         redis_cluster=True,
+        redis_cluster_nodes=services.redis_nodes,
         topic_prefix=f"cluster-{run}.",
         app_id=f"streamrank-cluster-{run}",
         partitions=partitions,
@@ -186,7 +173,7 @@ def scenario_settings(services: ClusterServices, partitions: int) -> Settings:
 
 
 def start_worker(settings: Settings, services: ClusterServices, name: str, env: dict) -> Worker:
-    return Worker(settings, services.run_dir / f"{settings.app_id}-{name}.log", CLUSTER_ENV | env)
+    return Worker(settings, services.run_dir / f"{settings.app_id}-{name}.log", env)
 
 
 class Traffic:

@@ -109,7 +109,8 @@ start_cluster() {
   for _ in $(seq 1 300); do
     if cluster_ok && replicas_attached; then
       say "cluster started on 127.0.0.1:${cluster_ports[0]}-${cluster_ports[5]}" \
-        "(STREAMRANK_REDIS_URL=redis://127.0.0.1:$cluster_port/0 STREAMRANK_REDIS_CLUSTER=true)"
+        "(STREAMRANK_REDIS_URL=redis://127.0.0.1:$cluster_port/0 STREAMRANK_REDIS_CLUSTER=true;" \
+        "STREAMRANK_REDIS_CLUSTER_NODES: the other five)"
       return 0
     fi
     sleep 0.1

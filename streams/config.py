@@ -77,6 +77,21 @@ class Settings(BaseSettings):
         False,
         description="the URL names one node of a Redis Cluster (redis-py's RedisCluster client)",
     )
+    redis_cluster_nodes: str = Field(
+        "",
+        pattern=r"^$|^[^\s,:]+:[0-9]{1,5}(,[^\s,:]+:[0-9]{1,5})*$",
+        description="more host:port nodes of the Redis Cluster to start from, comma-separated "
+        "(a client then starts while the URL's node is down)",
+    )
+    redis_wait_replicas: int = Field(
+        1,
+        ge=0,
+        description="on a Redis Cluster, replicas that must hold what the learn path wrote "
+        "before its Kafka offsets are committed (0: do not wait)",
+    )
+    redis_wait_timeout_s: float = Field(
+        2.0, gt=0, description="how long the learn path waits for those replicas per write"
+    )
     redis_password: str | None = None
     redis_ssl_ca_certs: str | None = None
     redis_timeout_s: float = Field(
@@ -352,6 +367,17 @@ class Settings(BaseSettings):
         if self.kafka_ssl_certfile:
             context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
         return context
+
+    def redis_startup_nodes(self) -> list[tuple[str, int]]:
+        """``redis_cluster_nodes`` as ``(host, port)`` pairs.
+
+        Examples
+        --------
+        >>> Settings(redis_cluster_nodes="10.0.0.2:7001,10.0.0.3:7002").redis_startup_nodes()
+        [('10.0.0.2', 7001), ('10.0.0.3', 7002)]
+        """
+        pairs = [node.rsplit(":", 1) for node in self.redis_cluster_nodes.split(",") if node]
+        return [(host, int(port)) for host, port in pairs]
 
     def redis_options(self, timeout_s: float | None = None) -> dict[str, Any]:
         """Password, TLS and timeout settings in redis-py's keyword names.

@@ -35,6 +35,7 @@ from streamrank.models.learning.online_ranker import (
 from streamrank.streams.config import Settings
 from streamrank.streams.state.connections import key
 from streamrank.streams.state.learner_store import BatchingStore, RedisLearnerStore
+from streamrank.streams.state.replicas import ReplicaWait
 
 NEVER = 2**62
 """``sync_every`` for the worker's ranker: its state goes to signed checkpoints, not Redis."""
@@ -69,7 +70,11 @@ def learner_store_for(
     """The shared click statistics, under the deployment's key prefix (``reads``: the client
     the serving threads read them with, when it is not ``client``)."""
     return RedisLearnerStore(
-        client, prefix=key(settings, "ltr:"), ttl_s=settings.learner_ttl_s, reads=reads
+        client,
+        prefix=key(settings, "ltr:"),
+        ttl_s=settings.learner_ttl_s,
+        reads=reads,
+        replicas=ReplicaWait.from_settings(settings),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import time
 import uuid
@@ -38,6 +39,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def free_ports(count: int, bus_offset: int = 10_000) -> int:
+    """The first of ``count`` consecutive ports that no process listens on now, nor on each
+    port plus ``bus_offset`` (a Redis Cluster node's bus port; a port stays below 65536)."""
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(20_000, 65_535 - bus_offset - count)
+        wanted = [first + n + offset for n in range(count) for offset in (0, bus_offset)]
+        if all(port_free(port) for port in wanted):
+            return first
+    raise RuntimeError(f"found no {count} consecutive free ports")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process (worker, CLI) use these settings."""
     env = dict(os.environ)
@@ -45,6 +67,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "kafka_bootstrap",
         "redis_url",
         "redis_cluster",
+        "redis_cluster_nodes",
         "topic_prefix",
         "app_id",
         "partitions",

@@ -27,6 +27,7 @@ NOT_RUNNING = 3
 # deploy/redis.sh): the printed environment must name the ports they listen on.
 KAFKA_CLUSTER_PORT = ("STREAMRANK_KAFKA_CLUSTER_PORT", 9192)
 KAFKA_CLUSTER_NODES = 3
+REDIS_CLUSTER_NODES = 6  # three masters, three replicas (deploy/redis.sh --cluster)
 REDIS_CLUSTER_PORT = ("STREAMRANK_REDIS_CLUSTER_PORT", 7000)
 
 
@@ -77,7 +78,9 @@ def cluster_exports(environ: Mapping[str, str] | None = None) -> str:
     kafka_port = int(environ.get(KAFKA_CLUSTER_PORT[0], KAFKA_CLUSTER_PORT[1]))
     redis_port = int(environ.get(REDIS_CLUSTER_PORT[0], REDIS_CLUSTER_PORT[1]))
     bootstrap = ",".join(f"127.0.0.1:{kafka_port + n}" for n in range(KAFKA_CLUSTER_NODES))
+    others = ",".join(f"127.0.0.1:{redis_port + n}" for n in range(1, REDIS_CLUSTER_NODES))
     return (
         f"export STREAMRANK_KAFKA_BOOTSTRAP={bootstrap} "
-        f"STREAMRANK_REDIS_URL=redis://127.0.0.1:{redis_port}/0 STREAMRANK_REDIS_CLUSTER=true"
+        f"STREAMRANK_REDIS_URL=redis://127.0.0.1:{redis_port}/0 STREAMRANK_REDIS_CLUSTER=true "
+        f"STREAMRANK_REDIS_CLUSTER_NODES={others}"
     )

@@ -35,6 +35,7 @@ from aiokafka.errors import (
     RecordTooLargeError,
     RequestTimedOutError,
 )
+from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 
 from streamrank.streams.config import Settings
 from streamrank.streams.events import ContractError, DeadLetter, decode, describe_any
@@ -53,6 +54,10 @@ MAX_ERROR_CHARS = 2000
 TRANSIENT = (
     redis.ConnectionError,
     redis.TimeoutError,
+    # a Redis Cluster between a master's death and its replica's promotion (a few seconds)
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
     KafkaConnectionError,
     KafkaTimeoutError,
     LeaderNotAvailableError,
@@ -162,7 +167,7 @@ async def publish(letter: DeadLetter, deadletter_topic: faust.TopicT) -> None:
 
 
 def service(error: Exception) -> str:
-    return "Redis" if isinstance(error, redis.RedisError) else "the broker"
+    return "Redis" if isinstance(error, redis.RedisError | SlotNotCoveredError) else "the broker"
 
 
 def backoff_s(attempt: int, settings: Settings) -> float:

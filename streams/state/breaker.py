@@ -30,6 +30,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from streamrank.streams.config import Settings
+from streamrank.streams.state.connections import cluster_options
 
 T = TypeVar("T")
 
@@ -218,9 +219,14 @@ def request_clients(
     async_retry = AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
     blocking: type[GuardedRedis] | type[GuardedRedisCluster] = GuardedRedis
     asynchronous: type[aioredis.Redis] | type[aioredis.RedisCluster] = aioredis.Redis
+    nodes: dict[str, Any] = {}
+    async_nodes: dict[str, Any] = {}
     if settings.redis_cluster:
         blocking, asynchronous = GuardedRedisCluster, aioredis.RedisCluster
-    client = blocking.from_url(settings.redis_url, retry=retry, **options)
+        nodes, async_nodes = cluster_options(settings), cluster_options(settings, True)
+    client = blocking.from_url(settings.redis_url, retry=retry, **options, **nodes)
     client.breaker = breaker
-    async_client = asynchronous.from_url(settings.redis_url, retry=async_retry, **options)
+    async_client = asynchronous.from_url(
+        settings.redis_url, retry=async_retry, **options, **async_nodes
+    )
     return client, async_client, breaker  # type: ignore[return-value]

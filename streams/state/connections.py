@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster
+import redis.cluster
 
 from streamrank.models.registry import Journal, ModelRegistry
 from streamrank.shadow.evidence import ShadowStats
@@ -21,7 +25,7 @@ def redis_client(settings: Settings) -> redis.Redis:
     """
     if settings.redis_cluster:
         return redis.RedisCluster.from_url(  # type: ignore[return-value]
-            settings.redis_url, **settings.redis_options()
+            settings.redis_url, **cluster_options(settings), **settings.redis_options()
         )
     return redis.Redis.from_url(settings.redis_url, **settings.redis_options())
 
@@ -30,9 +34,23 @@ def async_redis_client(settings: Settings) -> aioredis.Redis:
     """The asyncio twin of :func:`redis_client`."""
     if settings.redis_cluster:
         return aioredis.RedisCluster.from_url(  # type: ignore[return-value]
-            settings.redis_url, **settings.redis_options()
+            settings.redis_url,
+            **cluster_options(settings, asynchronous=True),
+            **settings.redis_options(),
         )
     return aioredis.Redis.from_url(settings.redis_url, **settings.redis_options())
+
+
+def cluster_options(settings: Settings, asynchronous: bool = False) -> dict[str, Any]:
+    """The startup nodes of a cluster client: ``redis_cluster_nodes`` besides the URL's node.
+
+    A cluster client learns the slot map from the first startup node that answers; with the
+    URL's node alone, a client created while that node is down (a worker starting, an
+    executor thread's client, the CLI) fails although its replica took over.
+    """
+    node = redis.asyncio.cluster.ClusterNode if asynchronous else redis.cluster.ClusterNode
+    nodes = [node(host, port) for host, port in settings.redis_startup_nodes()]
+    return {"startup_nodes": nodes} if nodes else {}
 
 
 def key(settings: Settings, *parts: str) -> str:

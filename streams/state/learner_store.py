@@ -33,6 +33,7 @@ from typing import Any
 import redis
 
 from streamrank.models.learning.online_ranker import Stats
+from streamrank.streams.state.replicas import ReplicaWait
 from streamrank.streams.state.scripts import queue_script
 
 FIELDS = len(Stats().to_list())
@@ -146,13 +147,21 @@ class RedisLearnerStore:
     ``reads`` is the client of the unbatched reads (:meth:`pair_stats`, :meth:`doc_stats`:
     what serving asks), ``client`` that of the scripts and batched reads of the learn path;
     they differ in a worker, where serving reads with short timeouts and the learn path's
-    scripts may take longer. Without ``reads`` both use ``client``.
+    scripts may take longer. Without ``reads`` both use ``client``. ``replicas``: how many
+    replicas of a Redis Cluster master must confirm each batch of applied statistics (see
+    :mod:`streamrank.streams.state.replicas`); none by default.
     """
 
     def __init__(
-        self, client: redis.Redis, prefix: str, ttl_s: int, reads: redis.Redis | None = None
+        self,
+        client: redis.Redis,
+        prefix: str,
+        ttl_s: int,
+        reads: redis.Redis | None = None,
+        replicas: ReplicaWait | None = None,
     ) -> None:
         self.client = client
+        self.replicas = replicas or ReplicaWait(replicas=0, timeout_s=1.0)
         self.reads = reads if reads is not None else client
         self.prefix = prefix
         self.tagged = f"{prefix}{{learner}}:"
@@ -202,7 +211,10 @@ class RedisLearnerStore:
                 for doc, delta in deltas:
                     args += [doc, *_nonzero(delta)]
             queue_script(pipe, self._apply, [self.tagged], args)
-        return [bool(applied) for chunk in pipe.execute() for applied in chunk]
+        replies = pipe.execute()
+        # before the sessions are marked learned: a master failover must not lose the stats
+        self.replicas.after_writes(self.client, [self.tagged])
+        return [bool(applied) for chunk in replies for applied in chunk]
 
     def prefetch(
         self, wanted: Sequence[tuple[str, str, Sequence[str]]]

@@ -71,6 +71,7 @@ from streamrank.streams.events import (
 from streamrank.streams.online import OnlineServing
 from streamrank.streams.state.connections import key
 from streamrank.streams.state.journal import checkpoint_record_name
+from streamrank.streams.state.replicas import ReplicaWait
 from streamrank.streams.state.scripts import queue_script
 
 log = logging.getLogger(__name__)
@@ -350,6 +351,7 @@ class SessionStore:
         self._accumulate = client.register_script(ACCUMULATE_SCRIPT)
         self._claim = client.register_script(CLAIM_SCRIPT)
         self._impression_prefix = key(settings, "impression", "")
+        self.replicas = ReplicaWait.from_settings(settings)
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -435,6 +437,9 @@ class SessionStore:
             )
             queue_script(pipe, self._accumulate, keys, args)
         _, *replies = pipe.execute()
+        # before the caller commits the batch's offsets: a master failover must not lose it
+        written = [self.partition_key(p, "offset") for p in members]
+        self.replicas.after_writes(self.client, [self.partitions_key, *written])
         statuses = [""] * len(batch)
         for indices, reply in zip(members.values(), replies, strict=True):
             for i, status in zip(indices, reply, strict=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from streamrank.streams.config import Settings
 
@@ -106,3 +107,12 @@ def test_the_worker_keeps_its_data_directory_out_of_the_working_directory() -> N
     assert datadir.is_absolute()
     assert datadir.is_relative_to(tempfile.gettempdir())
     assert datadir.name == "streamrank-datadir-check-data"
+
+
+def test_redis_cluster_nodes_are_parsed_and_a_malformed_list_is_refused_at_load() -> None:
+    settings = Settings(redis_cluster_nodes="redis-0.redis:6379,10.0.0.3:7002")
+    assert settings.redis_startup_nodes() == [("redis-0.redis", 6379), ("10.0.0.3", 7002)]
+    assert Settings().redis_startup_nodes() == []
+    for bad in ("10.0.0.3", "10.0.0.3:7002,", "a:1, b:2", "redis://a:1"):
+        with pytest.raises(ValidationError, match="redis_cluster_nodes"):
+            Settings(redis_cluster_nodes=bad)

@@ -58,7 +58,9 @@ def test_cluster_passes_the_flag_to_both_scripts_and_prints_the_environment(
     ]
     assert (
         "export STREAMRANK_KAFKA_BOOTSTRAP=127.0.0.1:9192,127.0.0.1:9193,127.0.0.1:9194 "
-        "STREAMRANK_REDIS_URL=redis://127.0.0.1:7000/0 STREAMRANK_REDIS_CLUSTER=true"
+        "STREAMRANK_REDIS_URL=redis://127.0.0.1:7000/0 STREAMRANK_REDIS_CLUSTER=true "
+        "STREAMRANK_REDIS_CLUSTER_NODES=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003,"
+        "127.0.0.1:7004,127.0.0.1:7005"
     ) in result.output
 
 
