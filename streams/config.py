@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     dedupe_ttl_s: int = Field(
         7 * 24 * 3600, ge=1, description="how long a processed-request marker lives (replays)"
     )
+    impression_backlog: int = Field(
+        10_000,
+        ge=0,
+        description="impressions a worker keeps in memory while Redis does not take them, "
+        "written when it answers so their clicks are learned (0: none)",
+    )
     impression_ttl_s: int = Field(
         0,
         ge=0,

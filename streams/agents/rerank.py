@@ -25,8 +25,10 @@ call of ``rerank`` has a short timeout behind one circuit breaker
 failing the request (see :mod:`streamrank.streams.serving`). What a request served during an
 outage costs:
 
-- its impression is not recorded, so clicks on it are not learned (the learn path
-  dead-letters them as orphans once ``orphan_window_s`` has passed);
+- its impression waits in the worker's memory
+  (:mod:`streamrank.streams.state.impression_backlog`, up to ``impression_backlog``) and is
+  written when Redis answers again; clicks on it are learned if that is within
+  ``orphan_window_s``, else the learn path dead-letters them as orphans;
 - its done-marker is neither read nor written, so a replay of it (a crash before the offset
   commit, a duplicate from the producer) is ranked and published again: at-least-once, where
   it is exactly-once while Redis answers;
@@ -58,6 +60,8 @@ from streamrank.streams.kafka.deadletter import consumed_at
 from streamrank.streams.state.breaker import Breaker
 from streamrank.streams.state.connections import key
 from streamrank.streams.state.feature_feed import stored_vector
+from streamrank.streams.state.feature_store import impression_record
+from streamrank.streams.state.impression_backlog import ImpressionBacklog
 from streamrank.streams.web import mount as mount_pages
 
 if TYPE_CHECKING:
@@ -66,6 +70,9 @@ if TYPE_CHECKING:
     from streamrank.streams.worker import WorkerParts
 
 log = logging.getLogger(__name__)
+
+KEPT_IMPRESSIONS_EVERY_S = 1.0
+"""How often kept impressions are tried when no request comes to write them."""
 
 
 class RerankAgents:
@@ -82,6 +89,8 @@ class RerankAgents:
         self.in_flight: dict[str, asyncio.Future] = {}
         # The request path's breaker (None: the async client is asked directly).
         self.breaker: Breaker | None = getattr(parts.feature_store.client, "breaker", None)
+        settings = parts.settings
+        self.backlog = ImpressionBacklog(settings.impression_backlog, settings.impression_ttl_s)
 
     async def rerank(self, stream: faust.StreamT[bytes]) -> None:
         await self.parts.handle_each(stream, "candidates", "rerank", self.rerank_one)
@@ -185,9 +194,14 @@ class RerankAgents:
         try:
             self.parts.feature_store.record_impression(request.request_id, impression)
         except redis.RedisError as error:
-            reason = f"impression not recorded (clicks not learned): Redis: {error}"
+            kept = self.backlog.keep(request.request_id, impression_record(impression))
+            what = "kept until Redis answers" if kept else "not recorded (clicks not learned)"
+            reason = f"impression {what}: Redis: {error}"
             reasons = "; ".join(filter(None, [ranking.degraded_reason, reason]))
             ranking = ranking.model_copy(update={"degraded": True, "degraded_reason": reasons})
+        else:
+            if len(self.backlog):  # Redis answers again: write what the outage left
+                self.write_kept_impressions()
         try:
             self.parts.metrics.record_ranking(
                 impression["latency_ms"], ranking.degraded, self.vectors_missing()
@@ -195,6 +209,21 @@ class RerankAgents:
         except redis.RedisError as error:
             log.warning("ranking %s not counted in the metrics: %s", request.request_id, error)
         return ranking, pending
+
+    def write_kept_impressions(self) -> int:
+        """Write the impressions an outage left in the backlog; how many. Runs in a thread."""
+        try:
+            return self.backlog.flush(self.parts.feature_store.record_impressions)
+        except redis.RedisError as error:
+            log.warning("%d kept impressions not written yet: Redis: %s", len(self.backlog), error)
+            return 0
+
+    async def write_kept_impressions_while_idle(self) -> None:
+        """Every second, write kept impressions: without traffic no request would."""
+        while not self.parts.app.should_stop:
+            await asyncio.sleep(KEPT_IMPRESSIONS_EVERY_S)
+            if len(self.backlog):
+                await self.parts.run_blocking(self.write_kept_impressions)
 
     def rankers(self) -> list[Reranker]:
         """The rankers requests are served by here: the active version and the shadows that
@@ -282,6 +311,7 @@ def register(parts: WorkerParts) -> RerankAgents:
     follower and the web pages (when enabled) to ``parts.app``; the handlers are returned."""
     app, settings = parts.app, parts.settings
     agents = RerankAgents(parts)
+    app.task(agents.write_kept_impressions_while_idle)
     if parts.registry is not None:
         app.task(agents.control)
     if parts.rules is not None:

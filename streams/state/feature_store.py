@@ -129,14 +129,27 @@ class FeatureStore:
         :meth:`~streamrank.streams.config.Settings.derive_impression_ttl`): every request
         leaves one, so Redis holds about ``rate x impression_ttl_s`` of them.
         """
-        # the feature log goes to the ``impressions`` topic, never to Redis
-        kept = {name: value for name, value in impression.items() if name != "feature_log"}
         self.client.set(
             self.impression_key(request_id),
-            json.dumps(kept, separators=(",", ":")),
+            impression_record(impression),
             ex=self.settings.impression_ttl_s,
         )
+
+    def record_impressions(self, records: Sequence[tuple[str, str, int]]) -> None:
+        """Write ``(request_id, record, ttl_s)`` impression records in one pipeline (the
+        backlog an outage left, :mod:`streamrank.streams.state.impression_backlog`)."""
+        pipe = self.client.pipeline(transaction=False)
+        for request_id, record, ttl_s in records:
+            pipe.set(self.impression_key(request_id), record, ex=max(1, ttl_s))
+        pipe.execute()
 
     def impression(self, request_id: str) -> dict[str, Any] | None:
         raw = self.client.get(self.impression_key(request_id))
         return json.loads(raw) if raw else None
+
+
+def impression_record(impression: dict[str, Any]) -> str:
+    """A served ranking's impression as Redis keeps it: compact JSON, without the feature log
+    (that goes to the ``impressions`` topic, never to Redis)."""
+    kept = {name: value for name, value in impression.items() if name != "feature_log"}
+    return json.dumps(kept, separators=(",", ":"))

@@ -32,6 +32,7 @@ from kafka.errors import KafkaError
 
 from streamrank.models.registry import RegistryError
 from streamrank.streams.config import Settings
+from streamrank.streams.kafka.clients import producer_options
 
 STATE_KIND = "state"
 """The topic kind of the journal: ``<topic_prefix>state``."""
@@ -110,18 +111,16 @@ class KafkaJournal:
         with self._lock:
             if self._producer is None:
                 self._producer = KafkaProducer(
-                    bootstrap_servers=self.settings.kafka_bootstrap,
-                    client_id=f"{self.settings.app_id}-journal",
-                    acks="all",
-                    enable_idempotence=True,
-                    max_request_size=self.settings.max_message_bytes,
-                    allow_auto_create_topics=False,
-                    request_timeout_ms=TIMEOUT_MS,
-                    max_block_ms=TIMEOUT_MS,
-                    bootstrap_timeout_ms=TIMEOUT_MS,
-                    delivery_timeout_ms=2 * TIMEOUT_MS,
-                    linger_ms=0,
-                    **self.settings.kafka_client_options(),
+                    **producer_options(
+                        self.settings,
+                        client_id=f"{self.settings.app_id}-journal",
+                        allow_auto_create_topics=False,
+                        request_timeout_ms=TIMEOUT_MS,
+                        max_block_ms=TIMEOUT_MS,
+                        bootstrap_timeout_ms=TIMEOUT_MS,
+                        delivery_timeout_ms=2 * TIMEOUT_MS,
+                        linger_ms=0,
+                    )
                 )
             return self._producer
 

@@ -153,8 +153,10 @@ def test_clients_start_from_the_other_nodes_while_the_urls_node_is_down(
     cluster.script("kill-node", str(cluster.first_port))
     try:
         wait_until(
-            lambda: b"cluster_state:ok" in survivor.execute_command("CLUSTER", "INFO")
-            and b"master,fail" in survivor.execute_command("CLUSTER", "NODES"),
+            lambda: (
+                b"cluster_state:ok" in survivor.execute_command("CLUSTER", "INFO")
+                and b"master,fail" in survivor.execute_command("CLUSTER", "NODES")
+            ),
             30,
             "the replica of the killed master to take over",
         )
