@@ -12,14 +12,13 @@ goes on a connection of its own to the master: one small write (a fence key in t
 written), then ``WAIT``. A master's replication stream is one ordered log, so a replica that
 acknowledged the fence holds every write the master answered before it.
 
-When fewer replicas confirm in ``timeout_s``:
-
-- the master has that many replicas connected: they lag; :class:`ReplicaLagError` (a
-  ``redis.TimeoutError``, which the learn path waits out and retries; its writes are
-  idempotent).
-- it has fewer (a replica is down, or it is the replica just promoted and has none yet):
-  nothing more durable is possible now, so the write stands with a warning. Losing it would
-  take a second failure, of this master, before a replica is back.
+The master is first asked how many replicas it has connected. When it has fewer than
+``replicas`` (a replica is down, or it is the replica just promoted and has none yet), nothing
+more durable is possible now: the wait is for those it has, with a warning, and losing the
+write would take a second failure, of this master, before a replica is back. When connected
+replicas do not confirm within ``timeout_s`` they lag: :class:`ReplicaLagError` (a
+``redis.TimeoutError``, which the learn path waits out and retries; its writes are
+idempotent).
 
 On a single Redis (no ``RedisCluster``) nothing is waited for: durability there is the AOF's.
 
@@ -83,28 +82,31 @@ class ReplicaWait:
     def wait_one(self, client: redis.RedisCluster, node: ClusterNode, key: str) -> None:
         """Fence ``key``'s slot on ``node`` and wait for its replicas (see the module)."""
         connection = client.get_redis_connection(node)
-        pipe = connection.pipeline(transaction=False)
+        connected = int(connection.info("replication").get("connected_slaves", 0))
+        wanted = min(self.replicas, connected)
+        if wanted < self.replicas:
+            log.warning(
+                "Redis master %s has %d replicas connected, fewer than the %d a learned write "
+                "waits for: it stands on %d copies until a replica is back",
+                node.name,
+                connected,
+                self.replicas,
+                connected + 1,
+            )
+        if wanted == 0:
+            return
+        pipe = connection.pipeline(transaction=False)  # one connection: WAIT counts its writes
         pipe.set(fence_key(key), 1, px=FENCE_TTL_MS)
-        pipe.execute_command("WAIT", self.replicas, int(self.timeout_s * 1000))
+        pipe.execute_command("WAIT", wanted, int(self.timeout_s * 1000))
         try:
             _, confirmed = pipe.execute()
         except AskError as error:  # MOVED or ASK: the slot moved; the next try learns where
             raise ReplicaLagError(f"{key}'s slot moved from {node.name}: {error}") from error
-        if confirmed >= self.replicas:
-            return
-        connected = int(connection.info("replication").get("connected_slaves", 0))
-        if connected >= self.replicas:
+        if confirmed < wanted:
             raise ReplicaLagError(
-                f"{confirmed} of {self.replicas} replicas of {node.name} confirmed a write "
+                f"{confirmed} of {wanted} replicas of {node.name} confirmed a write "
                 f"in {self.timeout_s} s"
             )
-        log.warning(
-            "Redis master %s has %d replicas connected, fewer than the %d a learned write "
-            "waits for: it stands on one copy until a replica is back",
-            node.name,
-            connected,
-            self.replicas,
-        )
 
 
 def fence_key(key: str) -> str:

@@ -144,7 +144,7 @@ def test_fewer_replicas_connected_than_asked_keeps_the_write_with_a_warning(
 
 
 def test_clients_start_from_the_other_nodes_while_the_urls_node_is_down(
-    cluster: PrivateCluster, client: redis.RedisCluster
+    cluster: PrivateCluster, client: redis.RedisCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = next(k for k in KEYS if master_port(client, k) == cluster.first_port)
     client.set(key, "before the failover")
@@ -168,5 +168,11 @@ def test_clients_start_from_the_other_nodes_while_the_urls_node_is_down(
         assert blocking.get(key) == b"before the failover"
         assert asyncio.run(asynchronous.get(key)) == b"before the failover"
         assert asyncio.run(async_redis_client(settings).get(key)) == b"before the failover"
+        # the promoted replica has no replica of its own yet: its writes stand, with a warning
+        promoted = redis_client(settings)
+        promoted.set(key, "after the failover")
+        with caplog.at_level(logging.WARNING, logger="streamrank.streams.state.replicas"):
+            assert ReplicaWait(replicas=1, timeout_s=5.0).after_writes(promoted, [key]) == 1
+        assert "has 0 replicas connected, fewer than the 1" in caplog.text
     finally:
         cluster.script("start-node", str(cluster.first_port))
