@@ -94,8 +94,9 @@ class ClusterServices:
 
     @classmethod
     def on_free_ports(cls, run_dir: Path) -> ClusterServices:
-        kafka, controllers = free_ports(BROKERS, bus_offset=0), free_ports(BROKERS, bus_offset=0)
-        return cls(run_dir, kafka, controllers, free_ports(REDIS_NODES))
+        # one block, so that the three ranges cannot overlap: Redis, brokers, controllers
+        first = free_ports(REDIS_NODES + 2 * BROKERS)
+        return cls(run_dir, first + REDIS_NODES, first + REDIS_NODES + BROKERS, first)
 
     @property
     def bootstrap(self) -> str:
