@@ -54,6 +54,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 import redis
+from redis.cluster import ClusterNode
 
 SIGNATURE_CHARS = 64  # hex HMAC-SHA256
 CAS_ATTEMPTS = 50
@@ -62,7 +63,8 @@ ACTIVATIONS = frozenset({"activate", "promote", "rollback"})  # audit actions th
 
 def redis_from_env() -> redis.Redis:
     """A client for ``$STREAMRANK_REDIS_URL`` (else the local Redis): a ``RedisCluster`` when
-    ``$STREAMRANK_REDIS_CLUSTER`` is true.
+    ``$STREAMRANK_REDIS_CLUSTER`` is true, which also starts from the ``host:port`` nodes of
+    ``$STREAMRANK_REDIS_CLUSTER_NODES``.
 
     For examples and tools of this package, which must not import the streaming runtime
     (``streamrank.streams.state.connections.redis_client`` is what the deployment uses); a
@@ -70,7 +72,10 @@ def redis_from_env() -> redis.Redis:
     """
     url = os.environ.get("STREAMRANK_REDIS_URL", "redis://127.0.0.1:6379/0")
     if os.environ.get("STREAMRANK_REDIS_CLUSTER", "").strip().lower() in ("1", "true", "yes", "on"):
-        return redis.RedisCluster.from_url(url)  # type: ignore[return-value]
+        listed = os.environ.get("STREAMRANK_REDIS_CLUSTER_NODES", "").split(",")
+        nodes = [node.strip().rsplit(":", 1) for node in listed if node.strip()]
+        startup = [ClusterNode(host, int(port)) for host, port in nodes]
+        return redis.RedisCluster.from_url(url, startup_nodes=startup)  # type: ignore[return-value]
     return redis.Redis.from_url(url)
 
 

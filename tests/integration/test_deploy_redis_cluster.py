@@ -22,6 +22,7 @@ import pytest
 import redis
 from redis.exceptions import RedisClusterException
 
+from streamrank.models.registry import redis_from_env
 from streamrank.streams.config import Settings
 from streamrank.streams.state.breaker import request_clients
 from streamrank.streams.state.connections import async_redis_client, redis_client
@@ -144,7 +145,10 @@ def test_fewer_replicas_connected_than_asked_keeps_the_write_with_a_warning(
 
 
 def test_clients_start_from_the_other_nodes_while_the_urls_node_is_down(
-    cluster: PrivateCluster, client: redis.RedisCluster, caplog: pytest.LogCaptureFixture
+    cluster: PrivateCluster,
+    client: redis.RedisCluster,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     key = next(k for k in KEYS if master_port(client, k) == cluster.first_port)
     client.set(key, "before the failover")
@@ -168,6 +172,10 @@ def test_clients_start_from_the_other_nodes_while_the_urls_node_is_down(
         assert blocking.get(key) == b"before the failover"
         assert asyncio.run(asynchronous.get(key)) == b"before the failover"
         assert asyncio.run(async_redis_client(settings).get(key)) == b"before the failover"
+        monkeypatch.setenv("STREAMRANK_REDIS_URL", settings.redis_url)
+        monkeypatch.setenv("STREAMRANK_REDIS_CLUSTER", "true")
+        monkeypatch.setenv("STREAMRANK_REDIS_CLUSTER_NODES", settings.redis_cluster_nodes)
+        assert redis_from_env().get(key) == b"before the failover"  # the models package's own
         # the promoted replica has no replica of its own yet: its writes stand, with a warning
         promoted = redis_client(settings)
         promoted.set(key, "after the failover")
