@@ -17,7 +17,7 @@ Durability: the app's producer writes with ``acks=all`` and idempotence
 exactly-once transactions, so the app runs on a transport whose producer always asks for
 them (:class:`DurableTransport`). The topics Faust creates itself (its assignor's leader
 topic) get the replication factor streamrank's own topics get
-(:func:`~streamrank.streams.kafka.replication.resolve_replication`).
+(:func:`~streamrank.streams.kafka.replication.resolve_replication_waiting`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from streamrank.streams.config import Settings
 from streamrank.streams.kafka.clients import DURABLE_PRODUCER
-from streamrank.streams.kafka.replication import resolve_replication
+from streamrank.streams.kafka.replication import resolve_replication_waiting
 
 
 class DurableProducer(aiokafka_driver.Producer):
@@ -79,10 +79,13 @@ def create_app(settings: Settings) -> faust.App:
     """A Faust app for ``settings``, without agents (:func:`streamrank.streams.worker.build`
     and :func:`streamrank.streams.agents.shadow.build_shadow` add them).
 
+    With replication ``auto`` it waits until a broker answers to count the cluster's
+    brokers (:func:`~streamrank.streams.kafka.replication.resolve_replication_waiting`).
+
     Raises
     ------
     ReplicationError
-        With replication ``auto`` and no broker to count the cluster's brokers.
+        With an explicit replication factor larger than the cluster's brokers.
     """
     # Faust makes a data directory even with in-memory tables; it holds nothing here, so it
     # goes under the temp dir instead of littering whatever directory the worker runs in
@@ -96,7 +99,7 @@ def create_app(settings: Settings) -> faust.App:
         store="memory://",
         datadir=str(datadir / "{conf.name}-data"),
         topic_partitions=settings.partitions,
-        topic_replication_factor=resolve_replication(settings),
+        topic_replication_factor=resolve_replication_waiting(settings),
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=settings.web_enabled,

@@ -15,6 +15,9 @@ and what to set instead.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from typing import Literal
 
 from kafka import KafkaAdminClient
@@ -30,10 +33,19 @@ MIN_INSYNC_REPLICAS = 2
 leaves one broker free to fail, and an acknowledged write is on a second broker."""
 LOOKUP_TIMEOUT_MS = 10_000
 """How long :func:`resolve_replication` waits for a broker to count the cluster's brokers."""
+FIRST_RETRY_S = 1.0
+LONGEST_RETRY_S = 30.0
+"""The backoff of :func:`resolve_replication_waiting` while no broker answers."""
+
+log = logging.getLogger(__name__)
 
 
 class ReplicationError(ValueError):
     """A replication factor the cluster cannot give, or a cluster that could not be asked."""
+
+
+class BrokerUnreachable(ReplicationError):
+    """``auto`` found no broker to count the cluster's brokers."""
 
 
 def replication_for(
@@ -91,7 +103,7 @@ def resolve_replication(settings: Settings, admin: KafkaAdminClient | None = Non
     try:
         own = admin_client(settings, timeout_ms=LOOKUP_TIMEOUT_MS)
     except UNREACHABLE as error:
-        raise ReplicationError(
+        raise BrokerUnreachable(
             f"replication factor {AUTO} needs the cluster's size, but no Kafka broker answers "
             f"at {settings.kafka_bootstrap} ({error}): start Kafka, or set "
             "STREAMRANK_REPLICATION_FACTOR to a number"
@@ -100,6 +112,28 @@ def resolve_replication(settings: Settings, admin: KafkaAdminClient | None = Non
         return replication_for(requested, broker_count(own), settings.kafka_bootstrap)
     finally:
         own.close()
+
+
+def resolve_replication_waiting(
+    settings: Settings, sleep: Callable[[float], None] = time.sleep
+) -> int:
+    """:func:`resolve_replication`, waiting with backoff (up to :data:`LONGEST_RETRY_S`)
+    while no broker answers.
+
+    A worker may start before Kafka (a Kubernetes rollout, a compose file, a host reboot). It
+    waits for the broker, as Faust's own consumer does, rather than exiting: a supervisor
+    restarts an exiting worker with ever longer pauses, which would outlast the broker's
+    return. An explicit factor is not checked here (no broker is asked): topic creation
+    checks it.
+    """
+    retry_s = FIRST_RETRY_S
+    while True:
+        try:
+            return resolve_replication(settings)
+        except BrokerUnreachable as error:
+            log.warning("%s; trying again in %.0f s", error, retry_s)
+            sleep(retry_s)
+            retry_s = min(2 * retry_s, LONGEST_RETRY_S)
 
 
 def min_insync_replicas(replication: int) -> int | None:

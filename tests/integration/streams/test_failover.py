@@ -1,5 +1,5 @@
-"""Failover through real faults: a broker that restarts under load and a worker killed with
-SIGKILL.
+"""Failover through real faults: a broker that restarts under load, a worker killed with
+SIGKILL, and a worker started before its broker.
 
 Both tests run on a PRIVATE Kafka broker (``deploy/kafka.sh`` on free ports with its own run
 directory), which the first test stops and starts again; the shared broker is never touched.
@@ -214,3 +214,21 @@ def test_the_partitions_of_a_killed_worker_are_served_by_the_other(
     ranked = wait_until_ranked(settings, after, 120)
     assert all(ranked[request_id] == 1 for request_id in after | warm)
     assert survivor.process.poll() is None
+
+
+def test_a_worker_started_before_the_broker_waits_for_it_and_then_ranks(
+    settings: Settings, private_kafka: PrivateKafka, start_worker
+) -> None:
+    private_kafka.run("stop")
+    worker = start_worker(ready=False)
+    deadline = time.monotonic() + 120
+    while "trying again in" not in worker.log():  # it asked for the cluster's size and waits
+        assert worker.process.poll() is None, worker.log()[-3000:]
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.5)
+    private_kafka.run("start")
+    worker.wait_ready(180)
+    traffic = Traffic(settings)
+    wait_until_ranked(settings, {"req-0", "req-2"}, 120)
+    sent = traffic.stop()
+    assert set(wait_until_ranked(settings, set(sent), 120)) >= set(sent)

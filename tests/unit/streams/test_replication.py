@@ -14,6 +14,7 @@ from streamrank.streams.kafka.replication import (
     min_insync_replicas,
     replication_for,
     resolve_replication,
+    resolve_replication_waiting,
 )
 
 
@@ -94,3 +95,20 @@ def test_the_setting_reads_auto_or_a_positive_number(monkeypatch: pytest.MonkeyP
         monkeypatch.setenv("STREAMRANK_REPLICATION_FACTOR", invalid)
         with pytest.raises(ValidationError):
             Settings()
+
+
+def test_a_worker_waits_for_a_broker_with_backoff_until_one_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    attempts = iter([KafkaTimeoutError("down")] * 7 + [Cluster(3)])
+
+    def admin_client(*args: object, **kwargs: object) -> Cluster:
+        attempt = next(attempts)
+        if isinstance(attempt, Exception):
+            raise attempt
+        return attempt
+
+    monkeypatch.setattr(replication, "admin_client", admin_client)
+    slept: list[float] = []
+    assert resolve_replication_waiting(Settings(), sleep=slept.append) == 3
+    assert slept == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
