@@ -13,8 +13,7 @@ import logging
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from streamrank.streams.config import Settings
 from streamrank.streams.state.breaker import request_clients
 from streamrank.streams.state.connections import async_redis_client, redis_client
 from streamrank.streams.state.replicas import ReplicaLagError, ReplicaWait
-from tests.helpers import REPO, free_ports
+from tests.helpers import REPO, free_ports, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -82,13 +81,6 @@ class PrivateCluster:
 
 def master_port(client: redis.RedisCluster, key: str) -> int:
     return int(client.get_node_from_key(key).port)
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +148,7 @@ def test_clients_start_from_the_other_nodes_while_the_urls_node_is_down(
     survivor = cluster.node(cluster.first_port + 1)
     cluster.script("kill-node", str(cluster.first_port))
     try:
-        wait_until(
+        wait_for(
             lambda: (
                 b"cluster_state:ok" in survivor.execute_command("CLUSTER", "INFO")
                 and b"master,fail" in survivor.execute_command("CLUSTER", "NODES")

@@ -39,7 +39,7 @@ from streamrank.streams.state.user_sessions import (
     build_impression,
 )
 from streamrank.streams.streaming_simulator import to_interactions
-from tests.helpers import consume
+from tests.helpers import consume, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -385,15 +385,6 @@ def publish_sessions(settings: Settings, sessions: list[list[Interaction]], pace
             time.sleep(pace_s)
     producer.flush()
     producer.close()
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def due_sessions(client: redis.Redis, settings: Settings) -> int:

@@ -25,7 +25,7 @@ from streamrank.streams.config import Settings
 from streamrank.streams.events import Interaction, Ranking
 from streamrank.streams.state.connections import redis_client
 from streamrank.streams.streaming_simulator import to_interactions
-from tests.helpers import consume, isolated_settings
+from tests.helpers import consume, isolated_settings, wait_for
 from tests.integration.streams.test_learn import (
     LEARN_ENV,
     QUERIES,
@@ -35,7 +35,6 @@ from tests.integration.streams.test_learn import (
     produce_keyed,
     publish_sessions,
     session_store,
-    wait_for,
 )
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ import pytest
 from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, ContractError, DeadLetter, decode
 from streamrank.streams.state.connections import redis_client
-from tests.helpers import consume
+from tests.helpers import consume, wait_for
 from tests.integration.streams.test_learn import (
     LEARN_ENV,
     QUERIES,
@@ -28,7 +28,6 @@ from tests.integration.streams.test_learn import (
     learner_totals,
     rank_all,
     session_store,
-    wait_for,
 )
 from tests.poison import corpus
 

@@ -24,7 +24,7 @@ from streamrank.streams.config import Settings
 from streamrank.streams.events import Candidate, Candidates, Interaction, Ranking
 from streamrank.streams.online import learner_store_for
 from streamrank.streams.state.user_sessions import SessionStore
-from tests.helpers import REPO, consume, free_port, produce
+from tests.helpers import REPO, consume, free_port, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -93,14 +93,6 @@ def rankings(settings: Settings, wanted: set[str], timeout_s: float = 120) -> li
         if time.monotonic() > deadline:
             missing = wanted - {ranking.request_id for ranking in found}
             raise AssertionError(f"no ranking for {sorted(missing)} in {timeout_s}s")
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.3)
 
 
 def send(settings: Settings, request_ids: list[str]) -> None:
