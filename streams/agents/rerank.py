@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEPT_IMPRESSIONS_EVERY_S = 1.0
-"""How often kept impressions are tried when no request comes to write them."""
+"""How often kept impressions are tried."""
 
 
 class RerankAgents:
@@ -199,9 +199,6 @@ class RerankAgents:
             reason = f"impression {what}: Redis: {error}"
             reasons = "; ".join(filter(None, [ranking.degraded_reason, reason]))
             ranking = ranking.model_copy(update={"degraded": True, "degraded_reason": reasons})
-        else:
-            if len(self.backlog):  # Redis answers again: write what the outage left
-                self.write_kept_impressions()
         try:
             self.parts.metrics.record_ranking(
                 impression["latency_ms"], ranking.degraded, self.vectors_missing()
@@ -218,8 +215,9 @@ class RerankAgents:
             log.warning("%d kept impressions not written yet: Redis: %s", len(self.backlog), error)
             return 0
 
-    async def write_kept_impressions_while_idle(self) -> None:
-        """Every second, write kept impressions: without traffic no request would."""
+    async def write_kept_impressions_every_second(self) -> None:
+        """Every second, write kept impressions, off the request path: a request that finds
+        Redis back does not also carry the outage's backlog."""
         while not self.parts.app.should_stop:
             await asyncio.sleep(KEPT_IMPRESSIONS_EVERY_S)
             if len(self.backlog):
@@ -311,7 +309,7 @@ def register(parts: WorkerParts) -> RerankAgents:
     follower and the web pages (when enabled) to ``parts.app``; the handlers are returned."""
     app, settings = parts.app, parts.settings
     agents = RerankAgents(parts)
-    app.task(agents.write_kept_impressions_while_idle)
+    app.task(agents.write_kept_impressions_every_second)
     if parts.registry is not None:
         app.task(agents.control)
     if parts.rules is not None:

@@ -4,7 +4,7 @@ A ranking served while Redis is away (a restart, a Redis Cluster master failing 
 record its impression, and a click on it would join nothing: the learn path waits
 ``orphan_window_s`` for the impression, then dead-letters the click as an orphan. Most outages
 are shorter than that window (a failover takes seconds), so the worker keeps those
-impressions and writes them as soon as Redis answers, each with what is left of its lifetime;
+impressions and writes them once Redis answers, each with what is left of its lifetime;
 the clicks that waited join them and are learned.
 
 The backlog is bounded (``limit``; the oldest goes first, counted in ``dropped``) and lives in
